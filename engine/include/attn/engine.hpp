@@ -1,0 +1,115 @@
+// The attention engine: weights packed once, forward passes and KV-cache sessions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "attn/config.hpp"
+#include "attn/export.hpp"
+#include "attn/status.hpp"
+#include "attn/tensor.hpp"
+#include "attn/weights.hpp"
+
+namespace attn {
+
+class Session;
+struct EngineState;
+struct SessionState;
+
+/// Which attention path forward() runs.
+enum class AttentionImpl {
+  kFused,    ///< flash attention: online softmax, no [seq_len, seq_len] buffer (default)
+  kUnfused,  ///< scores materialised per head, softmax, then P·V; for comparison. Allocates
+             ///< [seq_len, seq_len] floats per worker on each call.
+};
+
+/// Work of one call, for rates: FLOPs (2 per multiply-add; attention counts visible pairs
+/// only) and the bytes of inputs, weights and outputs touched at least once.
+struct Cost {
+  double flops = 0;
+  double attention_flops = 0;
+  double projection_flops = 0;
+  double bytes = 0;
+};
+
+/// Multi-head attention with its weights packed for the chosen instruction set.
+///
+/// Embedding contract:
+/// - immutable after create(); forward() and step() may run from many threads at once;
+/// - no global state: two engines share nothing;
+/// - no heap allocation in steady state: per-call buffers come from a pool owned by the
+///   engine, grown the first time a larger call arrives and reused afterwards;
+/// - never prints, never aborts, never throws: every failure is a Status;
+/// - the same input gives the same output bits for any thread count and any backend.
+/// Copying an Engine is cheap: copies share the packed weights and the thread pool.
+class ATTN_API Engine {
+ public:
+  /// Validates `config` and `weights` (errors name the field or tensor and the values), packs
+  /// the weights and creates the thread arena.
+  static Result<Engine> create(const Config& config, const Weights& weights);
+
+  /// x: [batch, seq_len, d_in] or [seq_len, d_in] -> out: same rank, last dim d_out.
+  /// Fails, with `out` untouched, when a shape is wrong, seq_len > context_length, a size is
+  /// zero, or memory cannot be allocated.
+  Status forward(ConstTensorView x, TensorView out,
+                 AttentionImpl impl = AttentionImpl::kFused) const;
+
+  /// Creates a KV-cache session of capacity context_length (see Session).
+  Result<Session> new_session() const;
+
+  /// Advances every session by one token: x: [n, d_in] (row i for sessions[i]) ->
+  /// out: [n, d_out]. Sessions must belong to this engine and be distinct; on any error no
+  /// session changes.
+  Status step(std::span<Session* const> sessions, ConstTensorView x, TensorView out) const;
+
+  const Config& config() const noexcept;
+  /// Returns the instruction set the kernels run: "sse2", "avx2" or "avx512".
+  const char* isa() const noexcept;
+  /// Returns the number of worker threads forward() may use.
+  int threads() const noexcept;
+  /// Returns the work of forward() on [batch, seq_len, d_in].
+  Cost forward_cost(std::int64_t batch, std::int64_t seq_len) const noexcept;
+  /// Returns the bytes of packed weights the engine holds.
+  std::size_t weight_bytes() const noexcept;
+
+ private:
+  friend class Session;
+  explicit Engine(std::shared_ptr<const EngineState> state);
+  std::shared_ptr<const EngineState> state_;
+};
+
+/// Incremental decoding for one sequence: keys and values of every past position are cached
+/// ([num_heads, context_length, head_dim] floats each for keys and values, allocated once),
+/// so a new token costs one query against the cache.
+/// Thread safety: one session is used by one thread at a time; different sessions of one
+/// engine may run concurrently.
+class ATTN_API Session {
+ public:
+  Session(Session&&) noexcept;
+  Session& operator=(Session&&) noexcept;
+  ~Session();
+
+  /// Appends a prompt. x: [seq_len, d_in] -> out: [seq_len, d_out] (the outputs a full
+  /// causal forward would give at those positions). Fails without changing the session when
+  /// position() + seq_len > context_length.
+  Status prefill(ConstTensorView x, TensorView out);
+  /// Appends one token. x: [1, d_in] or [d_in] -> out: [1, d_out] or [d_out].
+  Status step(ConstTensorView x, TensorView out);
+  /// Forgets every cached position (keeps the memory).
+  void reset() noexcept;
+  /// Returns how many positions are cached.
+  std::int64_t position() const noexcept;
+  /// Returns context_length: the most positions the session can hold.
+  std::int64_t capacity() const noexcept;
+  /// Returns the bytes of the key and value cache: 2 * num_heads * context_length * head_dim * 4.
+  std::size_t cache_bytes() const noexcept;
+
+ private:
+  friend class Engine;
+  explicit Session(std::unique_ptr<SessionState> state);
+  std::unique_ptr<SessionState> state_;
+};
+
+}  // namespace attn

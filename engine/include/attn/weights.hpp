@@ -1,0 +1,39 @@
+// The trainable parameters of an engine, in nn.Linear layout, and PyTorch-compatible init.
+#pragma once
+
+#include <cstdint>
+
+#include "attn/config.hpp"
+#include "attn/export.hpp"
+#include "attn/status.hpp"
+#include "attn/tensor.hpp"
+
+namespace attn {
+
+/// Parameters of one attention layer. Projections use nn.Linear's layout, y = x Wᵀ + b:
+/// w_query, w_key, w_value are [d_out, d_in]; head h owns rows h*head_dim .. (h+1)*head_dim-1.
+/// For the wrapper, head i's W_query.weight is rows i*head_dim.. of w_query. Tensors a variant
+/// does not use stay empty.
+struct ATTN_API Weights {
+  Tensor w_query, w_key, w_value;  ///< [d_out, d_in]; empty for Variant::kSimplified
+  Tensor b_query, b_key, b_value;  ///< [d_out] when Config::qkv_bias, else empty
+  Tensor w_out;                    ///< [d_out, d_out]: kMultiHeadAttention's out_proj.weight
+  Tensor b_out;                    ///< [d_out]: out_proj.bias
+
+  /// Builds weights from SelfAttention_v1's parameters, each [d_in, d_out] (q = x W).
+  /// Fails when the three shapes differ or are not rank 2.
+  static Result<Weights> from_input_major(const Tensor& w_query, const Tensor& w_key,
+                                          const Tensor& w_value);
+};
+
+/// Checks that `weights` has exactly the tensors `config` needs, with the right shapes.
+/// The error names the tensor and both shapes.
+ATTN_API Status validate(const Config& config, const Weights& weights);
+
+/// Draws weights the way the chapter's PyTorch code does after torch.manual_seed(seed):
+/// SelfAttention_v1 uses torch.rand(d_in, d_out) per matrix; the other variants create
+/// nn.Linear layers in constructor order (W_query, W_key, W_value, then out_proj; the
+/// wrapper head by head). The same seed gives the book's weights bit for bit.
+ATTN_API Result<Weights> init_weights_like_torch(const Config& config, std::uint64_t seed);
+
+}  // namespace attn

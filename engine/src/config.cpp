@@ -1,0 +1,153 @@
+// Config presets, validation and names.
+#include "attn/config.hpp"
+
+#include <string>
+
+namespace attn {
+namespace {
+
+// Generous upper bounds that keep every size product far from int64 overflow; real models
+// are orders of magnitude smaller.
+constexpr std::int64_t kMaxFeatures = std::int64_t{1} << 20;
+constexpr std::int64_t kMaxContext = std::int64_t{1} << 30;
+constexpr int kMaxThreads = 1024;
+
+Status invalid(std::string message) { return {ErrorCode::kInvalidArgument, std::move(message)}; }
+
+Status check_range(const char* name, std::int64_t value, std::int64_t lo, std::int64_t hi) {
+  if (value < lo || value > hi) {
+    return invalid(std::string(name) + " = " + std::to_string(value) + " is out of range [" +
+                   std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+  return {};
+}
+
+}  // namespace
+
+Config Config::chapter(Variant variant, std::int64_t d_in, std::int64_t d_out,
+                       std::int64_t num_heads, std::int64_t context_length) {
+  Config c;
+  c.variant = variant;
+  c.d_in = d_in;
+  c.d_out = d_out;
+  c.num_heads = num_heads;
+  c.context_length = context_length;
+  c.causal = variant == Variant::kCausalAttention || variant == Variant::kMultiHeadWrapper ||
+             variant == Variant::kMultiHeadAttention;
+  return c;
+}
+
+Config Config::gpt2_small() {
+  Config c = chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
+  c.qkv_bias = true;
+  return c;
+}
+
+Status validate(const Config& c) {
+  if (Status s = check_range("d_in", c.d_in, 1, kMaxFeatures); !s.ok()) return s;
+  if (Status s = check_range("d_out", c.d_out, 1, kMaxFeatures); !s.ok()) return s;
+  if (Status s = check_range("num_heads", c.num_heads, 1, kMaxFeatures); !s.ok()) return s;
+  if (Status s = check_range("context_length", c.context_length, 1, kMaxContext); !s.ok()) return s;
+  if (Status s = check_range("window", c.window, 0, kMaxContext); !s.ok()) return s;
+  if (Status s = check_range("threads", c.threads, 0, kMaxThreads); !s.ok()) return s;
+  if (c.d_out % c.num_heads != 0) {
+    return invalid("d_out = " + std::to_string(c.d_out) + " is not divisible by num_heads = " +
+                   std::to_string(c.num_heads));
+  }
+  const bool single_head = c.variant == Variant::kSimplified ||
+                           c.variant == Variant::kSelfAttentionV1 ||
+                           c.variant == Variant::kSelfAttentionV2 ||
+                           c.variant == Variant::kCausalAttention;
+  if (single_head && c.num_heads != 1) {
+    return invalid(std::string("variant ") + to_string(c.variant) + " has one head, not num_heads = " +
+                   std::to_string(c.num_heads));
+  }
+  if (c.variant == Variant::kSimplified && c.d_out != c.d_in) {
+    return invalid("variant simplified has no weights, so d_out must equal d_in; got d_in = " +
+                   std::to_string(c.d_in) + ", d_out = " + std::to_string(c.d_out));
+  }
+  if ((c.variant == Variant::kSimplified || c.variant == Variant::kSelfAttentionV1) && c.qkv_bias) {
+    return invalid(std::string("variant ") + to_string(c.variant) + " has no bias; qkv_bias must be false");
+  }
+  if (c.window > 0 && !c.causal) {
+    return invalid("window = " + std::to_string(c.window) + " needs causal attention");
+  }
+  return {};
+}
+
+const char* to_string(Variant v) noexcept {
+  switch (v) {
+    case Variant::kSimplified:
+      return "simplified";
+    case Variant::kSelfAttentionV1:
+      return "v1";
+    case Variant::kSelfAttentionV2:
+      return "v2";
+    case Variant::kCausalAttention:
+      return "causal";
+    case Variant::kMultiHeadWrapper:
+      return "wrapper";
+    case Variant::kMultiHeadAttention:
+      return "mha";
+  }
+  return "unknown";
+}
+
+const char* to_string(Backend b) noexcept {
+  switch (b) {
+    case Backend::kTbb:
+      return "tbb";
+    case Backend::kOpenMp:
+      return "openmp";
+    case Backend::kSerial:
+      return "serial";
+  }
+  return "unknown";
+}
+
+const char* to_string(Isa isa) noexcept {
+  switch (isa) {
+    case Isa::kAuto:
+      return "auto";
+    case Isa::kSse2:
+      return "sse2";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+namespace {
+template <class E, std::size_t N>
+Result<E> parse(std::string_view what, std::string_view name, const E (&all)[N]) {
+  std::string names;
+  for (E e : all) {
+    if (name == to_string(e)) return e;
+    names += names.empty() ? "" : ", ";
+    names += to_string(e);
+  }
+  return Status(ErrorCode::kInvalidArgument, "unknown " + std::string(what) + " '" +
+                                                 std::string(name) + "' (expected one of: " + names + ")");
+}
+}  // namespace
+
+Result<Variant> parse_variant(std::string_view name) {
+  static constexpr Variant kAll[] = {Variant::kSimplified,      Variant::kSelfAttentionV1,
+                                     Variant::kSelfAttentionV2, Variant::kCausalAttention,
+                                     Variant::kMultiHeadWrapper, Variant::kMultiHeadAttention};
+  return parse("variant", name, kAll);
+}
+
+Result<Backend> parse_backend(std::string_view name) {
+  static constexpr Backend kAll[] = {Backend::kTbb, Backend::kOpenMp, Backend::kSerial};
+  return parse("backend", name, kAll);
+}
+
+Result<Isa> parse_isa(std::string_view name) {
+  static constexpr Isa kAll[] = {Isa::kAuto, Isa::kSse2, Isa::kAvx2, Isa::kAvx512};
+  return parse("instruction set", name, kAll);
+}
+
+}  // namespace attn

@@ -1,0 +1,240 @@
+// The float64 reference: chapter 3 written plainly (see attn/reference.hpp).
+#include "attn/reference.hpp"
+
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "shapes.hpp"
+
+namespace attn::reference {
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+Matrix from_floats(const float* data, std::int64_t rows, std::int64_t cols) {
+  Matrix m(rows, cols);
+  for (std::int64_t i = 0; i < rows * cols; ++i) m.values[i] = data[i];
+  return m;
+}
+
+// Rows r0 .. r0 + n - 1 of a [rows, cols] float tensor (a head's slice of a projection).
+Matrix rows_of(const Tensor& t, std::int64_t r0, std::int64_t n) {
+  const std::int64_t cols = t.shape().rank() == 2 ? t.shape()[1] : 1;
+  return from_floats(t.data() + r0 * cols, n, cols);
+}
+
+std::vector<double> bias_of(const Tensor& t, std::int64_t r0, std::int64_t n) {
+  if (t.empty()) return {};
+  return {t.data() + r0, t.data() + r0 + n};
+}
+
+// Columns c0 .. c0 + n - 1 of m.
+Matrix columns(const Matrix& m, std::int64_t c0, std::int64_t n) {
+  Matrix out(m.rows, n);
+  for (std::int64_t i = 0; i < m.rows; ++i)
+    for (std::int64_t j = 0; j < n; ++j) out(i, j) = m(i, c0 + j);
+  return out;
+}
+
+}  // namespace
+
+Matrix Matrix::from(ConstTensorView view) {
+  const std::int64_t cols = view.shape.rank() >= 1 ? view.shape[-1] : 1;
+  const std::int64_t n = view.shape.numel();
+  return from_floats(view.data, cols > 0 ? n / cols : 0, cols);
+}
+
+double dot(std::span<const double> a, std::span<const double> b) {
+  double acc = 0.0;
+  for (std::size_t i = 0; i < a.size(); ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+std::vector<double> query_scores(const Matrix& x, std::int64_t query) {
+  std::vector<double> s(x.rows);
+  for (std::int64_t j = 0; j < x.rows; ++j) s[j] = dot(x.row(j), x.row(query));
+  return s;
+}
+
+std::vector<double> normalize_by_sum(std::span<const double> s) {
+  double sum = 0.0;
+  for (double x : s) sum += x;
+  std::vector<double> out(s.begin(), s.end());
+  for (double& x : out) x /= sum;
+  return out;
+}
+
+std::vector<double> softmax_naive(std::span<const double> s) {
+  std::vector<double> out(s.size());
+  double sum = 0.0;
+  for (std::size_t i = 0; i < s.size(); ++i) sum += out[i] = std::exp(s[i]);
+  for (double& x : out) x /= sum;
+  return out;
+}
+
+std::vector<double> softmax(std::span<const double> s) {
+  double mx = kNegInf;
+  for (double x : s) mx = std::max(mx, x);
+  std::vector<double> out(s.size(), 0.0);
+  if (mx == kNegInf) return out;  // nothing visible
+  double sum = 0.0;
+  for (std::size_t i = 0; i < s.size(); ++i) sum += out[i] = std::exp(s[i] - mx);
+  for (double& x : out) x /= sum;
+  return out;
+}
+
+std::vector<double> context_vector(std::span<const double> weights, const Matrix& values) {
+  std::vector<double> z(values.cols, 0.0);
+  for (std::int64_t j = 0; j < values.rows; ++j)
+    for (std::int64_t d = 0; d < values.cols; ++d) z[d] += weights[j] * values(j, d);
+  return z;
+}
+
+Matrix matmul(const Matrix& a, const Matrix& b) {
+  Matrix c(a.rows, b.cols);
+  for (std::int64_t i = 0; i < a.rows; ++i)
+    for (std::int64_t p = 0; p < a.cols; ++p)
+      for (std::int64_t j = 0; j < b.cols; ++j) c(i, j) += a(i, p) * b(p, j);
+  return c;
+}
+
+Matrix matmul_transposed(const Matrix& a, const Matrix& b) {
+  Matrix c(a.rows, b.rows);
+  for (std::int64_t i = 0; i < a.rows; ++i)
+    for (std::int64_t j = 0; j < b.rows; ++j) c(i, j) = dot(a.row(i), b.row(j));
+  return c;
+}
+
+Matrix transpose(const Matrix& a) {
+  Matrix t(a.cols, a.rows);
+  for (std::int64_t i = 0; i < a.rows; ++i)
+    for (std::int64_t j = 0; j < a.cols; ++j) t(j, i) = a(i, j);
+  return t;
+}
+
+Matrix scale(const Matrix& a, double factor) {
+  Matrix out = a;
+  for (double& x : out.values) x *= factor;
+  return out;
+}
+
+Matrix linear(const Matrix& x, const Matrix& w, std::span<const double> b) {
+  Matrix y = matmul_transposed(x, w);
+  if (!b.empty()) {
+    for (std::int64_t i = 0; i < y.rows; ++i)
+      for (std::int64_t j = 0; j < y.cols; ++j) y(i, j) += b[j];
+  }
+  return y;
+}
+
+Matrix softmax_rows(const Matrix& scores) {
+  Matrix out(scores.rows, scores.cols);
+  for (std::int64_t i = 0; i < scores.rows; ++i) {
+    const std::vector<double> r = softmax(scores.row(i));
+    std::copy(r.begin(), r.end(), out.values.begin() + i * out.cols);
+  }
+  return out;
+}
+
+Matrix mask_after_softmax(const Matrix& weights) {
+  Matrix out = weights;
+  for (std::int64_t i = 0; i < out.rows; ++i) {
+    double sum = 0.0;
+    for (std::int64_t j = 0; j < out.cols; ++j) {
+      if (j > i + out.cols - out.rows) out(i, j) = 0.0;
+      sum += out(i, j);
+    }
+    for (std::int64_t j = 0; j < out.cols; ++j) out(i, j) = sum > 0.0 ? out(i, j) / sum : 0.0;
+  }
+  return out;
+}
+
+Matrix mask_before_softmax(const Matrix& scores) {
+  Matrix out = scores;
+  for (std::int64_t i = 0; i < out.rows; ++i)
+    for (std::int64_t j = i + out.cols - out.rows + 1; j < out.cols; ++j)
+      if (j >= 0) out(i, j) = kNegInf;
+  return out;
+}
+
+Matrix dropout(const Matrix& x, double p, TorchGenerator& gen) {
+  if (p == 0.0) return x;
+  Matrix out = x;
+  const double keep_scale = 1.0 / (1.0 - p);
+  for (double& v : out.values) v = gen.dropout_keep(p) ? v * keep_scale : 0.0;
+  return out;
+}
+
+Matrix attention_weights(const Matrix& q, const Matrix& k, const AttentionOptions& o) {
+  Matrix s = scale(matmul_transposed(q, k), o.scale);
+  for (std::int64_t i = 0; i < s.rows; ++i) {
+    const std::int64_t limit = i + k.rows - q.rows;
+    for (std::int64_t j = 0; j < s.cols; ++j) {
+      const bool visible = !o.causal || (j <= limit && (o.window == 0 || j > limit - o.window));
+      if (!visible) s(i, j) = kNegInf;
+    }
+  }
+  return softmax_rows(s);
+}
+
+Matrix attention(const Matrix& q, const Matrix& k, const Matrix& v, const AttentionOptions& o) {
+  const Matrix w = attention_weights(q, k, o);
+  Matrix out(q.rows, v.cols);
+  for (std::int64_t i = 0; i < q.rows; ++i) {
+    const std::vector<double> z = context_vector(w.row(i), v);
+    std::copy(z.begin(), z.end(), out.values.begin() + i * out.cols);
+  }
+  return out;
+}
+
+Result<Output> forward(const Config& config, const Weights& weights, ConstTensorView x) {
+  if (Status s = validate(config, weights); !s.ok()) return s;
+  Result<detail::BatchShape> shape = detail::check_input(config, x);
+  if (!shape.ok()) return shape.status();
+  const std::int64_t batch = shape->batch, seq_len = shape->seq_len;
+  const std::int64_t d_in = config.d_in, d_out = config.d_out, hd = config.head_dim();
+
+  AttentionOptions opt;
+  opt.causal = config.causal;
+  opt.window = config.window;
+  opt.scale = config.variant == Variant::kSimplified ? 1.0 : 1.0 / std::sqrt(double(hd));
+
+  Output result;
+  result.shape = shape->output_shape(d_out);
+  result.values.reserve(batch * seq_len * d_out);
+  for (std::int64_t b = 0; b < batch; ++b) {
+    const Matrix xb = from_floats(x.data + b * seq_len * d_in, seq_len, d_in);
+    Matrix context(seq_len, d_out);
+    if (config.variant == Variant::kSimplified) {
+      context = attention(xb, xb, xb, opt);
+    } else if (config.variant == Variant::kMultiHeadAttention) {
+      // One projection each, split into heads by columns, then out_proj.
+      const Matrix q = linear(xb, rows_of(weights.w_query, 0, d_out), bias_of(weights.b_query, 0, d_out));
+      const Matrix k = linear(xb, rows_of(weights.w_key, 0, d_out), bias_of(weights.b_key, 0, d_out));
+      const Matrix v = linear(xb, rows_of(weights.w_value, 0, d_out), bias_of(weights.b_value, 0, d_out));
+      Matrix heads(seq_len, d_out);
+      for (std::int64_t h = 0; h < config.num_heads; ++h) {
+        const Matrix o = attention(columns(q, h * hd, hd), columns(k, h * hd, hd),
+                                   columns(v, h * hd, hd), opt);
+        for (std::int64_t i = 0; i < seq_len; ++i)
+          for (std::int64_t d = 0; d < hd; ++d) heads(i, h * hd + d) = o(i, d);
+      }
+      context = linear(heads, rows_of(weights.w_out, 0, d_out), bias_of(weights.b_out, 0, d_out));
+    } else {
+      // Single-head variants and the wrapper: each head is its own small module.
+      for (std::int64_t h = 0; h < config.num_heads; ++h) {
+        const Matrix q = linear(xb, rows_of(weights.w_query, h * hd, hd), bias_of(weights.b_query, h * hd, hd));
+        const Matrix k = linear(xb, rows_of(weights.w_key, h * hd, hd), bias_of(weights.b_key, h * hd, hd));
+        const Matrix v = linear(xb, rows_of(weights.w_value, h * hd, hd), bias_of(weights.b_value, h * hd, hd));
+        const Matrix o = attention(q, k, v, opt);
+        for (std::int64_t i = 0; i < seq_len; ++i)
+          for (std::int64_t d = 0; d < hd; ++d) context(i, h * hd + d) = o(i, d);
+      }
+    }
+    result.values.insert(result.values.end(), context.values.begin(), context.values.end());
+  }
+  return result;
+}
+
+}  // namespace attn::reference

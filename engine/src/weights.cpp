@@ -1,0 +1,146 @@
+// Weight validation, SelfAttention_v1 conversion and PyTorch-compatible initialisation.
+#include "attn/weights.hpp"
+
+#include <string>
+
+#include "attn/random.hpp"
+
+namespace attn {
+namespace {
+
+Status check_tensor(const char* name, const Tensor& t, Shape want) {
+  if (t.shape() != want || t.numel() != want.numel()) {
+    return {ErrorCode::kInvalidArgument, std::string("weight ") + name + " has shape " +
+                                             t.shape().to_string() + " (" + std::to_string(t.numel()) +
+                                             " values), expected " + want.to_string()};
+  }
+  return {};
+}
+
+Status check_absent(const char* name, const Tensor& t, const char* why) {
+  if (!t.empty() || t.shape().rank() != 0) {
+    return {ErrorCode::kInvalidArgument, std::string("weight ") + name + " " +
+                                             t.shape().to_string() + " is given but " + why};
+  }
+  return {};
+}
+
+Tensor transpose(const Tensor& t) {
+  const std::int64_t r = t.shape()[0], c = t.shape()[1];
+  Tensor out(Shape{c, r});
+  for (std::int64_t i = 0; i < r; ++i)
+    for (std::int64_t j = 0; j < c; ++j) out.data()[j * r + i] = t.data()[i * c + j];
+  return out;
+}
+
+// Copies `part` into rows row0.. of `whole` (a row of a rank-1 tensor is one element).
+void put_rows(Tensor& whole, const Tensor& part, std::int64_t row0) {
+  const std::int64_t row_width = whole.numel() / whole.shape()[0];
+  std::copy(part.values().begin(), part.values().end(), whole.values().begin() + row0 * row_width);
+}
+
+}  // namespace
+
+Result<Weights> Weights::from_input_major(const Tensor& w_query, const Tensor& w_key,
+                                          const Tensor& w_value) {
+  if (w_query.shape().rank() != 2 || w_query.numel() != w_query.shape().numel()) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "W_query must be [d_in, d_out], got " + w_query.shape().to_string());
+  }
+  if (!(w_key.shape() == w_query.shape()) || !(w_value.shape() == w_query.shape()) ||
+      w_key.numel() != w_query.numel() || w_value.numel() != w_query.numel()) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "W_query, W_key, W_value must have one shape; got " + w_query.shape().to_string() +
+                      ", " + w_key.shape().to_string() + ", " + w_value.shape().to_string());
+  }
+  Weights w;
+  w.w_query = transpose(w_query);
+  w.w_key = transpose(w_key);
+  w.w_value = transpose(w_value);
+  return w;
+}
+
+Status validate(const Config& config, const Weights& w) {
+  if (Status s = validate(config); !s.ok()) return s;
+  const std::int64_t d_in = config.d_in, d_out = config.d_out;
+  struct Named {
+    const char* name;
+    const Tensor& t;
+  };
+  const Named qkv[] = {{"w_query", w.w_query}, {"w_key", w.w_key}, {"w_value", w.w_value}};
+  const Named bias[] = {{"b_query", w.b_query}, {"b_key", w.b_key}, {"b_value", w.b_value}};
+  for (const Named& n : qkv) {
+    Status s = config.has_projections() ? check_tensor(n.name, n.t, Shape{d_out, d_in})
+                                        : check_absent(n.name, n.t, "variant simplified has no weights");
+    if (!s.ok()) return s;
+  }
+  for (const Named& n : bias) {
+    Status s = config.qkv_bias ? check_tensor(n.name, n.t, Shape{d_out})
+                               : check_absent(n.name, n.t, "qkv_bias is false");
+    if (!s.ok()) return s;
+  }
+  if (config.has_out_proj()) {
+    if (Status s = check_tensor("w_out", w.w_out, Shape{d_out, d_out}); !s.ok()) return s;
+    // out_proj without a bias (nn.MultiheadAttention(bias=False)) is allowed.
+    if (!w.b_out.empty() || w.b_out.shape().rank() != 0) {
+      if (Status s = check_tensor("b_out", w.b_out, Shape{d_out}); !s.ok()) return s;
+    }
+  } else {
+    const char* why = "only variant mha has an output projection";
+    if (Status s = check_absent("w_out", w.w_out, why); !s.ok()) return s;
+    if (Status s = check_absent("b_out", w.b_out, why); !s.ok()) return s;
+  }
+  return {};
+}
+
+Result<Weights> init_weights_like_torch(const Config& config, std::uint64_t seed) {
+  if (Status s = validate(config); !s.ok()) return s;
+  TorchGenerator gen(seed);
+  const std::int64_t d_in = config.d_in, d_out = config.d_out;
+  Weights w;
+  // One nn.Linear(d_in, n) as its constructor draws it: weight, then bias.
+  auto linear = [&](std::int64_t n, bool bias, Tensor& weight, Tensor& b) {
+    weight = gen.linear_weight(d_in, n);
+    if (bias) b = gen.linear_bias(d_in, n);
+  };
+  switch (config.variant) {
+    case Variant::kSimplified:
+      break;
+    case Variant::kSelfAttentionV1: {
+      Tensor wq = gen.rand(Shape{d_in, d_out});
+      Tensor wk = gen.rand(Shape{d_in, d_out});
+      Tensor wv = gen.rand(Shape{d_in, d_out});
+      return Weights::from_input_major(wq, wk, wv);
+    }
+    case Variant::kMultiHeadWrapper: {
+      const std::int64_t hd = config.head_dim();
+      w.w_query = w.w_key = w.w_value = Tensor(Shape{d_out, d_in});
+      if (config.qkv_bias) w.b_query = w.b_key = w.b_value = Tensor(Shape{d_out});
+      for (std::int64_t h = 0; h < config.num_heads; ++h) {
+        Tensor* ws[] = {&w.w_query, &w.w_key, &w.w_value};
+        Tensor* bs[] = {&w.b_query, &w.b_key, &w.b_value};
+        for (int i = 0; i < 3; ++i) {
+          Tensor wt, bt;
+          linear(hd, config.qkv_bias, wt, bt);
+          put_rows(*ws[i], wt, h * hd);
+          if (config.qkv_bias) put_rows(*bs[i], bt, h * hd);
+        }
+      }
+      break;
+    }
+    case Variant::kSelfAttentionV2:
+    case Variant::kCausalAttention:
+    case Variant::kMultiHeadAttention:
+      linear(d_out, config.qkv_bias, w.w_query, w.b_query);
+      linear(d_out, config.qkv_bias, w.w_key, w.b_key);
+      linear(d_out, config.qkv_bias, w.w_value, w.b_value);
+      if (config.has_out_proj()) {
+        w.w_out = gen.linear_weight(d_out, d_out);
+        w.b_out = gen.linear_bias(d_out, d_out);
+      }
+      break;
+  }
+  return w;
+}
+
+}  // namespace attn

@@ -1,0 +1,76 @@
+// Per-call buffers, pooled per engine so that steady-state calls allocate nothing.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "buffer.hpp"
+
+namespace attn::detail {
+
+/// The buffers one forward() or step() call uses. Only one call holds a workspace at a time.
+struct Workspace {
+  AlignedBuffer activations;  ///< projections: [tokens, 3 * d_out] (or a copy of x)
+  AlignedBuffer scratch;      ///< workers x per-worker kernel scratch
+  AlignedBuffer extra;        ///< the unfused path's scores, decode partials
+
+  /// Per-worker scratch of `floats_per_worker` floats for worker w (64-byte aligned).
+  float* worker_scratch(int w, std::size_t floats_per_worker) const noexcept {
+    return scratch.data() + static_cast<std::size_t>(w) * floats_per_worker;
+  }
+};
+
+/// A free list of workspaces. acquire() reuses one when available (no allocation), else
+/// creates one; the list keeps every workspace ever created, so after warm-up with the
+/// largest concurrent load, calls allocate nothing.
+/// Thread safety: all members may be called concurrently.
+class WorkspacePool {
+ public:
+  WorkspacePool() { free_.reserve(kReserved); }
+
+  class Lease {
+   public:
+    Lease(WorkspacePool* pool, std::unique_ptr<Workspace> ws) : pool_(pool), ws_(std::move(ws)) {}
+    Lease(Lease&&) noexcept = default;
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (ws_) pool_->release(std::move(ws_));
+    }
+    Workspace* operator->() const noexcept { return ws_.get(); }
+    Workspace& operator*() const noexcept { return *ws_; }
+    explicit operator bool() const noexcept { return ws_ != nullptr; }
+
+   private:
+    WorkspacePool* pool_;
+    std::unique_ptr<Workspace> ws_;
+  };
+
+  /// Returns a workspace, or an empty lease when memory runs out.
+  Lease acquire() noexcept {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        std::unique_ptr<Workspace> ws = std::move(free_.back());
+        free_.pop_back();
+        return Lease(this, std::move(ws));
+      }
+    }
+    return Lease(this, std::unique_ptr<Workspace>(new (std::nothrow) Workspace()));
+  }
+
+ private:
+  static constexpr std::size_t kReserved = 64;  // concurrent callers before the list regrows
+
+  void release(std::unique_ptr<Workspace> ws) noexcept {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (free_.size() < free_.capacity()) free_.push_back(std::move(ws));
+    // else: more than kReserved concurrent callers; drop it rather than allocate here.
+  }
+
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Workspace>> free_;
+};
+
+}  // namespace attn::detail

@@ -1,0 +1,47 @@
+// Builds the kernel table of one architecture from the kernel functors. Included only by
+// kernels/arch/table_<isa>.cpp, compiled with that ISA's flags.
+#pragma once
+
+#include "kernels/impl/attention.hpp"
+#include "kernels/impl/decode.hpp"
+#include "kernels/impl/gemm.hpp"
+#include "kernels/impl/softmax.hpp"
+#include "kernels/table.hpp"
+
+namespace attn::kernels {
+
+template <class Arch>
+const KernelTable& make_table(Isa isa) noexcept {
+  static const KernelTable table{
+      isa,
+      [](std::size_t n, std::size_t k) noexcept { return GemmPackB::packed_floats(Arch{}, n, k); },
+      [](const float* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n, std::size_t k,
+         float* packed) noexcept { GemmPackB{}(Arch{}, b, rs_n, rs_k, n, k, packed); },
+      []() noexcept { return Gemm::n_step(Arch{}); },
+      []() noexcept { return Gemm::scratch_floats(Arch{}); },
+      []() noexcept { return Gemm::task_block(Arch{}); },
+      [](const GemmArgs& args) noexcept { Gemm{}(Arch{}, args); },
+      [](std::size_t head_dim) noexcept { return FlashAttention::q_block(Arch{}, head_dim); },
+      [](std::size_t head_dim) noexcept {
+        return FlashAttention::scratch_floats(Arch{}, head_dim);
+      },
+      [](const AttentionArgs& args) noexcept { FlashAttention{}(Arch{}, args); },
+      [](const float* q, const float* k, std::ptrdiff_t ld_k, const float* v, std::ptrdiff_t ld_v,
+         std::size_t n_kv, std::size_t head_dim, float scale, float* out_partial,
+         DecodePartial* partial) noexcept {
+        DecodeChunk{}(Arch{}, q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out_partial, partial);
+      },
+      [](const float* out_partials, const DecodePartial* partials, std::size_t n_chunks,
+         std::size_t head_dim, float* out) noexcept {
+        DecodeMerge{}(Arch{}, out_partials, partials, n_chunks, head_dim, out);
+      },
+      [](float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols, float scale,
+         bool causal, std::ptrdiff_t visible_offset, std::size_t window) noexcept {
+        MaskedSoftmaxRows{}(Arch{}, s, ld, rows, cols, scale, causal, visible_offset, window);
+      },
+      [](const float* x, float* y, std::size_t n) noexcept { VectorExp{}(Arch{}, x, y, n); },
+  };
+  return table;
+}
+
+}  // namespace attn::kernels

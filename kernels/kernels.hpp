@@ -1,0 +1,134 @@
+// Kernel entry points. Raw pointers, sizes and leading dimensions (in floats); no threads,
+// no allocation (scratch is passed in, 64-byte aligned), no engine types. Each entry point
+// runs the copy compiled for `isa`, which must be supported (isa_supported). Each has a
+// float64 twin in kernels/reference.hpp that the tests compare it with.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/isa.hpp"
+
+namespace attn::kernels {
+
+// ---- GEMM: C = A · Bᵀ + bias ----------------------------------------------------------
+//
+// A: [m, k] row-major (row stride lda). B: [n, k] given by strides: element (j, p) is at
+// b[j * rs_n + p * rs_k], which covers nn.Linear's [n, k] (rs_n = k, rs_k = 1) and the
+// [k, n] layout of x @ W (rs_n = 1, rs_k = n). B is packed once (weights) into an opaque,
+// ISA-specific panel layout, then any block of C can be computed from it.
+
+/// Returns the floats gemm_pack_b writes for an [n, k] matrix.
+std::size_t gemm_packed_floats(Isa isa, std::size_t n, std::size_t k) noexcept;
+/// Packs B (see above) into `packed` (gemm_packed_floats floats, 64-byte aligned).
+void gemm_pack_b(Isa isa, const float* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
+                 std::size_t n, std::size_t k, float* packed) noexcept;
+/// Returns the column granularity: gemm's n0 must be a multiple of it.
+std::size_t gemm_n_step(Isa isa) noexcept;
+/// Returns the floats of scratch one gemm call needs (independent of m, n, k).
+std::size_t gemm_scratch_floats(Isa isa) noexcept;
+
+/// The C block one task should compute for good cache use; n is a multiple of gemm_n_step.
+struct GemmBlock {
+  std::size_t m = 0;
+  std::size_t n = 0;
+};
+GemmBlock gemm_task_block(Isa isa) noexcept;
+
+struct GemmArgs {
+  const float* a = nullptr;   ///< [m, k], row stride lda
+  std::ptrdiff_t lda = 0;
+  const float* packed_b = nullptr;  ///< gemm_pack_b of the whole [n_total, k] matrix
+  std::size_t n_total = 0;    ///< columns of the packed matrix
+  std::size_t m = 0;          ///< rows of A and C computed by this call
+  std::size_t k = 0;
+  std::size_t n0 = 0;         ///< first column computed (multiple of gemm_n_step)
+  std::size_t n = 0;          ///< columns computed: n0 .. n0 + n - 1 (n0 + n <= n_total)
+  const float* bias = nullptr;  ///< [n_total] indexed by absolute column, or null
+  float* c = nullptr;         ///< points at C[0, 0]; this call writes C[0:m, n0:n0+n]
+  std::ptrdiff_t ldc = 0;
+  float* scratch = nullptr;   ///< gemm_scratch_floats floats
+};
+
+/// C[0:m, n0:n0+n] = A · B[n0:n0+n, :]ᵀ + bias. Deterministic: each element is summed in
+/// the same order whatever the block split of the caller.
+void gemm(Isa isa, const GemmArgs& args) noexcept;
+
+// ---- Fused attention (flash attention with online softmax) ---------------------------
+//
+// One (batch, head): q [seq_len_q, head_dim], k and v [seq_len_kv, head_dim] (row strides
+// ld_q, ld_k, ld_v). Computes rows q_begin .. q_end - 1 of
+//   out = softmax(mask(scale · q kᵀ)) · v
+// without materialising the score matrix. Causal alignment is bottom-right: row i sees keys
+// j <= i + seq_len_kv - seq_len_q; with window > 0 also only j > that limit - window.
+// Masked scores are overwritten with -inf (never added to), so NaN or Inf in a masked key or
+// value cannot reach the output; a row with no visible key gives 0. Rows of out depend only
+// on their own query row (not on the q_begin/q_end split), so any task split gives the same
+// bits. out may alias q (same pointer and ld): each row block is read before it is written.
+
+struct AttentionArgs {
+  const float* q = nullptr;
+  std::ptrdiff_t ld_q = 0;
+  const float* k = nullptr;
+  std::ptrdiff_t ld_k = 0;
+  const float* v = nullptr;
+  std::ptrdiff_t ld_v = 0;
+  float* out = nullptr;       ///< row i of the result goes to out + i * ld_out
+  std::ptrdiff_t ld_out = 0;
+  std::size_t head_dim = 0;
+  std::size_t seq_len_q = 0;
+  std::size_t seq_len_kv = 0;
+  std::size_t q_begin = 0;
+  std::size_t q_end = 0;
+  float scale = 1.0f;
+  bool causal = false;
+  std::size_t window = 0;     ///< 0: no window
+  float* scratch = nullptr;   ///< flash_attention_scratch_floats floats
+};
+
+/// Returns the query rows per call that suit the kernel's blocking (the engine's task size).
+std::size_t flash_attention_q_block(Isa isa, std::size_t head_dim) noexcept;
+/// Returns the scratch floats one call needs (O(block sizes), independent of seq_len).
+std::size_t flash_attention_scratch_floats(Isa isa, std::size_t head_dim) noexcept;
+void flash_attention(Isa isa, const AttentionArgs& args) noexcept;
+
+// ---- Decode: one query row against a long key range, in fixed chunks ------------------
+//
+// The keys are split into chunks of kDecodeChunk; each chunk gives a partial result
+// (running max, sum of exponentials, unnormalised output) and decode_merge combines the
+// partials in chunk order. The split is fixed, so the result does not depend on how many
+// threads compute the chunks.
+
+inline constexpr std::size_t kDecodeChunk = 512;
+
+struct DecodePartial {
+  float max = 0;  ///< the chunk's largest scaled score (kernel units), -inf if none visible
+  float sum = 0;  ///< sum of exponentials relative to max
+};
+
+/// Computes the partial of one chunk: q [head_dim], k and v [n_kv <= kDecodeChunk rows].
+/// out_partial: [head_dim] unnormalised. `scale` is the same as AttentionArgs::scale.
+void decode_chunk(Isa isa, const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
+                  std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale,
+                  float* out_partial, DecodePartial* partial) noexcept;
+/// Merges n_chunks partials (out_partials: [n_chunks, head_dim], row stride head_dim) in
+/// order into out [head_dim]; no visible key gives 0.
+void decode_merge(Isa isa, const float* out_partials, const DecodePartial* partials,
+                  std::size_t n_chunks, std::size_t head_dim, float* out) noexcept;
+
+// ---- Softmax over rows (the unfused path) --------------------------------------------
+
+/// In place: s[r, :] = softmax(scale · s[r, :]) over the visible columns, 0 elsewhere.
+/// Row r sees columns c <= r + visible_offset when causal (offset = cols_total - rows_total
+/// for bottom-right alignment), and with window > 0 only c > r + visible_offset - window.
+/// A row with no visible column becomes all 0.
+void masked_softmax_rows(Isa isa, float* s, std::ptrdiff_t ld, std::size_t rows,
+                         std::size_t cols, float scale, bool causal,
+                         std::ptrdiff_t visible_offset, std::size_t window) noexcept;
+
+// ---- Vector exp, exposed so its accuracy can be measured ------------------------------
+
+/// y[i] = exp(x[i]) with the kernels' vector exp.
+void vector_exp(Isa isa, const float* x, float* y, std::size_t n) noexcept;
+
+}  // namespace attn::kernels

@@ -1,0 +1,121 @@
+// Float64 reference twins of the kernels (see reference.hpp).
+#include "kernels/reference.hpp"
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace attn::kernels::reference {
+namespace {
+
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+
+// Softmax of one row of scores in place; masked entries are -inf; all masked gives 0.
+void softmax_in_place(std::vector<double>& s) {
+  double mx = kNegInf;
+  bool any_nan = false;
+  for (double x : s) {
+    if (std::isnan(x)) any_nan = true;
+    if (x > mx) mx = x;
+  }
+  if (any_nan) {
+    for (double& x : s) x = std::numeric_limits<double>::quiet_NaN();
+    return;
+  }
+  if (mx == kNegInf) {
+    for (double& x : s) x = 0.0;
+    return;
+  }
+  double sum = 0.0;
+  for (double& x : s) {
+    x = std::exp(x - mx);  // exp(-inf) = 0 for masked entries; +inf - +inf gives NaN
+    sum += x;
+  }
+  for (double& x : s) x /= sum;
+}
+
+}  // namespace
+
+void gemm(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k, const float* b,
+          std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n, const float* bias, double* c,
+          std::ptrdiff_t ldc) {
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      double acc = bias ? static_cast<double>(bias[j]) : 0.0;
+      for (std::size_t p = 0; p < k; ++p) {
+        acc += static_cast<double>(a[i * lda + p]) *
+               static_cast<double>(b[static_cast<std::ptrdiff_t>(j) * rs_n +
+                                     static_cast<std::ptrdiff_t>(p) * rs_k]);
+      }
+      c[i * ldc + j] = acc;
+    }
+  }
+}
+
+void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
+  std::vector<double> s(args.seq_len_kv);
+  for (std::size_t i = args.q_begin; i < args.q_end; ++i) {
+    const float* q = args.q + i * args.ld_q;
+    for (std::size_t j = 0; j < args.seq_len_kv; ++j) {
+      if (!visible(i, j, args.seq_len_q, args.seq_len_kv, args.causal, args.window)) {
+        s[j] = kNegInf;  // overwrite, so NaN/Inf in masked keys never matter
+        continue;
+      }
+      const float* kr = args.k + j * args.ld_k;
+      double acc = 0.0;
+      for (std::size_t d = 0; d < args.head_dim; ++d) {
+        acc += static_cast<double>(q[d]) * static_cast<double>(kr[d]);
+      }
+      s[j] = acc * static_cast<double>(args.scale);
+    }
+    softmax_in_place(s);
+    double* o = out + (i - args.q_begin) * ld_out;
+    for (std::size_t d = 0; d < args.head_dim; ++d) o[d] = 0.0;
+    for (std::size_t j = 0; j < args.seq_len_kv; ++j) {
+      if (s[j] == 0.0 && !visible(i, j, args.seq_len_q, args.seq_len_kv, args.causal,
+                                  args.window)) {
+        continue;  // masked: skip, so a NaN value there cannot leak in as 0 * NaN
+      }
+      const float* vr = args.v + j * args.ld_v;
+      for (std::size_t d = 0; d < args.head_dim; ++d) o[d] += s[j] * static_cast<double>(vr[d]);
+    }
+  }
+}
+
+void decode(const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
+            std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale,
+            double* out) {
+  AttentionArgs args;
+  args.q = q;
+  args.ld_q = static_cast<std::ptrdiff_t>(head_dim);
+  args.k = k;
+  args.ld_k = ld_k;
+  args.v = v;
+  args.ld_v = ld_v;
+  args.head_dim = head_dim;
+  args.seq_len_q = 1;
+  args.seq_len_kv = n_kv;
+  args.q_begin = 0;
+  args.q_end = 1;
+  args.scale = scale;
+  attention(args, out, static_cast<std::ptrdiff_t>(head_dim));
+}
+
+void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
+                         float scale, bool causal, std::ptrdiff_t visible_offset,
+                         std::size_t window, double* out, std::ptrdiff_t ld_out) {
+  std::vector<double> row(cols);
+  for (std::size_t r = 0; r < rows; ++r) {
+    const auto limit = static_cast<std::ptrdiff_t>(r) + visible_offset;
+    for (std::size_t c = 0; c < cols; ++c) {
+      const auto cc = static_cast<std::ptrdiff_t>(c);
+      const bool vis = !causal || (cc <= limit && (window == 0 ||
+                                                   cc > limit - static_cast<std::ptrdiff_t>(window)));
+      row[c] = vis ? static_cast<double>(s[r * ld + c]) * static_cast<double>(scale) : kNegInf;
+    }
+    softmax_in_place(row);
+    for (std::size_t c = 0; c < cols; ++c) out[r * ld_out + c] = row[c];
+  }
+}
+
+}  // namespace attn::kernels::reference

@@ -1,0 +1,42 @@
+// Float64 reference twins of the kernels: the plain loops the fast kernels are tested
+// against. Same arguments as the kernels, results in double.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/kernels.hpp"
+
+namespace attn::kernels::reference {
+
+/// True when query row i may see key j (see AttentionArgs for the rule).
+inline bool visible(std::size_t i, std::size_t j, std::size_t seq_len_q, std::size_t seq_len_kv,
+                    bool causal, std::size_t window) noexcept {
+  if (!causal) return true;
+  // limit = i + seq_len_kv - seq_len_q, computed without unsigned wrap-around.
+  const auto limit = static_cast<std::int64_t>(i) + static_cast<std::int64_t>(seq_len_kv) -
+                     static_cast<std::int64_t>(seq_len_q);
+  const auto jj = static_cast<std::int64_t>(j);
+  if (jj > limit) return false;
+  return window == 0 || jj > limit - static_cast<std::int64_t>(window);
+}
+
+/// c[i, j] = sum_p a[i, p] * b(j, p) + bias[j], with b(j, p) = b[j * rs_n + p * rs_k].
+void gemm(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k, const float* b,
+          std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n, const float* bias, double* c,
+          std::ptrdiff_t ldc);
+
+/// Rows q_begin .. q_end - 1 of the attention `args` describes (args.out and args.scratch
+/// are ignored); row i goes to out + (i - q_begin) * ld_out.
+void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out);
+
+/// One query against n_kv keys, no mask: [head_dim] to out.
+void decode(const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
+            std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale, double* out);
+
+/// The masked softmax of masked_softmax_rows, from s to out (ld_out).
+void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
+                         float scale, bool causal, std::ptrdiff_t visible_offset,
+                         std::size_t window, double* out, std::ptrdiff_t ld_out);
+
+}  // namespace attn::kernels::reference

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages attn builds and tests with; does nothing when all are present.
+# Usage: tools/setup.sh [extra-package ...]   (run as root, or with sudo available)
+set -euo pipefail
+
+packages=(
+  cmake ninja-build g++ pkg-config git
+  libxsimd-dev libtbb-dev libbenchmark-dev catch2 libcli11-dev nlohmann-json3-dev
+  "$@"
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# A fresh image may have empty package lists: install, and update once if that fails.
+$sudo apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null 2>&1 || {
+  $sudo apt-get update -q >/dev/null
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}

@@ -1,0 +1,13 @@
+// `attn walkthrough`: chapter 3, section by section, computed by the engine.
+#pragma once
+
+#include <ostream>
+#include <string>
+
+namespace attn::tools {
+
+/// Prints every section, or only `section` ("3.3" ... "3.6", "ex3.1" ... "ex3.3") when not
+/// empty. Returns the process exit status (2 for an unknown section).
+int walkthrough(std::ostream& out, const std::string& section);
+
+}  // namespace attn::tools
