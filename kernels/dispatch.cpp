@@ -150,4 +150,7 @@ void vector_exp(Isa isa, const float* x, float* y, std::size_t n) noexcept {
   table(isa).vector_exp(x, y, n);
 }
 
+double peak_fma(Isa isa, std::size_t iterations) noexcept { return table(isa).peak_fma(iterations); }
+float read_sum(Isa isa, const float* data, std::size_t n) noexcept { return table(isa).read_sum(data, n); }
+
 }  // namespace attn::kernels

@@ -131,4 +131,12 @@ void masked_softmax_rows(Isa isa, float* s, std::ptrdiff_t ld, std::size_t rows,
 /// y[i] = exp(x[i]) with the kernels' vector exp.
 void vector_exp(Isa isa, const float* x, float* y, std::size_t n) noexcept;
 
+// ---- Roofline probes, for the benchmarks -------------------------------------------
+
+/// Runs `iterations` rounds of independent vector FMAs kept in registers (enough chains to
+/// cover the FMA latency); returns the FLOPs done (2 per lane per FMA).
+double peak_fma(Isa isa, std::size_t iterations) noexcept;
+/// Reads n floats with vector loads and returns their sum (so the reads cannot be elided).
+float read_sum(Isa isa, const float* data, std::size_t n) noexcept;
+
 }  // namespace attn::kernels

@@ -28,6 +28,8 @@ struct KernelTable {
                               float scale, bool causal, std::ptrdiff_t visible_offset,
                               std::size_t window) noexcept;
   void (*vector_exp)(const float* x, float* y, std::size_t n) noexcept;
+  double (*peak_fma)(std::size_t iterations) noexcept;
+  float (*read_sum)(const float* data, std::size_t n) noexcept;
 };
 
 // Defined in kernels/arch/table_<isa>.cpp, each compiled with its ISA's flags.

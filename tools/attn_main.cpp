@@ -1,18 +1,19 @@
-// The attn command line: walkthrough, run, info, bench, profile.
+// The attn command line. Results go to stdout or files, errors and progress to stderr.
 #include <CLI/CLI.hpp>
 
-#include <iostream>
+#include <vector>
 
-#include "attn/runtime.hpp"
-#include "walkthrough.hpp"
+#include "commands.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"attn: SIMD-optimised CPU attention (chapter 3 of Build a Large Language Model)"};
   app.require_subcommand(1);
-  std::string section;
-  CLI::App* walk = app.add_subcommand("walkthrough", "Print chapter 3's steps and numbers, section by section");
-  walk->add_option("--section", section, "Print one section: 3.3, 3.4, 3.5, 3.6 or ex3.1, ex3.2, ex3.3");
+  const std::vector<attn::tools::Command> commands = {
+      attn::tools::add_walkthrough(app),
+  };
   CLI11_PARSE(app, argc, argv);
-  if (walk->parsed()) return attn::tools::walkthrough(std::cout, section);
-  return 0;
+  for (const auto& c : commands) {
+    if (c.app->parsed()) return c.run();
+  }
+  return 1;
 }

@@ -1,11 +1,14 @@
 // `attn walkthrough`: every step of chapter 3 with the numbers the book prints, computed by
 // the library: the float64 reference for the step-by-step parts, the fast engine for the
 // modules (SelfAttention_v1/v2, CausalAttention, the wrapper, MultiHeadAttention).
+#include "commands.hpp"
 #include "walkthrough.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <iostream>
+#include <memory>
 #include <limits>
 #include <map>
 #include <string>
@@ -267,6 +270,13 @@ int walkthrough(std::ostream& out, const std::string& section) {
     return 2;
   }
   return 0;
+}
+
+Command add_walkthrough(CLI::App& app) {
+  auto section = std::make_shared<std::string>();
+  CLI::App* sub = app.add_subcommand("walkthrough", "Print chapter 3's steps and numbers, section by section");
+  sub->add_option("--section", *section, "Print one section: 3.3, 3.4, ex3.1, 3.5, 3.6, ex3.2, ex3.3");
+  return {sub, [section] { return walkthrough(std::cout, *section); }};
 }
 
 }  // namespace attn::tools

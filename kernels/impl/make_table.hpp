@@ -5,6 +5,7 @@
 #include "kernels/impl/attention.hpp"
 #include "kernels/impl/decode.hpp"
 #include "kernels/impl/gemm.hpp"
+#include "kernels/impl/machine.hpp"
 #include "kernels/impl/softmax.hpp"
 #include "kernels/table.hpp"
 
@@ -40,6 +41,8 @@ const KernelTable& make_table(Isa isa) noexcept {
         MaskedSoftmaxRows{}(Arch{}, s, ld, rows, cols, scale, causal, visible_offset, window);
       },
       [](const float* x, float* y, std::size_t n) noexcept { VectorExp{}(Arch{}, x, y, n); },
+      [](std::size_t iterations) noexcept { return PeakFma{}(Arch{}, iterations); },
+      [](const float* data, std::size_t n) noexcept { return ReadSum{}(Arch{}, data, n); },
   };
   return table;
 }

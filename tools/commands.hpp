@@ -1,0 +1,19 @@
+// The attn subcommands. Each add_* function declares one subcommand and its options on
+// `app` and returns the code that runs it; main() runs the one the user chose.
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace attn::tools {
+
+/// A declared subcommand: its CLI11 node and the function that runs it (exit status).
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+Command add_walkthrough(CLI::App& app);
+
+}  // namespace attn::tools
