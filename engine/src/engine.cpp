@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "attn/runtime.hpp"
+#include "attention.hpp"
 #include "engine_state.hpp"
 #include "shapes.hpp"
 
@@ -80,93 +81,6 @@ Status pack_linear(kernels::Isa isa, std::initializer_list<const Tensor*> parts,
   return {};
 }
 
-// Attention over one call's activations: tasks are (batch, head, pair of q-blocks), pairing
-// block i with block n-1-i so that causal tasks cost about the same.
-void run_fused_attention(const EngineState& st, detail::Workspace& ws, const ActivationLayout& act,
-                         std::size_t batch, std::size_t seq_len, float* out, std::ptrdiff_t ld_out) {
-  const std::size_t heads = static_cast<std::size_t>(st.config.num_heads);
-  const std::size_t q_block = st.mask.q_block();
-  const std::size_t n_qb = (seq_len + q_block - 1) / q_block;
-  const std::size_t pairs = (n_qb + 1) / 2;
-  auto body = [&](std::size_t begin, std::size_t end, int worker) {
-    for (std::size_t t = begin; t < end; ++t) {
-      const std::size_t bh = t / pairs, pair = t % pairs;
-      const std::size_t b = bh / heads, h = bh % heads;
-      kernels::AttentionArgs a;
-      const float* q = act.base + static_cast<std::ptrdiff_t>(b * seq_len) * act.ld + h * st.head_dim;
-      a.q = q;
-      a.ld_q = act.ld;
-      a.k = q + act.k_offset;
-      a.ld_k = act.ld;
-      a.v = q + act.v_offset;
-      a.ld_v = act.ld;
-      a.out = out + static_cast<std::ptrdiff_t>(b * seq_len) * ld_out + h * st.head_dim;
-      a.ld_out = ld_out;
-      a.head_dim = st.head_dim;
-      a.seq_len_q = seq_len;
-      a.seq_len_kv = seq_len;
-      a.scale = st.scale;
-      a.causal = st.config.causal;
-      a.window = static_cast<std::size_t>(st.config.window);
-      a.scratch = ws.worker_scratch(worker, st.worker_scratch_floats);
-      const std::size_t blocks[2] = {pair, n_qb - 1 - pair};
-      for (int i = 0; i < (blocks[0] == blocks[1] ? 1 : 2); ++i) {
-        a.q_begin = blocks[i] * q_block;
-        a.q_end = std::min(seq_len, a.q_begin + q_block);
-        kernels::flash_attention(st.isa, a);
-      }
-    }
-  };
-  st.scheduler->parallel_for(batch * heads * pairs, 1, body);
-}
-
-// The straightforward path, one task per (batch, head): S = scale · Q Kᵀ materialised,
-// masked softmax over each row, then O = P V, with the same GEMM kernel as the projections.
-Status run_unfused_attention(const EngineState& st, detail::Workspace& ws, const ActivationLayout& act,
-                             std::size_t batch, std::size_t seq_len, float* out, std::ptrdiff_t ld_out) {
-  const kernels::Isa isa = st.isa;
-  const std::size_t heads = static_cast<std::size_t>(st.config.num_heads), hd = st.head_dim;
-  const std::size_t ld_s = detail::round_up_floats(seq_len);
-  const std::size_t k_packed = detail::round_up_floats(kernels::gemm_packed_floats(isa, seq_len, hd));
-  const std::size_t v_packed = detail::round_up_floats(kernels::gemm_packed_floats(isa, hd, seq_len));
-  const std::size_t per_worker = seq_len * ld_s + k_packed + v_packed;
-  if (!ws.extra.reserve(per_worker * st.workers)) return detail::out_of_memory("unfused scores", per_worker * st.workers);
-  auto body = [&](std::size_t begin, std::size_t end, int worker) {
-    float* s = ws.extra.data() + per_worker * worker;
-    float* kp = s + seq_len * ld_s;
-    float* vp = kp + k_packed;
-    for (std::size_t t = begin; t < end; ++t) {
-      const std::size_t b = t / heads, h = t % heads;
-      const float* q = act.base + static_cast<std::ptrdiff_t>(b * seq_len) * act.ld + h * hd;
-      kernels::gemm_pack_b(isa, q + act.k_offset, act.ld, 1, seq_len, hd, kp);
-      kernels::gemm_pack_b(isa, q + act.v_offset, 1, act.ld, hd, seq_len, vp);
-      kernels::GemmArgs g;
-      g.scratch = ws.worker_scratch(worker, st.worker_scratch_floats);
-      g.a = q;
-      g.lda = act.ld;
-      g.packed_b = kp;
-      g.n_total = g.n = seq_len;
-      g.m = seq_len;
-      g.k = hd;
-      g.c = s;
-      g.ldc = static_cast<std::ptrdiff_t>(ld_s);
-      kernels::gemm(isa, g);
-      kernels::masked_softmax_rows(isa, s, static_cast<std::ptrdiff_t>(ld_s), seq_len, seq_len, st.scale,
-                                   st.config.causal, 0, static_cast<std::size_t>(st.config.window));
-      g.a = s;
-      g.lda = static_cast<std::ptrdiff_t>(ld_s);
-      g.packed_b = vp;
-      g.n_total = g.n = hd;
-      g.k = seq_len;
-      g.c = out + static_cast<std::ptrdiff_t>(b * seq_len) * ld_out + h * hd;
-      g.ldc = ld_out;
-      kernels::gemm(isa, g);
-    }
-  };
-  st.scheduler->parallel_for(batch * heads, 1, body);
-  return {};
-}
-
 }  // namespace
 
 Engine::Engine(std::shared_ptr<const EngineState> state) : state_(std::move(state)) {}
@@ -231,28 +145,32 @@ Status Engine::forward(ConstTensorView x, TensorView out, AttentionImpl impl) co
     return detail::out_of_memory("kernel scratch", st.worker_scratch_floats * st.workers);
   }
 
-  ActivationLayout act;
-  act.base = ws->activations.data();
-  act.ld = static_cast<std::ptrdiff_t>(st.activation_cols);
+  float* act = ws->activations.data();
+  const auto ld = static_cast<std::ptrdiff_t>(st.activation_cols);
+  detail::AttentionJob job;
+  job.batch = batch;
+  job.seq_len_q = job.seq_len_kv = seq_len;
+  job.q = {act, ld, static_cast<std::ptrdiff_t>(st.head_dim), static_cast<std::ptrdiff_t>(seq_len) * ld};
+  job.k = job.v = job.q;
   if (c.has_projections()) {
-    detail::run_linear(st, *ws, st.qkv, x.data, c.d_in, tokens, act.base, act.ld);
-    act.k_offset = static_cast<std::size_t>(c.d_out);
-    act.v_offset = 2 * static_cast<std::size_t>(c.d_out);
+    detail::run_linear(st, *ws, st.qkv, x.data, c.d_in, tokens, act, ld);
+    job.k.base = act + c.d_out;
+    job.v.base = act + 2 * c.d_out;
   } else {
-    std::memcpy(act.base, x.data, tokens * st.activation_cols * sizeof(float));  // q = k = v = x
+    std::memcpy(act, x.data, tokens * st.activation_cols * sizeof(float));  // q = k = v = x
   }
-
   // Heads write straight into `out`, or in place over Q when out_proj follows.
-  float* attn_out = c.has_out_proj() ? act.base : out.data;
-  const std::ptrdiff_t ld_attn = c.has_out_proj() ? act.ld : static_cast<std::ptrdiff_t>(c.d_out);
+  job.out = c.has_out_proj() ? job.q
+                             : detail::Operand{out.data, c.d_out, static_cast<std::ptrdiff_t>(st.head_dim),
+                                               static_cast<std::ptrdiff_t>(seq_len) * c.d_out};
   if (impl == AttentionImpl::kUnfused) {
-    if (Status s = run_unfused_attention(st, *ws, act, batch, seq_len, attn_out, ld_attn); !s.ok()) return s;
+    if (Status s = detail::run_unfused_attention(st, *ws, job); !s.ok()) return s;
   } else {
-    run_fused_attention(st, *ws, act, batch, seq_len, attn_out, ld_attn);
+    detail::run_fused_attention(st, *ws, job);
   }
 
   if (c.has_out_proj()) {
-    detail::run_linear(st, *ws, st.out_proj, act.base, act.ld, tokens, out.data, c.d_out);
+    detail::run_linear(st, *ws, st.out_proj, act, ld, tokens, out.data, c.d_out);
   }
   return {};
 }

@@ -43,15 +43,6 @@ struct EngineState {
   mutable detail::WorkspacePool pool;
 };
 
-/// The layout of one call's activations: token t of batch item b, head h.
-/// Q at act + (b*seq_len + t) * ld + h*head_dim; K at +k_offset, V at +v_offset.
-struct ActivationLayout {
-  float* base = nullptr;
-  std::ptrdiff_t ld = 0;
-  std::size_t k_offset = 0;
-  std::size_t v_offset = 0;
-};
-
 namespace detail {
 
 /// Runs C = A · Wᵀ + b over the scheduler, split into output tiles.

@@ -8,13 +8,39 @@
 
 #include "buffer.hpp"
 
+namespace attn {
+struct SessionState;
+}
+
 namespace attn::detail {
+
+/// One sequence of a decode step: its key/value cache ([heads, capacity, head_dim] each)
+/// and the visible key range [kv_begin, kv_end).
+struct DecodeSequence {
+  const float* k_cache = nullptr;
+  const float* v_cache = nullptr;
+  std::size_t kv_begin = 0;
+  std::size_t kv_end = 0;
+};
 
 /// The buffers one forward() or step() call uses. Only one call holds a workspace at a time.
 struct Workspace {
   AlignedBuffer activations;  ///< projections: [tokens, 3 * d_out] (or a copy of x)
   AlignedBuffer scratch;      ///< workers x per-worker kernel scratch
   AlignedBuffer extra;        ///< the unfused path's scores, decode partials
+  std::vector<SessionState*> session_states;  ///< a batched step's sessions
+  std::vector<DecodeSequence> sequences;      ///< and their cache ranges
+
+  /// Makes room for a step over n sequences; false if allocation fails.
+  bool reserve_sequences(std::size_t n) noexcept {
+    try {
+      if (session_states.size() < n) session_states.resize(n);
+      if (sequences.size() < n) sequences.resize(n);
+      return true;
+    } catch (...) {
+      return false;
+    }
+  }
 
   /// Per-worker scratch of `floats_per_worker` floats for worker w (64-byte aligned).
   float* worker_scratch(int w, std::size_t floats_per_worker) const noexcept {

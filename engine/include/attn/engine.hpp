@@ -34,6 +34,13 @@ struct Cost {
   double bytes = 0;
 };
 
+/// Where a decode step spent its time, for profiling servers (optional output of step()).
+struct StepStats {
+  std::int64_t projection_ns = 0;  ///< QKV and output projections
+  std::int64_t attention_ns = 0;   ///< cache append, attention over the cache, merge
+  double cache_bytes_read = 0;     ///< keys and values read by the attention part
+};
+
 /// Multi-head attention with its weights packed for the chosen instruction set.
 ///
 /// Embedding contract:
@@ -56,13 +63,16 @@ class ATTN_API Engine {
   Status forward(ConstTensorView x, TensorView out,
                  AttentionImpl impl = AttentionImpl::kFused) const;
 
-  /// Creates a KV-cache session of capacity context_length (see Session).
+  /// Creates a KV-cache session of capacity context_length (see Session). Fails for a
+  /// non-causal engine, or when the cache cannot be allocated.
   Result<Session> new_session() const;
 
   /// Advances every session by one token: x: [n, d_in] (row i for sessions[i]) ->
-  /// out: [n, d_out]. Sessions must belong to this engine and be distinct; on any error no
-  /// session changes.
-  Status step(std::span<Session* const> sessions, ConstTensorView x, TensorView out) const;
+  /// out: [n, d_out]. Sessions must belong to this engine, be distinct and not full; on any
+  /// error no session changes. Work is split over (session, head, chunk of the cache), so
+  /// the result does not depend on the thread count. `stats` (optional) receives timings.
+  Status step(std::span<Session* const> sessions, ConstTensorView x, TensorView out,
+              StepStats* stats = nullptr) const;
 
   const Config& config() const noexcept;
   /// Returns the instruction set the kernels run: "sse2", "avx2" or "avx512".
@@ -81,8 +91,11 @@ class ATTN_API Engine {
 };
 
 /// Incremental decoding for one sequence: keys and values of every past position are cached
-/// ([num_heads, context_length, head_dim] floats each for keys and values, allocated once),
-/// so a new token costs one query against the cache.
+/// ([num_heads, context_length, head_dim] floats each for keys and values, allocated once by
+/// Engine::new_session: 2 * d_out * context_length * 4 bytes), so a new token costs one query
+/// against the cache instead of a forward over the whole prefix. The causal mask aligns
+/// bottom-right: a new token sees every cached position and itself (the last `window`
+/// positions when Config::window > 0). Appending past context_length is an error.
 /// Thread safety: one session is used by one thread at a time; different sessions of one
 /// engine may run concurrently.
 class ATTN_API Session {
@@ -95,8 +108,9 @@ class ATTN_API Session {
   /// causal forward would give at those positions). Fails without changing the session when
   /// position() + seq_len > context_length.
   Status prefill(ConstTensorView x, TensorView out);
-  /// Appends one token. x: [1, d_in] or [d_in] -> out: [1, d_out] or [d_out].
-  Status step(ConstTensorView x, TensorView out);
+  /// Appends one token. x: [1, d_in] -> out: [1, d_out]. Fails without changing the
+  /// session when it is full.
+  Status step(ConstTensorView x, TensorView out, StepStats* stats = nullptr);
   /// Forgets every cached position (keeps the memory).
   void reset() noexcept;
   /// Returns how many positions are cached.

@@ -1,0 +1,48 @@
+// Builders shared by the engine and session tests: random configs, weights and inputs.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "attn/engine.hpp"
+#include "attn/reference.hpp"
+#include "helpers.hpp"
+
+namespace test {
+
+/// A config with random weights drawn the PyTorch way, and a random input.
+struct EngineCase {
+  attn::Config config;
+  attn::Weights weights;
+  attn::Tensor x;
+};
+
+inline EngineCase make_case(attn::Variant variant, std::int64_t d_in, std::int64_t d_out, std::int64_t heads,
+                            std::int64_t batch, std::int64_t seq_len, bool bias, bool causal,
+                            std::uint64_t seed, std::int64_t context_length = 0) {
+  EngineCase c;
+  c.config = attn::Config::chapter(variant, d_in, d_out, heads, context_length > 0 ? context_length : seq_len);
+  c.config.qkv_bias = bias;
+  c.config.causal = causal;
+  auto w = attn::init_weights_like_torch(c.config, seed);
+  if (w.ok()) c.weights = std::move(w.value());
+  c.x = attn::Tensor(attn::Shape{batch, seq_len, d_in}, random_floats(batch * seq_len * d_in, seed + 1));
+  return c;
+}
+
+/// Runs the engine; returns an empty vector on error (after recording it with INFO/CHECK).
+inline std::vector<float> run_engine(const attn::Engine& engine, const attn::Tensor& x,
+                                     attn::AttentionImpl impl = attn::AttentionImpl::kFused) {
+  const attn::Shape& s = x.shape();
+  attn::Tensor y(s.rank() == 3 ? attn::Shape{s[0], s[1], engine.config().d_out} : attn::Shape{s[0], engine.config().d_out});
+  const attn::Status st = engine.forward(x.view(), y.view(), impl);
+  if (!st.ok()) return {};
+  return y.values();
+}
+
+inline std::vector<double> run_reference(const EngineCase& c) {
+  auto r = attn::reference::forward(c.config, c.weights, c.x.view());
+  return r.ok() ? r->values : std::vector<double>{};
+}
+
+}  // namespace test
