@@ -15,5 +15,7 @@ struct Command {
 };
 
 Command add_walkthrough(CLI::App& app);
+Command add_bench(CLI::App& app);
+Command add_profile(CLI::App& app);
 
 }  // namespace attn::tools

@@ -1,11 +1,18 @@
 // Instruction-set resolution and the build/machine description.
 #include "attn/runtime.hpp"
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
+#include <new>
+#include <thread>
+#include <vector>
 #include <fstream>
 #include <string>
 
 #include "kernels/isa.hpp"
+#include "kernels/kernels.hpp"
 #include "scheduler.hpp"
 
 namespace attn {
@@ -81,6 +88,58 @@ RuntimeInfo runtime_info() {
   }
   info.cpus = detail::available_cpus();
   return info;
+}
+
+namespace {
+kernels::Isa kernel_isa_or_best(Isa isa) {
+  Result<Isa> r = resolve_isa(isa);
+  return r.ok() ? static_cast<kernels::Isa>(static_cast<int>(*r) - 1) : kernels::best_isa();
+}
+}  // namespace
+
+double measure_peak_gflops(Isa isa, double seconds) {
+  const kernels::Isa k = kernel_isa_or_best(isa);
+  using Clock = std::chrono::steady_clock;
+  std::size_t iterations = 1 << 16;
+  double best = 0;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  do {
+    const auto t0 = Clock::now();
+    const double flops = kernels::peak_fma(k, iterations);
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, flops / dt * 1e-9);
+    if (dt < 0.01) iterations *= 2;
+  } while (Clock::now() < deadline);
+  return best;
+}
+
+double measure_read_bandwidth(int threads, std::size_t bytes, Isa isa) {
+  const kernels::Isa k = kernel_isa_or_best(isa);
+  threads = std::max(1, threads);
+  const std::size_t n = bytes / sizeof(float);
+  std::vector<float> buffer;
+  try {
+    buffer.assign(n, 1.0f);
+  } catch (const std::bad_alloc&) {
+    return 0;
+  }
+  using Clock = std::chrono::steady_clock;
+  double best = 0;
+  std::atomic<float> sink{0};
+  for (int pass = 0; pass < 5; ++pass) {
+    std::vector<std::thread> pool;
+    const auto t0 = Clock::now();
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&, t] {
+        const std::size_t begin = n * t / threads, end = n * (t + 1) / threads;
+        sink.store(kernels::read_sum(k, buffer.data() + begin, end - begin), std::memory_order_relaxed);
+      });
+    }
+    for (auto& th : pool) th.join();
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(n * sizeof(float)) / dt * 1e-9);
+  }
+  return best;
 }
 
 }  // namespace attn
