@@ -1,0 +1,19 @@
+#!/bin/sh
+# Installs the build into a scratch prefix, then builds tests/package against it twice:
+# with find_package(attn) and with pkg-config. Usage: run.sh BUILD_DIR SOURCE_DIR
+set -eu
+build=$1
+src=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
+cmake --build "$work/build" >/dev/null
+"$work/build/consumer"
+pc_dir=$(dirname "$(find "$work/prefix" -name attn.pc | head -n 1)")
+PKG_CONFIG_PATH="$pc_dir" pkg-config --exists attn
+# shellcheck disable=SC2046
+c++ "$src/main.cpp" -o "$work/consumer_pc" $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs attn)
+LD_LIBRARY_PATH="$(PKG_CONFIG_PATH="$pc_dir" pkg-config --variable=libdir attn)" "$work/consumer_pc"
+grep -rqE '#include.*(xsimd|tbb|oneapi)|xsimd::|tbb::' "$work/prefix/include/attn" && { echo "public headers name xsimd or TBB" >&2; exit 1; }
+echo "package: find_package and pkg-config consumers built and ran"
