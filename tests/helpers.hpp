@@ -70,4 +70,22 @@ inline std::vector<attn::kernels::Isa> supported_isas() {
   return isas;
 }
 
+/// The threaded backends the tests may use. libtbb and libgomp are not built with
+/// ThreadSanitizer, so their internal hand-offs look like races to it: under TSan none are
+/// used (the serial backend with many caller threads still exercises the engine's own
+/// synchronisation).
+inline std::vector<attn::Backend> threaded_backends() {
+#if defined(__SANITIZE_THREAD__)
+  return {};
+#else
+  return {attn::Backend::kTbb, attn::Backend::kOpenMp};
+#endif
+}
+
+/// The backend a multi-threaded test should use: TBB, or serial under TSan.
+inline attn::Backend threaded_backend() {
+  const auto b = threaded_backends();
+  return b.empty() ? attn::Backend::kSerial : b.front();
+}
+
 }  // namespace test

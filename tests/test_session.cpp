@@ -78,6 +78,7 @@ TEST_CASE("a batched step equals individual steps, for any thread count", "[sess
     CAPTURE(threads);
     Config config = c.config;
     config.threads = threads;
+    config.backend = test::threaded_backend();
     attn::Engine engine = make(config, c.weights);
     std::vector<attn::Session> batched, single;
     for (int p : prompts) {

@@ -52,10 +52,10 @@ Status run_unfused_attention(const EngineState& st, Workspace& ws, const Attenti
   const std::size_t ld_s = round_up_floats(tkv);
   const std::size_t k_packed = round_up_floats(kernels::gemm_packed_floats(isa, tkv, hd));
   const std::size_t v_packed = round_up_floats(kernels::gemm_packed_floats(isa, hd, tkv));
-  const std::size_t per_worker = tq * ld_s + k_packed + v_packed;
-  if (!ws.extra.reserve(per_worker * st.workers)) {
-    return out_of_memory("the unfused path's scores", per_worker * st.workers);
-  }
+  const std::size_t scores = mul_or_max(tq, ld_s);
+  const std::size_t per_worker = scores > SIZE_MAX / 4 ? SIZE_MAX : scores + k_packed + v_packed;
+  const std::size_t floats = mul_or_max(per_worker, static_cast<std::size_t>(st.workers));
+  if (Status s = grow(st, ws, ws.extra, floats, "the unfused path's scores"); !s.ok()) return s;
   auto body = [&](std::size_t begin, std::size_t end, int worker) {
     float* s = ws.extra.data() + per_worker * worker;
     float* kp = s + tq * ld_s;
@@ -105,7 +105,7 @@ Status run_decode(const EngineState& st, Workspace& ws, const DecodeJob& job) {
   const std::size_t slots = job.count * heads * max_chunks;
   // Partial outputs [slots, head_dim], then the partial (max, sum) pairs.
   const std::size_t floats = round_up_floats(slots * hd) + slots * 2;
-  if (!ws.extra.reserve(floats)) return out_of_memory("decode partials", floats);
+  if (Status s = grow(st, ws, ws.extra, floats, "decode partials"); !s.ok()) return s;
   float* outs = ws.extra.data();
   auto* partials = reinterpret_cast<kernels::DecodePartial*>(outs + round_up_floats(slots * hd));
   static_assert(sizeof(kernels::DecodePartial) == 2 * sizeof(float));

@@ -50,6 +50,9 @@ Status validate(const Config& c) {
   if (Status s = check_range("context_length", c.context_length, 1, kMaxContext); !s.ok()) return s;
   if (Status s = check_range("window", c.window, 0, kMaxContext); !s.ok()) return s;
   if (Status s = check_range("threads", c.threads, 0, kMaxThreads); !s.ok()) return s;
+  if (c.max_workspace_bytes < 0) {
+    return invalid("max_workspace_bytes = " + std::to_string(c.max_workspace_bytes) + " must be >= 0");
+  }
   if (c.d_out % c.num_heads != 0) {
     return invalid("d_out = " + std::to_string(c.d_out) + " is not divisible by num_heads = " +
                    std::to_string(c.num_heads));

@@ -18,7 +18,33 @@ namespace detail {
 
 Status out_of_memory(const char* what, std::size_t floats) {
   return {ErrorCode::kResourceExhausted,
-          std::string("cannot allocate ") + std::to_string(floats * sizeof(float)) + " bytes for " + what};
+          std::string("cannot allocate ") +
+              (floats > SIZE_MAX / sizeof(float) ? std::string("more than 2^64") : std::to_string(floats * sizeof(float))) +
+              " bytes for " + what};
+}
+
+Status grow(const EngineState& st, Workspace& ws, AlignedBuffer& buffer, std::size_t floats, const char* what) {
+  if (floats <= buffer.capacity()) return {};
+  const auto limit = static_cast<std::size_t>(st.config.max_workspace_bytes);
+  if (limit > 0) {
+    const std::size_t others = ws.activations.bytes() + ws.scratch.bytes() + ws.extra.bytes() - buffer.bytes();
+    const std::size_t bytes = mul_or_max(floats, sizeof(float));
+    if (bytes > limit || others + bytes > limit) {
+      return {ErrorCode::kResourceExhausted,
+              std::string("this call needs ") + (bytes == SIZE_MAX ? std::string("more than 2^64") : std::to_string(bytes)) +
+                  " bytes for " + what + " (the workspace would hold " +
+                  (bytes == SIZE_MAX ? std::string("more") : std::to_string(others + bytes)) +
+                  " bytes), over max_workspace_bytes = " + std::to_string(limit)};
+    }
+  }
+  if (!buffer.reserve(floats)) return out_of_memory(what, floats);
+  return {};
+}
+
+Status prepare(const EngineState& st, Workspace& ws, std::size_t tokens) {
+  if (Status s = grow(st, ws, ws.activations, mul_or_max(tokens, st.activation_cols), "activations"); !s.ok()) return s;
+  return grow(st, ws, ws.scratch, mul_or_max(st.worker_scratch_floats, static_cast<std::size_t>(st.workers)),
+              "kernel scratch");
 }
 
 void run_linear(const EngineState& st, Workspace& ws, const PackedLinear& lin, const float* a,
@@ -138,12 +164,7 @@ Status Engine::forward(ConstTensorView x, TensorView out, AttentionImpl impl) co
 
   detail::WorkspacePool::Lease ws = st.pool.acquire();
   if (!ws) return detail::out_of_memory("a workspace", 0);
-  if (!ws->activations.reserve(tokens * st.activation_cols)) {
-    return detail::out_of_memory("activations", tokens * st.activation_cols);
-  }
-  if (!ws->scratch.reserve(st.worker_scratch_floats * st.workers)) {
-    return detail::out_of_memory("kernel scratch", st.worker_scratch_floats * st.workers);
-  }
+  if (Status s = detail::prepare(st, *ws, tokens); !s.ok()) return s;
 
   float* act = ws->activations.data();
   const auto ld = static_cast<std::ptrdiff_t>(st.activation_cols);

@@ -52,5 +52,18 @@ void run_linear(const EngineState& st, Workspace& ws, const PackedLinear& lin, c
 /// Allocation failure as a Status naming what was being allocated.
 Status out_of_memory(const char* what, std::size_t floats);
 
+/// Returns a * b, or SIZE_MAX when the product overflows (which no allocation satisfies).
+inline std::size_t mul_or_max(std::size_t a, std::size_t b) noexcept {
+  std::size_t r = 0;
+  return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+/// Grows one of ws's buffers to `floats`, within Config::max_workspace_bytes for the whole
+/// workspace. Errors name `what`, the bytes and the limit.
+Status grow(const EngineState& st, Workspace& ws, AlignedBuffer& buffer, std::size_t floats, const char* what);
+
+/// Grows ws for a call over `tokens` rows: activations and per-worker kernel scratch.
+Status prepare(const EngineState& st, Workspace& ws, std::size_t tokens);
+
 }  // namespace detail
 }  // namespace attn

@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <new>
 #include <string>
 
@@ -93,8 +94,17 @@ int available_cpus() noexcept {
   return std::max(1, CPU_COUNT(&set));
 }
 
+int default_threads() noexcept {
+  if (const char* env = std::getenv("ATTN_THREADS"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (*end == '\0' && n > 0 && n <= 1024) return static_cast<int>(n);
+  }
+  return available_cpus();
+}
+
 Result<std::unique_ptr<Scheduler>> make_scheduler(Backend backend, int threads) {
-  if (threads <= 0) threads = available_cpus();
+  if (threads <= 0) threads = default_threads();
   try {
     switch (backend) {
       case Backend::kSerial:

@@ -43,10 +43,13 @@ class Scheduler {
                             FunctionRef<void(std::size_t, std::size_t, int)> body) const = 0;
 };
 
-/// Creates the backend's scheduler with `threads` workers (0: the CPUs in the affinity mask).
+/// Creates the backend's scheduler with `threads` workers (0: default_threads()).
 Result<std::unique_ptr<Scheduler>> make_scheduler(Backend backend, int threads);
 
 /// Returns the number of CPUs this process may run on (its affinity mask).
 int available_cpus() noexcept;
+
+/// Returns ATTN_THREADS when it is set to a number in [1, 1024], else available_cpus().
+int default_threads() noexcept;
 
 }  // namespace attn::detail

@@ -88,8 +88,7 @@ Result<Session> Engine::new_session() const {
   auto st = std::unique_ptr<SessionState>(new (std::nothrow) SessionState());
   if (!st) return detail::out_of_memory("a session", 0);
   st->engine = state_;
-  const std::size_t floats = static_cast<std::size_t>(c.num_heads) * static_cast<std::size_t>(c.context_length) *
-                             state_->head_dim;
+  const std::size_t floats = detail::mul_or_max(static_cast<std::size_t>(c.d_out), static_cast<std::size_t>(c.context_length));
   if (!st->k_cache.reserve(floats) || !st->v_cache.reserve(floats)) {
     return detail::out_of_memory("the key/value cache", 2 * floats);
   }
@@ -113,10 +112,8 @@ Status Session::prefill(ConstTensorView x, TensorView out) {
   }
   detail::WorkspacePool::Lease ws = st.pool.acquire();
   const std::size_t n = static_cast<std::size_t>(tokens);
-  if (!ws || !ws->activations.reserve(n * st.activation_cols) ||
-      !ws->scratch.reserve(st.worker_scratch_floats * st.workers)) {
-    return detail::out_of_memory("prefill buffers", n * st.activation_cols);
-  }
+  if (!ws) return detail::out_of_memory("a workspace", 0);
+  if (Status e = detail::prepare(st, *ws, n); !e.ok()) return e;
   SessionState* self = &s;
   project_and_append(st, *ws, x.data, n, &self, /*one_sequence=*/true);
 
@@ -163,10 +160,9 @@ Status Engine::step(std::span<Session* const> sessions, ConstTensorView x, Tenso
   }
   const auto t0 = Clock::now();
   detail::WorkspacePool::Lease ws = st.pool.acquire();
-  if (!ws || !ws->activations.reserve(n * st.activation_cols) ||
-      !ws->scratch.reserve(st.worker_scratch_floats * st.workers) || !ws->reserve_sequences(n)) {
-    return detail::out_of_memory("step buffers", n * st.activation_cols);
-  }
+  if (!ws) return detail::out_of_memory("a workspace", 0);
+  if (Status e = detail::prepare(st, *ws, n); !e.ok()) return e;
+  if (!ws->reserve_sequences(n)) return detail::out_of_memory("step bookkeeping", n);
   SessionState** states = ws->session_states.data();
   for (std::size_t i = 0; i < n; ++i) states[i] = sessions[i]->state_.get();
   project_and_append(st, *ws, x.data, n, states, /*one_sequence=*/false);

@@ -41,8 +41,13 @@ struct ATTN_API Config {
   bool causal = true;               ///< token i attends to tokens <= i only
   std::int64_t window = 0;          ///< > 0: token i attends to at most the last `window` tokens
   Backend backend = Backend::kTbb;
-  int threads = 0;                  ///< worker threads; 0 = the CPUs this process may run on
+  int threads = 0;                  ///< worker threads; 0 = $ATTN_THREADS if set, else the
+                                    ///< CPUs in this process's affinity mask
   Isa isa = Isa::kAuto;
+  /// > 0: the most bytes of per-call buffers (activations, kernel scratch, the unfused
+  /// path's scores, decode partials) one call may use; larger requests fail with
+  /// kResourceExhausted instead of allocating. 0: no limit beyond available memory.
+  std::int64_t max_workspace_bytes = 0;
 
   /// Returns the chapter's configuration of `variant`: causal for kCausalAttention and the
   /// multi-head variants, not for 3.3/3.4; d_out is the total output width.

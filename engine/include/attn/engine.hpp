@@ -21,8 +21,10 @@ struct SessionState;
 /// Which attention path forward() runs.
 enum class AttentionImpl {
   kFused,    ///< flash attention: online softmax, no [seq_len, seq_len] buffer (default)
-  kUnfused,  ///< scores materialised per head, softmax, then P·V; for comparison. Allocates
-             ///< [seq_len, seq_len] floats per worker on each call.
+  kUnfused,  ///< scores materialised per head, softmax, then P·V; for comparison. Grows the
+             ///< workspace by [seq_len, seq_len] floats per worker. Like the chapter's code it
+             ///< multiplies masked (zero) weights by V, so NaN/Inf in a future value reaches
+             ///< earlier rows as 0 * NaN; the fused path never reads masked values.
 };
 
 /// Work of one call, for rates: FLOPs (2 per multiply-add; attention counts visible pairs
