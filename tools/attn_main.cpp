@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   const std::vector<attn::tools::Command> commands = {
       attn::tools::add_walkthrough(app),
+      attn::tools::add_run(app),
+      attn::tools::add_info(app),
   };
   CLI11_PARSE(app, argc, argv);
   for (const auto& c : commands) {

@@ -15,5 +15,7 @@ struct Command {
 };
 
 Command add_walkthrough(CLI::App& app);
+Command add_run(CLI::App& app);
+Command add_info(CLI::App& app);
 
 }  // namespace attn::tools
