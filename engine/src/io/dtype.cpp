@@ -116,7 +116,7 @@ std::uint16_t f32_to_bf16(float f) noexcept {
 void to_f32(DType dtype, const std::byte* src, std::size_t n, float* dst) noexcept {
   switch (dtype) {
     case DType::kF32:
-      std::memcpy(dst, src, n * sizeof(float));
+      if (n > 0) std::memcpy(dst, src, n * sizeof(float));  // dst may be null when n == 0
       return;
     case DType::kF16:
     case DType::kBF16:
