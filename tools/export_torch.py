@@ -316,7 +316,9 @@ def run(module, x, causal=True, layer=0):
         elif isinstance(module, nn.MultiheadAttention):
             n = batched.shape[1]
             mask = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1) if causal else None
-            y = module(batched, batched, batched, attn_mask=mask, need_weights=False)[0]
+            # Distinct (equal) key and value tensors keep PyTorch 1.13 off its fused fast path,
+            # which fails for bias=False without a mask ("qkv_bias must be Tensor").
+            y = module(batched, batched.clone(), batched.clone(), attn_mask=mask, need_weights=False)[0]
         elif isinstance(module, TinyGPT2):
             y = module.h[layer].attn(batched)
         else:
