@@ -118,7 +118,7 @@ struct Fixture {
 
 }  // namespace
 
-TEST_CASE("layers saved from PyTorch match PyTorch's outputs on every instruction set",
+TEST_CASE("io: layers saved from PyTorch match PyTorch's outputs on every instruction set",
           "[io][layers]") {
   const Fixture fixtures[] = {
       {"v1_book", Layout::kSelfAttentionV1, "", "v1_book.output.npy"},
@@ -168,7 +168,7 @@ TEST_CASE("layers saved from PyTorch match PyTorch's outputs on every instructio
   }
 }
 
-TEST_CASE("layer configs come from the tensors, __metadata__ and the options", "[io][layers]") {
+TEST_CASE("io: layer configs come from the tensors, __metadata__ and the options", "[io][layers]") {
   auto wrapper = attn::io::load_layer(open_fixture("wrapper_bias_b3"));
   REQUIRE(wrapper.ok());
   CHECK(wrapper->config.variant == attn::Variant::kMultiHeadWrapper);
@@ -205,7 +205,7 @@ TEST_CASE("layer configs come from the tensors, __metadata__ and the options", "
   CHECK(v2->config.qkv_bias);
 }
 
-TEST_CASE("layouts: forced, auto-detected, or found below a prefix", "[io][layers]") {
+TEST_CASE("io: layouts: forced, auto-detected, or found below a prefix", "[io][layers]") {
   const SafetensorsFile gpt2 = open_fixture("gpt2_2layers");
   test::require_error(attn::io::load_layer(gpt2).status(), ErrorCode::kInvalidArgument,
                       {"holds 2 attention layers", "'h.0.', 'h.1.'"});
@@ -267,7 +267,8 @@ TEST_CASE("layouts: forced, auto-detected, or found below a prefix", "[io][layer
                       {"expected one of"});
 }
 
-TEST_CASE("num_heads must be given for GPT-2 when the file does not record it", "[io][layers]") {
+TEST_CASE("io: num_heads must be given for GPT-2 when the file does not record it",
+          "[io][layers]") {
   const SafetensorsFile gpt2 =
       rewrite(open_fixture("gpt2_2layers"), [](auto&, auto& m) { m.clear(); });
   test::require_error(attn::io::load_layer(gpt2, opts("h.1")).status(), ErrorCode::kInvalidArgument,
@@ -284,7 +285,8 @@ TEST_CASE("num_heads must be given for GPT-2 when the file does not record it", 
                         read_fixture("gpt2_2layers.h1.output.npy").values()) > 1.0);
 }
 
-TEST_CASE("shape mismatches with the config are reported with the tensor names", "[io][layers]") {
+TEST_CASE("io: shape mismatches with the config are reported with the tensor names",
+          "[io][layers]") {
   const SafetensorsFile mha = open_fixture("mha_b3");  // d_in 7, d_out 6, 3 heads
   test::require_error(
       attn::io::load_layer(mha, heads(4)).status(), ErrorCode::kInvalidArgument,
@@ -335,7 +337,7 @@ TEST_CASE("shape mismatches with the config are reported with the tensor names",
                       {"__metadata__['causal'] = 'yes' is not true or false"});
 }
 
-TEST_CASE("wrapper, nn.MultiheadAttention and GPT-2 files with missing or odd tensors",
+TEST_CASE("io: wrapper, nn.MultiheadAttention and GPT-2 files with missing or odd tensors",
           "[io][layers]") {
   const SafetensorsFile wrapper = open_fixture("wrapper_bias_b3");
   auto w_err = [&](const Edit& e) { return attn::io::load_layer(rewrite(wrapper, e)).status(); };

@@ -31,7 +31,7 @@ void require_rejected(const std::string& header, std::size_t data_bytes, ErrorCo
 
 }  // namespace
 
-TEST_CASE("npy round trip of ranks 0 to 4, empty arrays included", "[io][npy]") {
+TEST_CASE("io: npy round trip of ranks 0 to 4, empty arrays included", "[io][npy]") {
   const std::vector<Shape> shapes = {Shape{},        Shape{5},          Shape{2, 3},
                                      Shape{3, 1, 7}, Shape{2, 1, 3, 2}, Shape{0, 3}};
   for (const Shape& shape : shapes) {
@@ -53,7 +53,7 @@ TEST_CASE("npy round trip of ranks 0 to 4, empty arrays included", "[io][npy]") 
   }
 }
 
-TEST_CASE("npy headers of versions 2.0 and 3.0, and NumPy's variations, parse", "[io][npy]") {
+TEST_CASE("io: npy headers of versions 2.0 and 3.0, and NumPy's variations, parse", "[io][npy]") {
   for (int major : {1, 2, 3}) {
     auto t = attn::io::parse_npy(
         test::npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", 16, major));
@@ -75,7 +75,7 @@ TEST_CASE("npy headers of versions 2.0 and 3.0, and NumPy's variations, parse", 
   REQUIRE(c.ok());
 }
 
-TEST_CASE("npy: files that are not .npy, or of another version, are rejected", "[io][npy]") {
+TEST_CASE("io: npy: files that are not .npy, or of another version, are rejected", "[io][npy]") {
   require_rejected({}, ErrorCode::kCorruptData, {"file is empty"});
   require_rejected(test::to_bytes("PK\x03\x04 this is a zip"), ErrorCode::kCorruptData,
                    {"not a .npy file"});
@@ -97,7 +97,7 @@ TEST_CASE("npy: files that are not .npy, or of another version, are rejected", "
   require_rejected(long_header, ErrorCode::kCorruptData, {"header length 65535 runs past the end"});
 }
 
-TEST_CASE("npy: only little-endian float32 in C order", "[io][npy]") {
+TEST_CASE("io: npy: only little-endian float32 in C order", "[io][npy]") {
   require_rejected("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", 16,
                    ErrorCode::kUnsupported, {"dtype '<f8' is not supported", "'<f4'"});
   require_rejected("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }", 8,
@@ -112,7 +112,7 @@ TEST_CASE("npy: only little-endian float32 in C order", "[io][npy]") {
                    ErrorCode::kUnsupported, {"rank 5"});
 }
 
-TEST_CASE("npy: malformed headers name the problem", "[io][npy]") {
+TEST_CASE("io: npy: malformed headers name the problem", "[io][npy]") {
   require_rejected("{'descr': '<f4', 'fortran_order': False}", 0, ErrorCode::kCorruptData,
                    {"no 'shape'"});
   require_rejected("{'descr': '<f4', 'shape': (1,)}", 4, ErrorCode::kCorruptData,
@@ -139,7 +139,7 @@ TEST_CASE("npy: malformed headers name the problem", "[io][npy]") {
                    ErrorCode::kCorruptData, {"more elements than fit in 64 bits"});
 }
 
-TEST_CASE("npy: the data must be exactly as long as the shape says", "[io][npy]") {
+TEST_CASE("io: npy: the data must be exactly as long as the shape says", "[io][npy]") {
   require_rejected("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 20,
                    ErrorCode::kCorruptData,
                    {"shape (2, 3) of float32 needs 24 data bytes but 20 are present (truncated)"});

@@ -42,7 +42,7 @@ std::string one_tensor(std::string_view dtype, std::string_view shape, std::stri
 
 }  // namespace
 
-TEST_CASE("a minimal safetensors file opens from disk and from memory", "[io][safetensors]") {
+TEST_CASE("io: a minimal safetensors file opens from disk and from memory", "[io][safetensors]") {
   auto file = test::open_both(test::safetensors_bytes(kGood, 8));
   REQUIRE(file.ok());
   REQUIRE(file->tensors().size() == 1);
@@ -57,7 +57,7 @@ TEST_CASE("a minimal safetensors file opens from disk and from memory", "[io][sa
   CHECK(file->metadata().empty());
 }
 
-TEST_CASE("safetensors: the file must hold a complete header length and header",
+TEST_CASE("io: safetensors: the file must hold a complete header length and header",
           "[io][safetensors]") {
   require_corrupt({}, {"file is empty"});
   require_corrupt(test::to_bytes("abcde"), {"truncated", "5 bytes"});
@@ -74,7 +74,8 @@ TEST_CASE("safetensors: the file must hold a complete header length and header",
   require_corrupt(cut, {"tensor 'a'", "data_offsets [0, 8] run past the data area (5 bytes)"});
 }
 
-TEST_CASE("safetensors: a header over 100 MB is refused before it is parsed", "[io][safetensors]") {
+TEST_CASE("io: safetensors: a header over 100 MB is refused before it is parsed",
+          "[io][safetensors]") {
   // A sparse file: the length field claims 100'000'001 bytes and the file is that long.
   test::TempFile file(".safetensors");
   const std::uint64_t len = 100'000'001;
@@ -92,7 +93,7 @@ TEST_CASE("safetensors: a header over 100 MB is refused before it is parsed", "[
                       {"exceeds the limit of 100000000 bytes"});
 }
 
-TEST_CASE("safetensors: the header must be a well-formed JSON object", "[io][safetensors]") {
+TEST_CASE("io: safetensors: the header must be a well-formed JSON object", "[io][safetensors]") {
   require_corrupt(R"({"a":)", 0, {"header is not valid JSON", "parse error"});
   require_corrupt(R"({"a":{}} x)", 0, {"header is not valid JSON"});
   require_corrupt("[1, 2]", 0, {"header is a JSON array; it must be an object"});
@@ -102,7 +103,8 @@ TEST_CASE("safetensors: the header must be a well-formed JSON object", "[io][saf
   require_corrupt(R"({"a":5})", 0, {"tensor 'a'", "entry is a JSON number"});
 }
 
-TEST_CASE("safetensors: duplicate names and keys are refused at every level", "[io][safetensors]") {
+TEST_CASE("io: safetensors: duplicate names and keys are refused at every level",
+          "[io][safetensors]") {
   require_corrupt(
       R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})",
       0, {"duplicate tensor name 'a'"});
@@ -114,7 +116,7 @@ TEST_CASE("safetensors: duplicate names and keys are refused at every level", "[
                   {"duplicate tensor name '__metadata__'"});
 }
 
-TEST_CASE("safetensors: __metadata__ maps strings to strings", "[io][safetensors]") {
+TEST_CASE("io: safetensors: __metadata__ maps strings to strings", "[io][safetensors]") {
   require_corrupt(R"({"__metadata__":{"num_heads":12}})", 0,
                   {"__metadata__['num_heads'] is a JSON number"});
   require_corrupt(R"({"__metadata__":[1]})", 0, {"__metadata__ is a JSON array"});
@@ -126,7 +128,7 @@ TEST_CASE("safetensors: __metadata__ maps strings to strings", "[io][safetensors
   CHECK(file->tensors().empty());
 }
 
-TEST_CASE("safetensors: each tensor entry has exactly dtype, shape and data_offsets",
+TEST_CASE("io: safetensors: each tensor entry has exactly dtype, shape and data_offsets",
           "[io][safetensors]") {
   require_corrupt(R"({"t":{"dtype":"F32","shape":[0]}})", 0,
                   {"tensor 't'", "missing key 'data_offsets'"});
@@ -141,7 +143,7 @@ TEST_CASE("safetensors: each tensor entry has exactly dtype, shape and data_offs
   require_corrupt(one_tensor("F32", "2", "[0,8]"), 8, {"shape is a JSON number"});
 }
 
-TEST_CASE("safetensors: shapes are non-negative integers whose byte size fits in 64 bits",
+TEST_CASE("io: safetensors: shapes are non-negative integers whose byte size fits in 64 bits",
           "[io][safetensors]") {
   require_corrupt(one_tensor("F32", "[-1]", "[0,0]"), 0,
                   {"tensor 't'", "not an integer in [0, 2^63)"});
@@ -160,7 +162,7 @@ TEST_CASE("safetensors: shapes are non-negative integers whose byte size fits in
   REQUIRE(zero.ok());
 }
 
-TEST_CASE("safetensors: data_offsets tile the data area exactly", "[io][safetensors]") {
+TEST_CASE("io: safetensors: data_offsets tile the data area exactly", "[io][safetensors]") {
   require_corrupt(one_tensor("F32", "[2]", "[0]"), 8,
                   {"is not [begin, end] of non-negative integers"});
   require_corrupt(one_tensor("F32", "[2]", R"([0,"8"])"), 8, {"is not [begin, end]"});
@@ -190,7 +192,7 @@ TEST_CASE("safetensors: data_offsets tile the data area exactly", "[io][safetens
   require_corrupt(kGood, 9, {"data area holds 9 bytes but the tensors cover 8 (1 trailing bytes)"});
 }
 
-TEST_CASE("safetensors: tensors listed out of order, empty and scalar tensors are valid",
+TEST_CASE("io: safetensors: tensors listed out of order, empty and scalar tensors are valid",
           "[io][safetensors]") {
   const std::string header =
       R"({"late":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"early":{"dtype":"I32","shape":[],"data_offsets":[0,4]},)"
@@ -213,7 +215,7 @@ TEST_CASE("safetensors: tensors listed out of order, empty and scalar tensors ar
   CHECK(scalar->data()[0] == float(0x03020100));  // bytes 0, 1, 2, 3 little-endian
 }
 
-TEST_CASE("safetensors: read() converts every numeric dtype to float32", "[io][safetensors]") {
+TEST_CASE("io: safetensors: read() converts every numeric dtype to float32", "[io][safetensors]") {
   std::vector<std::byte> data;
   const std::uint16_t f16[] = {0x3C00, 0xC000, 0x7BFF, 0x0001, 0x03FF,
                                0x7C00, 0xFC00, 0x7E00, 0x8000};
@@ -269,7 +271,7 @@ TEST_CASE("safetensors: read() converts every numeric dtype to float32", "[io][s
   CHECK(s->values() == std::vector<float>{-128, 127});
 }
 
-TEST_CASE("safetensors: read() errors name the file and tensor", "[io][safetensors]") {
+TEST_CASE("io: safetensors: read() errors name the file and tensor", "[io][safetensors]") {
   const std::string header =
       R"({"f8":{"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]},"r5":{"dtype":"U8","shape":[1,1,1,1,2],"data_offsets":[2,4]}})";
   auto file = test::open_both(test::safetensors_bytes(header, 4));
@@ -282,7 +284,7 @@ TEST_CASE("safetensors: read() errors name the file and tensor", "[io][safetenso
                       {"tensor 'r5'", "rank 5"});
 }
 
-TEST_CASE("safetensors writer: F32 round trip with metadata", "[io][safetensors]") {
+TEST_CASE("io: safetensors writer: F32 round trip with metadata", "[io][safetensors]") {
   const Tensor a(Shape{2, 3}, {1, -2, 3.5f, 0, 1e-30f, -7});
   const Tensor b(Shape{4}, {0.25f, 0.5f, 0.75f, 1});
   const Tensor empty(Shape{0, 5});
@@ -311,7 +313,7 @@ TEST_CASE("safetensors writer: F32 round trip with metadata", "[io][safetensors]
   CHECK(header_len % 8 == 0);  // the data area starts 8-byte aligned
 }
 
-TEST_CASE("safetensors writer: F16 and BF16 round to nearest even", "[io][safetensors]") {
+TEST_CASE("io: safetensors writer: F16 and BF16 round to nearest even", "[io][safetensors]") {
   const float third = 1.0f / 3.0f;
   const Tensor t(Shape{9}, {third, 65519.0f, 65520.0f, 1e-8f, 3e-8f, 2049.0f, 2051.0f, -0.0f, NAN});
   const attn::io::NamedTensor tensors[] = {{"t", t.view()}};
@@ -341,7 +343,7 @@ TEST_CASE("safetensors writer: F16 and BF16 round to nearest even", "[io][safete
   CHECK(std::isnan(gb[8]));
 }
 
-TEST_CASE("safetensors writer: refuses what it cannot write", "[io][safetensors]") {
+TEST_CASE("io: safetensors writer: refuses what it cannot write", "[io][safetensors]") {
   const Tensor a(Shape{2}, {1, 2});
   const attn::io::NamedTensor dup[] = {{"a", a.view()}, {"a", a.view()}};
   test::require_error(attn::io::encode_safetensors(dup).status(), ErrorCode::kInvalidArgument,
