@@ -78,7 +78,7 @@ Status resolve_config(const LayerReader& r, const LayerOptions& o, const Found& 
                       to_string(layout) +
                       " does not determine it and __metadata__ has no 'num_heads'): pass it (attn: "
                       "--heads N; "
-                      "GPT-2 small and 124M use 12)");
+                      "GPT-2 small (124M) has 12)");
   } else {
     c.num_heads = 1;
     layer.notes.push_back("num_heads = 1 (layout " + std::string(to_string(layout)) +
