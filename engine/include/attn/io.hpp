@@ -174,9 +174,11 @@ ATTN_API Result<LayerLocation> find_layer(const SafetensorsFile& file,
                                           Layout layout = Layout::kAuto,
                                           std::string_view prefix = {});
 
-/// What load_layer may not find in a file, or should override. Unset: __metadata__
-/// ("num_heads", "context_length", "causal"), then what the tensors imply (the mask's size,
-/// the wrapper's head count), then the layout's default.
+/// What load_layer may not find in a file, or should override. A value given here wins; unset,
+/// it comes from what the tensors imply (the wrapper's head count, a mask buffer's size), then
+/// __metadata__ ("num_heads" for multi-head layouts, "context_length", "causal"), then the
+/// layout's default (one head; causal except for v1 and v2). A given value that contradicts
+/// the tensors (e.g. num_heads for a wrapper with another head count) is an error.
 struct LayerOptions {
   Layout layout = Layout::kAuto;
   std::string prefix;
