@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
       attn::tools::add_walkthrough(app),
       attn::tools::add_bench(app),
       attn::tools::add_profile(app),
+      attn::tools::add_run(app),
+      attn::tools::add_info(app),
   };
   CLI11_PARSE(app, argc, argv);
   for (const auto& c : commands) {

@@ -17,5 +17,7 @@ struct Command {
 Command add_walkthrough(CLI::App& app);
 Command add_bench(CLI::App& app);
 Command add_profile(CLI::App& app);
+Command add_run(CLI::App& app);
+Command add_info(CLI::App& app);
 
 }  // namespace attn::tools

@@ -33,9 +33,9 @@ std::string Shape::to_string() const {
 }
 
 bool operator==(const Shape& a, const Shape& b) noexcept {
-  if (a.rank_ != b.rank_) return false;
-  for (int i = 0; i < std::min(a.rank_, kMaxRank); ++i) {
-    if (a.dims_[i] != b.dims_[i]) return false;
+  if (a.rank() != b.rank()) return false;
+  for (int i = 0; i < std::min(a.rank(), kMaxRank); ++i) {
+    if (a[i] != b[i]) return false;
   }
   return true;
 }

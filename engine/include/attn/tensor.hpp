@@ -33,12 +33,13 @@ class ATTN_API Shape {
   /// Returns e.g. "[2, 6, 3]".
   std::string to_string() const;
 
-  friend bool operator==(const Shape& a, const Shape& b) noexcept;
-
  private:
   std::array<std::int64_t, kMaxRank> dims_{};
   int rank_ = 0;
 };
+
+/// True when ranks and dimensions are equal.
+ATTN_API bool operator==(const Shape& a, const Shape& b) noexcept;
 
 /// A mutable view of caller-owned memory: `shape.numel()` floats at `data`.
 struct TensorView {

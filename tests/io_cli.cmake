@@ -1,0 +1,98 @@
+# `attn run` and `attn info` end to end over tests/data: every fixture matches PyTorch's
+# output through the command line, and every bad input gives a clear error and a non-zero
+# exit status (never a crash).
+# Usage: cmake -DATTN=<attn binary> -DDATA=<tests/data> -DWORK=<scratch dir> -P io_cli.cmake
+
+file(MAKE_DIRECTORY ${WORK})
+set(failures 0)
+
+# check(<name> <want: ok|fail> <stdout regex or ""> <stderr regex or ""> <args...>)
+function(check name want out_re err_re)
+  execute_process(COMMAND ${ATTN} ${ARGN} WORKING_DIRECTORY ${DATA}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  set(bad "")
+  if(want STREQUAL "ok" AND NOT rc EQUAL 0)
+    set(bad "exit status ${rc}, expected 0")
+  elseif(want STREQUAL "fail" AND NOT rc EQUAL 1)
+    set(bad "exit status ${rc}, expected 1")
+  endif()
+  if(out_re AND NOT out MATCHES "${out_re}")
+    string(APPEND bad " stdout does not match '${out_re}'")
+  endif()
+  if(err_re AND NOT err MATCHES "${err_re}")
+    string(APPEND bad " stderr does not match '${err_re}'")
+  endif()
+  if(err MATCHES "Sanitizer|runtime error|terminate called")
+    string(APPEND bad " sanitizer or crash report")
+  endif()
+  if(bad)
+    message(SEND_ERROR "io_cli ${name}: ${bad}\n  command: attn ${ARGN}\n  stdout: ${out}\n  stderr: ${err}")
+    math(EXPR n "${failures} + 1")
+    set(failures ${n} PARENT_SCOPE)
+  endif()
+endfunction()
+
+# Every layout saved from PyTorch, through the command line, within 1e-5 + 1e-5*|ref|.
+foreach(f v1_book v1_b3 v2_bias_b3 causal_b3 causal_bias_b1 wrapper_bias_b3 wrapper_b1 mha_b3
+          mha_bias_b1 torch_mha_causal_b3 torch_mha_b1 mha_f16 causal_bf16)
+  check(${f} ok "" "0 of [0-9]+ values outside" run --weights ${f}.safetensors --input ${f}.input.npy
+        --output ${WORK}/${f}.npy --expect ${f}.output.npy)
+  check(${f}_written ok "" "0 of [0-9]+ values outside" run --weights ${f}.safetensors
+        --input ${f}.input.npy --expect ${WORK}/${f}.npy --atol 0 --rtol 0)
+  check(info_${f} ok "layer: layout" "" info ${f}.safetensors)
+endforeach()
+foreach(i 0 1)
+  check(gpt2_h${i} ok "" "0 of 360 values outside" run --weights gpt2_2layers.safetensors
+        --prefix h.${i} --input gpt2_2layers.input.npy --expect gpt2_2layers.h${i}.output.npy)
+endforeach()
+
+# Options: backends, instruction set, threads, overrides, printing to stdout.
+check(serial ok "" "0 of" run --weights mha_b3.safetensors --input mha_b3.input.npy
+      --expect mha_b3.output.npy --backend serial --threads 1)
+check(openmp ok "" "0 of" run --weights mha_b3.safetensors --input mha_b3.input.npy
+      --expect mha_b3.output.npy --backend openmp --isa sse2)
+check(stdout ok "float32 \\[6, 2\\]" "" run --weights v1_book.safetensors --input v1_book.input.npy)
+check(verbose ok "" "context_length = 16 \\(from the mask buffer 'h.1.attn.bias'\\)" run -v
+      --weights gpt2_2layers.safetensors --prefix h.1 --input gpt2_2layers.input.npy
+      --output ${WORK}/g.npy)
+check(no_causal_differs fail "" "values outside" run --weights causal_b3.safetensors
+      --input causal_b3.input.npy --expect causal_b3.output.npy --no-causal)
+check(help_run ok "--weights" "" run --help)
+check(help_info ok "--prefix" "" info --help)
+check(info_npy ok "float32 \\[3, 11, 7\\]" "" info mha_b3.input.npy)
+
+# Errors: clear message on stderr, exit status 1.
+check(corrupt_truncated fail "" "truncated.safetensors: tensor 'W_value.weight': data_offsets" info
+      corrupt/truncated.safetensors)
+check(corrupt_header fail "" "header length 1152921504606846976 runs past the end" info
+      corrupt/huge_header.safetensors)
+check(corrupt_json fail "" "header is not valid JSON" info corrupt/bad_json.safetensors)
+check(corrupt_overlap fail "" "tensor 'b': data_offsets \\[4, 12\\] overlap tensor 'a'" run
+      --weights corrupt/overlap.safetensors --input mha_b3.input.npy)
+check(bad_npy fail "" "dtype '<f8' is not supported" run --weights mha_b3.safetensors
+      --input corrupt/f64.npy)
+check(npy_as_weights fail "" "header length .* runs past the end" run --weights mha_b3.input.npy
+      --input mha_b3.input.npy)
+check(missing_file fail "" "nope.safetensors: cannot open" run --weights nope.safetensors
+      --input mha_b3.input.npy)
+check(gpt2_no_prefix fail "" "holds 2 attention layers; choose one with a prefix \\('h.0.', 'h.1.'\\)"
+      run --weights gpt2_2layers.safetensors --input gpt2_2layers.input.npy)
+check(wrong_d_in fail "" "shape \\[6, 3\\] does not fit the layer: expected \\[batch, seq_len, 7\\]" run
+      --weights mha_b3.safetensors --input v1_book.input.npy)
+check(heads_mismatch fail "" "d_out = 6 is not divisible by num_heads = 4" run
+      --weights mha_b3.safetensors --input mha_b3.input.npy --heads 4)
+check(too_long fail "" "seq_len 5 exceeds context_length 3" run --weights causal_b3.safetensors
+      --input causal_b3.input.npy --context-length 3)
+check(bad_layout fail "" "unknown layout 'bert'" run --weights mha_b3.safetensors
+      --input mha_b3.input.npy --layout bert)
+check(wrong_layout fail "" "found no layer of layout gpt2" info mha_b3.safetensors --layout gpt2)
+check(expect_shape fail "" "has shape \\[3, 11, 6\\] but the output is \\[3, 5, 5\\]" run
+      --weights causal_b3.safetensors --input causal_b3.input.npy --expect mha_b3.output.npy)
+check(bad_output fail "" "cannot create" run --weights mha_b3.safetensors
+      --input mha_b3.input.npy --output /nonexistent-dir/y.npy)
+check(bad_isa fail "" "unknown instruction set 'neon'" run --weights mha_b3.safetensors
+      --input mha_b3.input.npy --isa neon)
+
+if(failures GREATER 0)
+  message(FATAL_ERROR "io_cli: ${failures} checks failed")
+endif()

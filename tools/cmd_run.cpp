@@ -1,0 +1,175 @@
+// `attn run`: one attention layer from a safetensors file over an .npy input, output to an
+// .npy file or stdout; optionally compared with an expected output (e.g. PyTorch's).
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "attn/engine.hpp"
+#include "attn/io.hpp"
+#include "commands.hpp"
+#include "layer_args.hpp"
+
+namespace attn::tools {
+namespace {
+
+struct RunArgs {
+  std::string weights, input, output, expect;
+  LayerArgs layer;
+  int threads = 0;
+  std::string backend = "tbb";
+  std::string isa = "auto";
+  double atol = 1e-5, rtol = 1e-5;
+  bool verbose = false;
+};
+
+int fail(const std::string& message) {
+  std::cerr << "attn run: " << message << "\n";
+  return 1;
+}
+
+int fail(const Status& s) { return fail(s.to_string()); }
+
+void print_tensor(const Tensor& t) {
+  const Shape& s = t.shape();
+  std::printf("float32 %s\n", s.to_string().c_str());
+  const std::int64_t cols = s.rank() > 0 ? s[-1] : 1;
+  const std::int64_t rows = cols > 0 ? t.numel() / cols : 0;
+  const std::int64_t seq = s.rank() == 3 ? s[1] : rows;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    if (s.rank() == 3 && r % seq == 0)
+      std::printf("batch item %lld:\n", static_cast<long long>(r / seq));
+    for (std::int64_t c = 0; c < cols; ++c)
+      std::printf("%s%10.6f", c ? " " : "  ", double(t.data()[r * cols + c]));
+    std::printf("\n");
+  }
+}
+
+// Shape's operator== is not exported from libattn (a friend without ATTN_API), so compare here.
+bool same_shape(const Shape& a, const Shape& b) {
+  if (a.rank() != b.rank()) return false;
+  for (int i = 0; i < a.rank() && i < kMaxRank; ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
+// Compares `got` with the .npy at args.expect: |got - want| <= atol + rtol * |want| everywhere.
+int check_expected(const RunArgs& args, const Tensor& got) {
+  Result<Tensor> want = io::read_npy(args.expect);
+  if (!want.ok()) return fail(want.status());
+  if (!same_shape(want->shape(), got.shape())) {
+    return fail("--expect " + args.expect + " has shape " + want->shape().to_string() +
+                " but the output is " + got.shape().to_string());
+  }
+  double max_abs = 0, worst = 0;
+  std::int64_t worst_i = 0, bad = 0;
+  for (std::int64_t i = 0; i < got.numel(); ++i) {
+    const double g = got.data()[i], w = want->data()[i];
+    const double diff = std::abs(g - w);
+    const double ratio = std::isnan(diff) ? INFINITY : diff / (args.atol + args.rtol * std::abs(w));
+    if (ratio > 1) ++bad;
+    if (std::isnan(diff) || diff > max_abs) max_abs = diff;
+    if (ratio > worst) worst = ratio, worst_i = i;
+  }
+  std::fprintf(
+      stderr,
+      "attn run: max |diff| %.3g against %s (%lld of %lld values outside %.1g + %.1g*|ref|)\n",
+      max_abs, args.expect.c_str(), static_cast<long long>(bad),
+      static_cast<long long>(got.numel()), args.atol, args.rtol);
+  if (bad > 0) {
+    std::fprintf(stderr, "attn run: worst at flat index %lld: got %.9g, expected %.9g\n",
+                 static_cast<long long>(worst_i), double(got.data()[worst_i]),
+                 double(want->data()[worst_i]));
+    return 1;
+  }
+  return 0;
+}
+
+int run(const RunArgs& args) {
+  Result<io::LayerOptions> options = args.layer.options();
+  if (!options.ok()) return fail(options.status());
+  Result<Backend> backend = parse_backend(args.backend);
+  if (!backend.ok()) return fail(backend.status());
+  Result<Isa> isa = parse_isa(args.isa);
+  if (!isa.ok()) return fail(isa.status());
+
+  Result<io::SafetensorsFile> file = io::SafetensorsFile::open(args.weights);
+  if (!file.ok()) return fail(file.status());
+  Result<io::Layer> layer = io::load_layer(file.value(), options.value());
+  if (!layer.ok()) return fail(layer.status());
+  Config config = layer->config;
+
+  Result<Tensor> x = io::read_npy(args.input);
+  if (!x.ok()) return fail(x.status());
+  const Shape& xs = x->shape();
+  if ((xs.rank() != 2 && xs.rank() != 3) || xs[-1] != config.d_in) {
+    return fail(args.input + ": shape " + xs.to_string() +
+                " does not fit the layer: expected [batch, seq_len, " +
+                std::to_string(config.d_in) + "] or [seq_len, " + std::to_string(config.d_in) +
+                "]");
+  }
+  const std::int64_t seq_len = xs[-2];
+  if (config.context_length == 0) config.context_length = std::max<std::int64_t>(seq_len, 1);
+  if (seq_len > config.context_length) {
+    return fail(args.input + ": seq_len " + std::to_string(seq_len) + " exceeds context_length " +
+                std::to_string(config.context_length) + " (raise it with --context-length)");
+  }
+  config.threads = args.threads;
+  config.backend = backend.value();
+  config.isa = isa.value();
+
+  Result<Engine> engine = Engine::create(config, layer->weights);
+  if (!engine.ok()) return fail(engine.status());
+  if (args.verbose) {
+    std::cerr << "attn run: " << args.weights << ": layout "
+              << io::to_string(layer->location.layout) << ", prefix '" << layer->location.prefix
+              << "'\n"
+              << "attn run: " << describe(config) << "\n";
+    for (const std::string& note : layer->notes) std::cerr << "attn run:   " << note << "\n";
+    std::cerr << "attn run: kernels " << engine->isa() << ", " << engine->threads() << " threads ("
+              << to_string(config.backend) << ")\n";
+  }
+  Tensor y(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out} : Shape{xs[0], config.d_out});
+  if (Status s = engine->forward(x->view(), y.view()); !s.ok()) return fail(s);
+
+  if (!args.output.empty()) {
+    if (Status s = io::write_npy(args.output, y.view()); !s.ok()) return fail(s);
+  } else {
+    print_tensor(y);
+  }
+  return args.expect.empty() ? 0 : check_expected(args, y);
+}
+
+}  // namespace
+
+Command add_run(CLI::App& app) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* sub = app.add_subcommand("run",
+                                     "Run one attention layer from a safetensors file over an .npy "
+                                     "input x [batch, seq_len, d_in] or "
+                                     "[seq_len, d_in]; the output has the same rank");
+  sub->add_option("--weights", args->weights,
+                  "Weights: a .safetensors file (e.g. from tools/export_torch.py)")
+      ->required();
+  sub->add_option("--input", args->input, "Input: a .npy file of float32 ('<f4')")->required();
+  sub->add_option("--output", args->output, "Write the output here as .npy (default: print it)");
+  args->layer.add_to(sub);
+  sub->add_option("--threads", args->threads, "Worker threads; 0 = the CPUs this process may use")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sub->add_option("--backend", args->backend, "Threading: tbb, openmp or serial")
+      ->capture_default_str();
+  sub->add_option("--isa", args->isa, "Kernels: auto, sse2, avx2 or avx512 (auto honours ATTN_ISA)")
+      ->capture_default_str();
+  sub->add_option("--expect", args->expect,
+                  "Compare the output with this .npy; exit 1 unless |diff| <= atol + "
+                  "rtol*|expected| everywhere");
+  sub->add_option("--atol", args->atol, "Absolute tolerance of --expect")->capture_default_str();
+  sub->add_option("--rtol", args->rtol, "Relative tolerance of --expect")->capture_default_str();
+  sub->add_flag("-v,--verbose", args->verbose,
+                "Describe the layer, its config and the kernels on stderr");
+  return {sub, [args] { return run(*args); }};
+}
+
+}  // namespace attn::tools

@@ -1,0 +1,501 @@
+#!/usr/bin/python3
+"""Exports PyTorch attention modules for attn: weights as safetensors (config in __metadata__)
+and an input/output pair as .npy. Uses only PyTorch and the standard library: both formats are
+written by hand (no numpy, no safetensors package).
+
+  export_torch.py model --class MultiHeadAttention --d-in 768 --d-out 768 --heads 12 \\
+      --context-length 1024 --seq-len 8 --out mha     # mha.safetensors, mha.input.npy, mha.output.npy
+  export_torch.py fixtures --out-dir tests/data       # the golden fixtures of the test suite
+
+From Python: export(module, "prefix", x) with one of the classes below or nn.MultiheadAttention.
+"""
+import argparse
+import array
+import json
+import math
+import os
+import struct
+import sys
+
+import torch
+import torch.nn as nn
+
+
+# ---- chapter 3's classes, as the book defines them ----------------------------------------
+
+class SelfAttention_v1(nn.Module):
+
+    def __init__(self, d_in, d_out):
+        super().__init__()
+        self.W_query = nn.Parameter(torch.rand(d_in, d_out))
+        self.W_key   = nn.Parameter(torch.rand(d_in, d_out))
+        self.W_value = nn.Parameter(torch.rand(d_in, d_out))
+
+    def forward(self, x):
+        keys = x @ self.W_key
+        queries = x @ self.W_query
+        values = x @ self.W_value
+
+        attn_scores = queries @ keys.T # omega
+        attn_weights = torch.softmax(
+            attn_scores / keys.shape[-1]**0.5, dim=-1
+        )
+
+        context_vec = attn_weights @ values
+        return context_vec
+
+
+class SelfAttention_v2(nn.Module):
+
+    def __init__(self, d_in, d_out, qkv_bias=False):
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key   = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+
+    def forward(self, x):
+        keys = self.W_key(x)
+        queries = self.W_query(x)
+        values = self.W_value(x)
+
+        attn_scores = queries @ keys.T
+        attn_weights = torch.softmax(attn_scores / keys.shape[-1]**0.5, dim=-1)
+
+        context_vec = attn_weights @ values
+        return context_vec
+
+
+class CausalAttention(nn.Module):
+
+    def __init__(self, d_in, d_out, context_length,
+                 dropout, qkv_bias=False):
+        super().__init__()
+        self.d_out = d_out
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key   = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.dropout = nn.Dropout(dropout) # New
+        self.register_buffer('mask', torch.triu(torch.ones(context_length, context_length), diagonal=1)) # New
+
+    def forward(self, x):
+        b, num_tokens, d_in = x.shape # New batch dimension b
+        keys = self.W_key(x)
+        queries = self.W_query(x)
+        values = self.W_value(x)
+
+        attn_scores = queries @ keys.transpose(1, 2) # Changed transpose
+        attn_scores.masked_fill_(  # New, _ ops are in-place
+            self.mask.bool()[:num_tokens, :num_tokens], -torch.inf)  # `:num_tokens` to account for cases where the number of tokens in the batch is smaller than the supported context_size
+        attn_weights = torch.softmax(
+            attn_scores / keys.shape[-1]**0.5, dim=-1
+        )
+        attn_weights = self.dropout(attn_weights) # New
+
+        context_vec = attn_weights @ values
+        return context_vec
+
+
+class MultiHeadAttentionWrapper(nn.Module):
+
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        self.heads = nn.ModuleList(
+            [CausalAttention(d_in, d_out, context_length, dropout, qkv_bias)
+             for _ in range(num_heads)]
+        )
+
+    def forward(self, x):
+        return torch.cat([head(x) for head in self.heads], dim=-1)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        assert (d_out % num_heads == 0), \
+            "d_out must be divisible by num_heads"
+
+        self.d_out = d_out
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads # Reduce the projection dim to match desired output dim
+
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)  # Linear layer to combine head outputs
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer(
+            "mask",
+            torch.triu(torch.ones(context_length, context_length),
+                       diagonal=1)
+        )
+
+    def forward(self, x):
+        b, num_tokens, d_in = x.shape
+
+        keys = self.W_key(x) # Shape: (b, num_tokens, d_out)
+        queries = self.W_query(x)
+        values = self.W_value(x)
+
+        # We implicitly split the matrix by adding a `num_heads` dimension
+        # Unroll last dim: (b, num_tokens, d_out) -> (b, num_tokens, num_heads, head_dim)
+        keys = keys.view(b, num_tokens, self.num_heads, self.head_dim)
+        values = values.view(b, num_tokens, self.num_heads, self.head_dim)
+        queries = queries.view(b, num_tokens, self.num_heads, self.head_dim)
+
+        # Transpose: (b, num_tokens, num_heads, head_dim) -> (b, num_heads, num_tokens, head_dim)
+        keys = keys.transpose(1, 2)
+        queries = queries.transpose(1, 2)
+        values = values.transpose(1, 2)
+
+        # Compute scaled dot-product attention (aka self-attention) with a causal mask
+        attn_scores = queries @ keys.transpose(2, 3)  # Dot product for each head
+
+        # Original mask truncated to the number of tokens and converted to boolean
+        mask_bool = self.mask.bool()[:num_tokens, :num_tokens]
+
+        # Use the mask to fill attention scores
+        attn_scores.masked_fill_(mask_bool, -torch.inf)
+
+        attn_weights = torch.softmax(attn_scores / keys.shape[-1]**0.5, dim=-1)
+        attn_weights = self.dropout(attn_weights)
+
+        # Shape: (b, num_tokens, num_heads, head_dim)
+        context_vec = (attn_weights @ values).transpose(1, 2)
+
+        # Combine heads, where self.d_out = self.num_heads * self.head_dim
+        context_vec = context_vec.contiguous().view(b, num_tokens, self.d_out)
+        context_vec = self.out_proj(context_vec) # optional projection
+
+        return context_vec
+
+
+# ---- a tiny GPT-2 written by hand (no transformers package) --------------------------------
+
+class Conv1D(nn.Module):
+    """GPT-2's Conv1D: a linear layer with the weight stored [in, out]: y = x W + b."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf) / math.sqrt(nx))
+        self.bias = nn.Parameter(torch.randn(nf) * 0.1)
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.nf,)
+        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return x.view(size_out)
+
+
+class GPT2Attention(nn.Module):
+    """Hugging Face's GPT2Attention (self-attention path): c_attn, causal mask `bias`, c_proj."""
+
+    def __init__(self, n_embd, n_head, n_ctx):
+        super().__init__()
+        self.n_head = n_head
+        self.split_size = n_embd
+        self.c_attn = Conv1D(3 * n_embd, n_embd)
+        self.c_proj = Conv1D(n_embd, n_embd)
+        self.register_buffer("bias", torch.tril(torch.ones(n_ctx, n_ctx, dtype=torch.bool)).view(1, 1, n_ctx, n_ctx))
+        self.register_buffer("masked_bias", torch.tensor(-1e4))
+
+    def _split_heads(self, t):
+        b, n, d = t.shape
+        return t.view(b, n, self.n_head, d // self.n_head).permute(0, 2, 1, 3)
+
+    def forward(self, x):
+        query, key, value = self.c_attn(x).split(self.split_size, dim=2)
+        query, key, value = (self._split_heads(t) for t in (query, key, value))
+        w = torch.matmul(query, key.transpose(-1, -2)) / (value.size(-1) ** 0.5)
+        n = query.size(-2)
+        causal = self.bias[:, :, :n, :n]
+        w = torch.where(causal, w, torch.tensor(torch.finfo(w.dtype).min, dtype=w.dtype))
+        a = torch.matmul(nn.functional.softmax(w, dim=-1), value)
+        b, h, n, hd = a.shape
+        return self.c_proj(a.permute(0, 2, 1, 3).contiguous().view(b, n, h * hd))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, n_embd, n_head, n_ctx):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)  # not exported to attn; makes the file look like GPT-2's
+        self.attn = GPT2Attention(n_embd, n_head, n_ctx)
+
+
+class TinyGPT2(nn.Module):
+    """GPT-2's tensor names (h.{i}.attn.c_attn.weight ...) for n_layer blocks."""
+
+    def __init__(self, n_embd, n_head, n_ctx, n_layer):
+        super().__init__()
+        self.h = nn.ModuleList([GPT2Block(n_embd, n_head, n_ctx) for _ in range(n_layer)])
+
+
+# ---- file formats, written by hand ---------------------------------------------------------
+
+def _le_bytes(typecode, values):
+    a = array.array(typecode, values)
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a.tobytes()
+
+
+def _tensor_bytes(t, dtype):
+    """Returns (safetensors dtype, little-endian bytes) of tensor t stored as dtype."""
+    t = t.detach().contiguous().flatten()
+    if t.dtype == torch.bool:
+        return "BOOL", bytes(int(v) for v in t.tolist())
+    if dtype == "F32" or t.dim() == 0:
+        return "F32", _le_bytes("f", t.float().tolist())
+    if dtype == "F16":
+        return "F16", struct.pack("<%de" % t.numel(), *t.half().float().tolist())
+    if dtype == "BF16":
+        f32 = _le_bytes("f", t.bfloat16().float().tolist())
+        return "BF16", b"".join(f32[i + 2:i + 4] for i in range(0, len(f32), 4))
+    raise ValueError("dtype must be F32, F16 or BF16, not %r" % dtype)
+
+
+def write_safetensors(path, tensors, metadata=None, dtype="F32"):
+    """Writes {name: tensor} to path; floating tensors as dtype, bool tensors as BOOL."""
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    for name, t in tensors.items():
+        st_dtype, data = _tensor_bytes(t, dtype if t.dim() > 0 else "F32")
+        header[name] = {"dtype": st_dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def write_npy(path, t):
+    """Writes tensor t as a version 1.0 .npy file of '<f4' in C order."""
+    t = t.detach().float().contiguous()
+    shape = tuple(t.shape)
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': %s, }" % (repr(shape),)
+    header += " " * (-(10 + len(header) + 1) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00")
+        f.write(struct.pack("<H", len(header)))
+        f.write(header.encode("latin1"))
+        f.write(_le_bytes("f", t.flatten().tolist()))
+
+
+# ---- modules -> attn files -----------------------------------------------------------------
+
+LAYOUTS = {
+    SelfAttention_v1: "v1", SelfAttention_v2: "v2", CausalAttention: "causal",
+    MultiHeadAttentionWrapper: "wrapper", MultiHeadAttention: "mha", nn.MultiheadAttention: "torch-mha",
+    GPT2Attention: "gpt2", TinyGPT2: "gpt2",
+}
+
+
+def _round_to(module, dtype):
+    """Rounds floating parameters to dtype (kept in float32) so that PyTorch's output is what the
+    stored weights give."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if dtype == "F16":
+                p.copy_(p.half().float())
+            elif dtype == "BF16":
+                p.copy_(p.bfloat16().float())
+
+
+def run(module, x, causal=True, layer=0):
+    """Returns module(x) in eval mode; x is [seq_len, d_in] or [batch, seq_len, d_in]."""
+    module.eval()
+    with torch.no_grad():
+        batched = x if x.dim() == 3 else x.unsqueeze(0)
+        if isinstance(module, (SelfAttention_v1, SelfAttention_v2)):
+            # The book's v1/v2 use keys.T, defined for one sequence: run them one by one.
+            y = torch.stack([module(seq) for seq in batched])
+        elif isinstance(module, nn.MultiheadAttention):
+            n = batched.shape[1]
+            mask = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1) if causal else None
+            # Distinct (equal) key and value tensors keep PyTorch 1.13 off its fused fast path,
+            # which fails for bias=False without a mask ("qkv_bias must be Tensor").
+            y = module(batched, batched.clone(), batched.clone(), attn_mask=mask, need_weights=False)[0]
+        elif isinstance(module, TinyGPT2):
+            y = module.h[layer].attn(batched)
+        else:
+            y = module(batched)
+    return y if x.dim() == 3 else y.squeeze(0)
+
+
+def metadata_for(module, causal=True):
+    """Returns the __metadata__ attn reads: layout, num_heads, context_length, causal."""
+    meta = {"format": "pt", "producer": "attn tools/export_torch.py", "torch_version": torch.__version__,
+            "module": type(module).__name__, "layout": LAYOUTS[type(module)]}
+    if isinstance(module, (CausalAttention, MultiHeadAttentionWrapper, MultiHeadAttention)):
+        mask = module.heads[0].mask if isinstance(module, MultiHeadAttentionWrapper) else module.mask
+        meta["context_length"] = mask.shape[0]
+    if isinstance(module, MultiHeadAttentionWrapper):
+        meta["num_heads"] = len(module.heads)
+    elif isinstance(module, MultiHeadAttention):
+        meta["num_heads"] = module.num_heads
+    elif isinstance(module, nn.MultiheadAttention):
+        meta["num_heads"] = module.num_heads
+    elif isinstance(module, TinyGPT2):
+        meta["num_heads"] = module.h[0].attn.n_head
+        meta["context_length"] = module.h[0].attn.bias.shape[-1]
+    else:
+        meta["num_heads"] = 1
+    meta["causal"] = "false" if isinstance(module, (SelfAttention_v1, SelfAttention_v2)) else \
+        ("true" if causal else "false")
+    return meta
+
+
+def export(module, prefix, x, causal=True, dtype="F32", layer=0, outputs=True):
+    """Writes prefix.safetensors (module.state_dict(), floating tensors as dtype) and, when
+    outputs, prefix.input.npy (x) and prefix.output.npy (module(x) in eval mode). For TinyGPT2
+    the output is that of block `layer`'s attention."""
+    _round_to(module, dtype)
+    write_safetensors(prefix + ".safetensors", module.state_dict(), metadata_for(module, causal), dtype)
+    if outputs:
+        write_npy(prefix + ".input.npy", x)
+        write_npy(prefix + ".output.npy", run(module, x, causal, layer))
+
+
+def build(cls, d_in, d_out, heads, context_length, qkv_bias, layers=1):
+    """Creates one of the supported modules; d_out is per head for the wrapper, as in the book."""
+    if cls == "SelfAttention_v1":
+        return SelfAttention_v1(d_in, d_out)
+    if cls == "SelfAttention_v2":
+        return SelfAttention_v2(d_in, d_out, qkv_bias)
+    if cls == "CausalAttention":
+        return CausalAttention(d_in, d_out, context_length, 0.0, qkv_bias)
+    if cls == "MultiHeadAttentionWrapper":
+        return MultiHeadAttentionWrapper(d_in, d_out, context_length, 0.0, heads, qkv_bias)
+    if cls == "MultiHeadAttention":
+        return MultiHeadAttention(d_in, d_out, context_length, 0.0, heads, qkv_bias)
+    if cls == "nn.MultiheadAttention":
+        m = nn.MultiheadAttention(d_in, heads, bias=qkv_bias, batch_first=True)
+        if qkv_bias:  # PyTorch starts the biases at zero; random ones show they are applied
+            with torch.no_grad():
+                m.in_proj_bias.normal_(std=0.1)
+                m.out_proj.bias.normal_(std=0.1)
+        return m
+    if cls == "gpt2":
+        return TinyGPT2(d_in, heads, context_length, layers)
+    raise ValueError("unknown class " + cls)
+
+
+# ---- the golden fixtures of tests/ ---------------------------------------------------------
+
+BOOK_INPUTS = torch.tensor([[0.43, 0.15, 0.89], [0.55, 0.87, 0.66], [0.57, 0.85, 0.64],
+                            [0.22, 0.58, 0.33], [0.77, 0.25, 0.10], [0.05, 0.80, 0.55]])
+
+# name: (class, d_in, d_out, heads, context_length, qkv_bias, causal, batch, seq_len, dtype, seed)
+# batch 0 means a rank-2 input [seq_len, d_in].
+FIXTURES = {
+    "v1_book": ("SelfAttention_v1", 3, 2, 1, 0, False, False, 0, 6, "F32", 123),
+    "v1_b3": ("SelfAttention_v1", 5, 3, 1, 0, False, False, 3, 7, "F32", 1),
+    "v2_bias_b3": ("SelfAttention_v2", 5, 4, 1, 0, True, False, 3, 7, "F32", 2),
+    "causal_b3": ("CausalAttention", 7, 5, 1, 9, False, True, 3, 5, "F32", 3),
+    "causal_bias_b1": ("CausalAttention", 4, 3, 1, 6, True, True, 1, 6, "F32", 4),
+    "wrapper_bias_b3": ("MultiHeadAttentionWrapper", 6, 3, 3, 8, True, True, 3, 8, "F32", 5),
+    "wrapper_b1": ("MultiHeadAttentionWrapper", 3, 1, 2, 6, False, True, 0, 6, "F32", 6),
+    "mha_b3": ("MultiHeadAttention", 7, 6, 3, 12, False, True, 3, 11, "F32", 7),
+    "mha_bias_b1": ("MultiHeadAttention", 5, 8, 4, 9, True, True, 1, 9, "F32", 8),
+    "torch_mha_causal_b3": ("nn.MultiheadAttention", 8, 8, 2, 0, True, True, 3, 7, "F32", 9),
+    "torch_mha_b1": ("nn.MultiheadAttention", 6, 6, 3, 0, False, False, 1, 5, "F32", 10),
+    "mha_f16": ("MultiHeadAttention", 6, 6, 2, 8, True, True, 1, 7, "F16", 11),
+    "causal_bf16": ("CausalAttention", 5, 3, 1, 7, True, True, 3, 4, "BF16", 12),
+}
+
+
+def write_fixtures(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    for name, (cls, d_in, d_out, heads, ctx, bias, causal, batch, seq, dtype, seed) in FIXTURES.items():
+        torch.manual_seed(seed)
+        module = build(cls, d_in, d_out, heads, ctx, bias)
+        if name == "v1_book":
+            x = BOOK_INPUTS
+        else:
+            x = torch.randn(batch, seq, d_in) if batch else torch.randn(seq, d_in)
+        export(module, os.path.join(out_dir, name), x, causal, dtype)
+
+    # GPT-2: two blocks in one file (choose one with --prefix), outputs of both.
+    torch.manual_seed(13)
+    gpt2 = build("gpt2", 12, 12, 3, 16, True, layers=2)
+    x = torch.randn(3, 10, 12)
+    export(gpt2, os.path.join(out_dir, "gpt2_2layers"), x, outputs=False)
+    write_npy(os.path.join(out_dir, "gpt2_2layers.input.npy"), x)
+    for i in range(2):
+        write_npy(os.path.join(out_dir, "gpt2_2layers.h%d.output.npy" % i), run(gpt2, x, layer=i))
+
+    # A few corrupt files for the command-line tests (the C++ tests make many more).
+    corrupt = os.path.join(out_dir, "corrupt")
+    os.makedirs(corrupt, exist_ok=True)
+    with open(os.path.join(out_dir, "causal_b3.safetensors"), "rb") as f:
+        good = f.read()
+    files = {
+        "truncated.safetensors": good[:len(good) - 7],
+        "huge_header.safetensors": struct.pack("<Q", 1 << 60) + good[8:],
+        "bad_json.safetensors": struct.pack("<Q", 8) + b'{"a":[1,',
+        "overlap.safetensors": _raw_safetensors(
+            b'{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
+            b'"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', 12),
+        "f64.npy": _raw_npy("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", 16),
+    }
+    for fname, data in files.items():
+        with open(os.path.join(corrupt, fname), "wb") as f:
+            f.write(data)
+
+
+def _raw_safetensors(header, data_bytes):
+    return struct.pack("<Q", len(header)) + header + bytes(data_bytes)
+
+
+def _raw_npy(header, data_bytes):
+    header += " " * (-(10 + len(header) + 1) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(data_bytes)
+
+
+# ---- command line --------------------------------------------------------------------------
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("model", help="export one module with a random input and PyTorch's output")
+    m.add_argument("--class", dest="cls", required=True,
+                   choices=["SelfAttention_v1", "SelfAttention_v2", "CausalAttention", "MultiHeadAttentionWrapper",
+                            "MultiHeadAttention", "nn.MultiheadAttention", "gpt2"])
+    m.add_argument("--d-in", type=int, required=True)
+    m.add_argument("--d-out", type=int, help="output width (per head for the wrapper, as in the book); "
+                                            "default d_in")
+    m.add_argument("--heads", type=int, default=1)
+    m.add_argument("--context-length", type=int, default=1024)
+    m.add_argument("--qkv-bias", action="store_true")
+    m.add_argument("--no-causal", action="store_true", help="nn.MultiheadAttention without the causal mask")
+    m.add_argument("--layers", type=int, default=1, help="gpt2: number of blocks h.{i}")
+    m.add_argument("--layer", type=int, default=0, help="gpt2: the block whose output is written")
+    m.add_argument("--state-dict", help="load these weights (torch.save(module.state_dict(), path))")
+    m.add_argument("--dtype", default="F32", choices=["F32", "F16", "BF16"])
+    m.add_argument("--batch", type=int, default=1, help="0: a rank-2 input [seq_len, d_in]")
+    m.add_argument("--seq-len", type=int, default=8)
+    m.add_argument("--seed", type=int, default=123)
+    m.add_argument("--out", required=True, help="writes OUT.safetensors, OUT.input.npy, OUT.output.npy")
+    f = sub.add_parser("fixtures", help="write the golden test fixtures")
+    f.add_argument("--out-dir", required=True)
+    args = p.parse_args(argv)
+
+    if args.command == "fixtures":
+        write_fixtures(args.out_dir)
+        return 0
+    torch.manual_seed(args.seed)
+    module = build(args.cls, args.d_in, args.d_out or args.d_in, args.heads, args.context_length, args.qkv_bias,
+                   args.layers)
+    if args.state_dict:
+        module.load_state_dict(torch.load(args.state_dict, map_location="cpu"))
+    shape = (args.batch, args.seq_len, args.d_in) if args.batch else (args.seq_len, args.d_in)
+    export(module, args.out, torch.randn(*shape), not args.no_causal, args.dtype, args.layer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
