@@ -51,6 +51,13 @@ check(serial ok "" "0 of" run --weights mha_b3.safetensors --input mha_b3.input.
       --expect mha_b3.output.npy --backend serial --threads 1)
 check(openmp ok "" "0 of" run --weights mha_b3.safetensors --input mha_b3.input.npy
       --expect mha_b3.output.npy --backend openmp --isa sse2)
+# Token by token through KV-cache sessions: the same output as one forward.
+check(decode ok "" "0 of 198 values outside" run --weights mha_b3.safetensors --input mha_b3.input.npy
+      --expect mha_b3.output.npy --decode)
+check(decode_gpt2 ok "" "0 of 360 values outside" run --weights gpt2_2layers.safetensors --prefix h.1
+      --input gpt2_2layers.input.npy --expect gpt2_2layers.h1.output.npy --decode)
+check(decode_non_causal fail "" "KV-cache sessions need causal attention" run
+      --weights causal_b3.safetensors --input causal_b3.input.npy --no-causal --decode)
 check(stdout ok "float32 \\[6, 2\\]" "" run --weights v1_book.safetensors --input v1_book.input.npy)
 check(verbose ok "" "context_length = 16 \\(from the mask buffer 'h.1.attn.bias'\\)" run -v
       --weights gpt2_2layers.safetensors --prefix h.1 --input gpt2_2layers.input.npy

@@ -5,6 +5,8 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
+#include <algorithm>
 
 #include "attn/engine.hpp"
 #include "attn/io.hpp"
@@ -22,6 +24,7 @@ struct RunArgs {
   std::string isa = "auto";
   double atol = 1e-5, rtol = 1e-5;
   bool verbose = false;
+  bool decode = false;
 };
 
 int fail(const std::string& message) {
@@ -46,19 +49,11 @@ void print_tensor(const Tensor& t) {
   }
 }
 
-// Shape's operator== is not exported from libattn (a friend without ATTN_API), so compare here.
-bool same_shape(const Shape& a, const Shape& b) {
-  if (a.rank() != b.rank()) return false;
-  for (int i = 0; i < a.rank() && i < kMaxRank; ++i)
-    if (a[i] != b[i]) return false;
-  return true;
-}
-
 // Compares `got` with the .npy at args.expect: |got - want| <= atol + rtol * |want| everywhere.
 int check_expected(const RunArgs& args, const Tensor& got) {
   Result<Tensor> want = io::read_npy(args.expect);
   if (!want.ok()) return fail(want.status());
-  if (!same_shape(want->shape(), got.shape())) {
+  if (!(want->shape() == got.shape())) {
     return fail("--expect " + args.expect + " has shape " + want->shape().to_string() +
                 " but the output is " + got.shape().to_string());
   }
@@ -84,6 +79,31 @@ int check_expected(const RunArgs& args, const Tensor& got) {
     return 1;
   }
   return 0;
+}
+
+// Feeds x token by token through KV-cache sessions, one per batch item, all advanced by one
+// batched step per position; gives the same output as one causal forward.
+Status decode(const Engine& engine, const Tensor& x, Tensor& y) {
+  const Shape& xs = x.shape();
+  const std::int64_t batch = xs.rank() == 3 ? xs[0] : 1, seq = xs[-2];
+  const std::int64_t d_in = xs[-1], d_out = engine.config().d_out;
+  std::vector<Session> sessions;
+  std::vector<Session*> ptrs;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    Result<Session> s = engine.new_session();
+    if (!s.ok()) return s.status();
+    sessions.push_back(std::move(s.value()));
+  }
+  for (Session& s : sessions) ptrs.push_back(&s);
+  Tensor xt(Shape{batch, d_in}), yt(Shape{batch, d_out});
+  for (std::int64_t t = 0; t < seq; ++t) {
+    for (std::int64_t b = 0; b < batch; ++b)
+      std::copy_n(x.data() + (b * seq + t) * d_in, d_in, xt.data() + b * d_in);
+    if (Status s = engine.step(ptrs, xt.view(), yt.view()); !s.ok()) return s;
+    for (std::int64_t b = 0; b < batch; ++b)
+      std::copy_n(yt.data() + b * d_out, d_out, y.data() + (b * seq + t) * d_out);
+  }
+  return {};
 }
 
 int run(const RunArgs& args) {
@@ -131,7 +151,8 @@ int run(const RunArgs& args) {
               << to_string(config.backend) << ")\n";
   }
   Tensor y(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out} : Shape{xs[0], config.d_out});
-  if (Status s = engine->forward(x->view(), y.view()); !s.ok()) return fail(s);
+  const Status status = args.decode ? decode(engine.value(), x.value(), y) : engine->forward(x->view(), y.view());
+  if (!status.ok()) return fail(status);
 
   if (!args.output.empty()) {
     if (Status s = io::write_npy(args.output, y.view()); !s.ok()) return fail(s);
@@ -167,6 +188,9 @@ Command add_run(CLI::App& app) {
                   "rtol*|expected| everywhere");
   sub->add_option("--atol", args->atol, "Absolute tolerance of --expect")->capture_default_str();
   sub->add_option("--rtol", args->rtol, "Relative tolerance of --expect")->capture_default_str();
+  sub->add_flag("--decode", args->decode,
+                "Feed the input token by token through KV-cache sessions (one per batch item, "
+                "advanced together by batched steps) instead of one forward; same output");
   sub->add_flag("-v,--verbose", args->verbose,
                 "Describe the layer, its config and the kernels on stderr");
   return {sub, [args] { return run(*args); }};
