@@ -36,7 +36,8 @@ struct GemmDriver {
   using Batch = typename Blk::Batch;
   using Pack = GemmPacking<Arch, Blk>;
   static constexpr std::size_t kW = Blk::kW, kNv = Blk::kNv, kNr = Blk::kNr, kMr = Blk::kMr;
-  static constexpr std::size_t kKc = Blk::kKc, kMc = Blk::kMc;
+  static constexpr std::size_t kKc = Blk::kKc, kMc = Blk::kMc, kAStride = Blk::kAStride,
+                               kAExpand = Blk::kAExpand;
 
   // Calls f(integral_constant<i>) for i = 0 .. N-1, fully unrolled at compile time.
   template <std::size_t N, class F>
@@ -70,10 +71,15 @@ struct GemmDriver {
       Batch bv[kNv];
       unroll<kNv>([&](auto v) { bv[v] = Batch::load_aligned(b + v * kW); });
       unroll<kMr>([&](auto r) {
-        const Batch av(a[r]);
+        Batch av;
+        if constexpr (kAExpand == 1) {
+          av = Batch(a[r * kAStride]);
+        } else {
+          av = Batch::load_aligned(a + r * kAStride * kAExpand);
+        }
         unroll<kNv>([&](auto v) { acc[r][v] = xsimd::fma(av, bv[v], acc[r][v]); });
       });
-      a += kMr;
+      a += kAExpand;
       b += kNr;
     }
     if (!first) {
@@ -132,7 +138,7 @@ struct GemmDriver {
           const float* bias = (first && g.bias != nullptr) ? g.bias + jr : nullptr;
           for (std::size_t ir = 0; ir < mc; ir += kMr) {
             const std::size_t mr = std::min(kMr, mc - ir);
-            const float* ap = g.scratch + ir * kc;
+            const float* ap = g.scratch + ir * kAStride * kAExpand;
             float* cp = g.c + static_cast<std::ptrdiff_t>(ic + ir) * g.ldc + jr;
             if (mr == kMr && nr == kNr) {
               micro_tile(kc, ap, bp, cp, g.ldc, bias, first);
@@ -165,11 +171,11 @@ struct Gemm {
   }
   template <class Arch>
   static std::size_t scratch_floats(Arch) noexcept {
-    return GemmBlocking<Arch>::kMc * GemmBlocking<Arch>::kKc;
+    return GemmBlocking<Arch>::kMc * GemmBlocking<Arch>::kAStride * GemmBlocking<Arch>::kAExpand;
   }
   template <class Arch>
   static GemmBlock task_block(Arch) noexcept {
-    return {GemmBlocking<Arch>::kMc, GemmBlocking<Arch>::kTaskN};
+    return {GemmBlocking<Arch>::kTaskM, GemmBlocking<Arch>::kTaskN};
   }
   template <class Arch>
   [[gnu::noinline]] void operator()(Arch, const GemmArgs& g) const noexcept {

@@ -4,8 +4,8 @@
 // [k][kNr] (column index fastest), zero-padded past n. Panel q starts at q * kNr * k, so the
 // micro-panel (rows pc .. pc + kc - 1 of k) the micro-kernel reads is contiguous and
 // vector-aligned when `packed` is 64-byte aligned (kNr * 4 bytes is a multiple of 32).
-// Packed A: an [mc, kc] block as micro-panels of kMr rows, each [kc][kMr] (row fastest),
-// rows past mc set to 0, so the micro-kernel broadcasts kMr consecutive floats per k step.
+// Packed A: an [mc, kc] block as micro-panels of kMr rows, each row a copy of kc floats at a
+// fixed stride kAStride (rows past mc set to 0); the micro-kernel broadcasts a[r * kAStride + p].
 #pragma once
 
 #include <algorithm>
@@ -21,26 +21,38 @@ template <class Arch>
 struct GemmBlocking {
   using Batch = xsimd::batch<float, Arch>;
   static constexpr std::size_t kW = Batch::size;
-  // Two vectors per row of the micro-tile: loads per FMA stay low (kNv loads for kMr * kNv
-  // FMAs) and n_step stays small (32 on AVX-512 divides head_dim 64 and d_model 768).
+  // Two vectors per row of the micro-tile: kNv loads of B feed kMr * kNv FMAs, and n_step
+  // stays small (32 on AVX-512 divides head_dim 64 and d_model 768).
   static constexpr std::size_t kNv = 2;
   static constexpr std::size_t kNr = kNv * kW;
-  // Accumulators: kMr * kNv vector registers. AVX-512 has 32: 12 x 2 = 24 accumulators + 2
-  // B vectors (A is broadcast from memory inside the FMA). AVX2/SSE2 have 16: 6 x 2 = 12 +
-  // 2 B vectors + a broadcast (+ a product temporary on SSE2, which has no FMA).
+  // Accumulators: kMr * kNv vector registers. AVX-512 has 32: 12 x 2 = 24 accumulators + 2 B
+  // vectors + 1 broadcast (14 x 2 measured no better, and 12 keeps kMc round). AVX2 and SSE2
+  // have 16: 6 x 2 = 12 + 2 B + 1 broadcast (+ 1 product temporary on SSE2, no FMA there).
   static constexpr std::size_t kMr = kW == 16 ? 12 : 6;
-  // Largest k per pass: the B micro-panel (kKc x kNr floats) is reused by every micro-tile of
-  // an A block, so it should stay in L1 next to the A micro-panels streaming through:
-  // AVX2 256 x 16 x 4 B = 16 KiB, half of a 32 KiB L1d (Zen 1), AVX-512 256 x 32 x 4 B = 32 KiB
-  // (L1d 48 KiB here; measured no worse than 128 or 192, and fewer C round trips).
-  static constexpr std::size_t kKc = 256;
-  // Rows of A packed per block: kMc x kKc floats live in L2 while every B micro-panel of the
-  // call passes by. 240 x 256 x 4 B = 240 KiB: under half of a 512 KiB L2 (Zen 1) and a
-  // quarter of the 1 MiB here, leaving room for the C tile rows and B. A multiple of kMr.
-  static constexpr std::size_t kMc = 240;
-  // Columns per engine task: each task packs its rows of A once per pass and reuses them for
-  // kTaskN columns, so packing costs about 1 / (2 * kTaskN) of the FLOPs' time; 768 keeps it
-  // near 1% and still gives 35 tasks for gpt2-small's 8192 x 768 (105 for 8192 x 2304).
+  // Largest k per pass. One pass for gpt2-small's k = 768 writes C once instead of reading and
+  // writing it again per pass; that measured 2-3 % faster on AVX-512 than kKc = 256 (B
+  // micro-panel L1-resident), see docs/kernels-gemm.md. The B micro-panel (768 x 32 x 4 B =
+  // 96 KiB on AVX-512, 48 KiB on AVX2) then streams from L2 for each micro-tile: 128 B per
+  // 12 cycles of FMAs on AVX-512, 64 B per 6 (24 on Zen 1) on AVX2, far below L2 bandwidth
+  // on Zen 1 as here. SSE2 stores A 4x expanded (below), so it keeps the block smaller.
+  static constexpr std::size_t kKc = kW == 4 ? 256 : 768;
+  // Rows of A packed per block (a multiple of kMr): the block (kMc x kAStride floats, 294 KiB
+  // for 96 x 784; SSE2 48 x 272 x 4 x 4 B = 204 KiB) stays in L2 while every B micro-panel of
+  // the call passes by; it fits a 512 KiB Zen 1 L2 with the streaming B micro-panel. 96 .. 240
+  // measured the same here.
+  static constexpr std::size_t kMc = kW == 4 ? 48 : 96;
+  // Row stride of a packed A micro-panel: fixed, so the micro-kernel reaches all kMr rows from
+  // one pointer with constant offsets; one line over kKc so rows spread over L1 sets.
+  static constexpr std::size_t kAStride = kKc + 16;
+  // SSE2 has no broadcast-from-memory: storing each A element 4 times turns the broadcast
+  // (movss + shufps, competing with the multiplies and adds for the FP pipes) into a plain
+  // load; measured 70 % -> 79 % of peak.
+  static constexpr std::size_t kAExpand = kW == 4 ? kW : 1;
+  // The C block of one engine task: 96 rows (one A block) x 768 columns. Each task packs its
+  // rows of A once and uses them for kTaskN columns, so packing costs about 1 / (2 kTaskN) of
+  // the FLOPs' time; this gives 86 tasks for gpt2-small's 8192 x 768 (258 for 8192 x 2304),
+  // over 4 per thread up to 21 threads. Tasks from 96 x 384 to 384 x 384 measured the same.
+  static constexpr std::size_t kTaskM = 96;
   static constexpr std::size_t kTaskN = 768;
 };
 
@@ -48,6 +60,10 @@ template <class Arch, class Blk = GemmBlocking<Arch>>
 struct GemmPacking {
   using Batch = typename Blk::Batch;
   static constexpr std::size_t kW = Blk::kW, kNr = Blk::kNr, kMr = Blk::kMr;
+  static constexpr std::size_t kAStride = Blk::kAStride;
+  static constexpr std::size_t kAExpand = Blk::kAExpand;
+  static constexpr std::size_t kPanelFloats = kMr * kAStride * kAExpand;  // one A micro-panel
+  static constexpr std::size_t kAhead = 8;  // rows of A prefetched ahead while packing
 
   static std::size_t packed_floats(std::size_t n, std::size_t k) noexcept {
     return (n + kNr - 1) / kNr * kNr * k;
@@ -83,17 +99,30 @@ struct GemmPacking {
     }
   }
 
-  // Rows 0 .. mc - 1, columns 0 .. kc - 1 of a (row stride lda) into kMr-row micro-panels.
+  // Rows 0 .. mc - 1, columns 0 .. kc - 1 of a (row stride lda) into micro-panels of kMr rows,
+  // row r of a micro-panel at r * kAStride: a plain vector copy of each row.
   static void pack_a(const float* a, std::ptrdiff_t lda, std::size_t mc, std::size_t kc,
                      float* dst) noexcept {
-    for (std::size_t i0 = 0; i0 < mc; i0 += kMr, dst += kMr * kc) {
-      const std::size_t rows = std::min(kMr, mc - i0);
-      for (std::size_t r = 0; r < rows; ++r) {
-        const float* s = a + static_cast<std::ptrdiff_t>(i0 + r) * lda;
-        for (std::size_t p = 0; p < kc; ++p) dst[p * kMr + r] = s[p];
+    for (std::size_t i = 0; i < (mc + kMr - 1) / kMr * kMr; ++i) {
+      float* d = dst + (i / kMr) * kPanelFloats + (i % kMr) * kAStride * kAExpand;
+      if (i >= mc) {
+        std::fill_n(d, kc * kAExpand, 0.0f);
+        continue;
       }
-      for (std::size_t r = rows; r < kMr; ++r) {
-        for (std::size_t p = 0; p < kc; ++p) dst[p * kMr + r] = 0.0f;
+      // A comes from DRAM once per GEMM: fetch rows kAhead ahead so several rows' misses
+      // overlap (a single row segment is too short for the hardware prefetcher to ramp up).
+      if (i + kAhead < mc) {
+        const float* ahead = a + static_cast<std::ptrdiff_t>(i + kAhead) * lda;
+        for (std::size_t p = 0; p < kc; p += 16) __builtin_prefetch(ahead + p);
+        __builtin_prefetch(ahead + kc - 1);
+      }
+      const float* s = a + static_cast<std::ptrdiff_t>(i) * lda;
+      if constexpr (kAExpand == kW) {
+        for (std::size_t p = 0; p < kc; ++p) Batch(s[p]).store_aligned(d + p * kW);
+      } else {
+        std::size_t p = 0;
+        for (; p + kW <= kc; p += kW) Batch::load_unaligned(s + p).store_aligned(d + p);
+        for (; p < kc; ++p) d[p] = s[p];
       }
     }
   }
