@@ -90,7 +90,8 @@ BENCHMARK(BM_Gemm)
     ->ArgNames({"m", "n", "k"})
     ->Args({8192, 768, 768})   // gpt2-small out_proj / one of Q, K, V over 8 x 1024 tokens
     ->Args({8192, 2304, 768})  // gpt2-small fused QKV
-    ->Args({256, 256, 64})     // one head's Q·Kᵀ on the unfused path (seq 256, head_dim 64)
+    ->Args({1024, 1024, 64})   // one head's Q·Kᵀ on the unfused path (seq 1024, head_dim 64)
+    ->Args({1024, 64, 1024})   // one head's P·V on the unfused path
     ->Args({64, 768, 768})     // a short prompt
     ->Args({1, 768, 768})      // one token (decode-like, memory-bound)
     ->UseRealTime()

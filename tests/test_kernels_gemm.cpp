@@ -157,20 +157,20 @@ constexpr std::size_t kNumSizes = sizeof(kSizes) / sizeof(kSizes[0]);
 }  // namespace
 
 TEST_CASE("gemm matches the float64 reference on tail sizes", "[kernels][gemm]") {
-  for (const k::Isa isa : test::supported_isas()) {
-    // Every (m, n) pair; k, the B layout and the bias cycle with the pair so that each of
-    // them meets many m and n (all 3375 triples would take too long under sanitizers).
-    for (std::size_t im = 0; im < kNumSizes; ++im) {
-      for (std::size_t in = 0; in < kNumSizes; ++in) {
-        const std::size_t m = kSizes[im], n = kSizes[in];
-        const std::size_t kk = kSizes[(im * 7 + in * 3) % kNumSizes];
-        const bool kn = (im + in) % 2 == 1, with_bias = (im + 2 * in) % 3 != 0;
-        const std::size_t pad = (im + in) % 3;
+  // Every (m, n) pair; k, the B layout and the bias cycle with the pair so that each of them
+  // meets many m and n (all 3375 triples would take too long under sanitizers).
+  for (std::size_t im = 0; im < kNumSizes; ++im) {
+    for (std::size_t in = 0; in < kNumSizes; ++in) {
+      const std::size_t m = kSizes[im], n = kSizes[in];
+      const std::size_t kk = kSizes[(im * 7 + in * 3) % kNumSizes];
+      const bool kn = (im + in) % 2 == 1, with_bias = (im + 2 * in) % 3 != 0;
+      const std::size_t pad = (im + in) % 3;
+      const Problem p = Problem::make(m, n, kk, kn, with_bias, pad, im * 100 + in);
+      std::vector<double> want, bound;
+      p.reference(want, bound);
+      for (const k::Isa isa : test::supported_isas()) {
         INFO("isa " << k::isa_name(isa) << " m " << m << " n " << n << " k " << kk << " kn " << kn
                     << " bias " << with_bias << " pad " << pad);
-        const Problem p = Problem::make(m, n, kk, kn, with_bias, pad, im * 100 + in);
-        std::vector<double> want, bound;
-        p.reference(want, bound);
         const Packed packed = pack(isa, p);
         const std::size_t ldc = n + 5;
         const std::vector<float> c = run(isa, p, packed, ldc, 0, n, m, n);
@@ -204,12 +204,12 @@ TEST_CASE("gemm on large shapes (several k passes and A blocks)", "[kernels][gem
     std::size_t m, n, k;
   };
   const Shape shapes[] = {{300, 200, 768}, {517, 97, 1000}, {64, 768, 768}};
-  for (const k::Isa isa : test::supported_isas()) {
-    for (const Shape s : shapes) {
+  for (const Shape s : shapes) {
+    const Problem p = Problem::make(s.m, s.n, s.k, s.k == 1000, s.k != 1000, 0, s.m);
+    std::vector<double> want, bound;
+    p.reference(want, bound);  // once per shape: it dominates the run time under sanitizers
+    for (const k::Isa isa : test::supported_isas()) {
       INFO("isa " << k::isa_name(isa) << " m " << s.m << " n " << s.n << " k " << s.k);
-      const Problem p = Problem::make(s.m, s.n, s.k, s.k == 1000, s.k != 1000, 0, s.m);
-      std::vector<double> want, bound;
-      p.reference(want, bound);
       const Packed packed = pack(isa, p);
       const std::vector<float> c = run(isa, p, packed, s.n, 0, s.n, s.m, s.n);
       REQUIRE(check(p, c, s.n, 0, s.n, want, bound).worst <= 1.0);
@@ -222,17 +222,17 @@ TEST_CASE("gemm tile splits give identical bits and leave other columns untouche
   struct Shape {
     std::size_t m, n, k;
   };
-  // k = 1700 takes several k passes on every ISA (768 on SSE2); m = 300 several A blocks.
-  const Shape shapes[] = {{300, 200, 768}, {65, 97, 33}, {130, 129, 1700}};
-  for (const k::Isa isa : test::supported_isas()) {
-    const std::size_t step = k::gemm_n_step(isa);
-    const k::GemmBlock task = k::gemm_task_block(isa);
-    REQUIRE(task.m >= 1);
-    REQUIRE(task.n % step == 0);
-    for (const Shape s : shapes) {
-      const Problem p = Problem::make(s.m, s.n, s.k, false, true, 2, s.n);
-      std::vector<double> want, bound;
-      p.reference(want, bound);
+  // k = 800 and 1700 take several k passes on every ISA; m = 200 spans several A blocks.
+  const Shape shapes[] = {{200, 100, 800}, {65, 97, 33}, {110, 45, 1700}};
+  for (const Shape s : shapes) {
+    const Problem p = Problem::make(s.m, s.n, s.k, false, true, 2, s.n);
+    std::vector<double> want, bound;
+    p.reference(want, bound);
+    for (const k::Isa isa : test::supported_isas()) {
+      const std::size_t step = k::gemm_n_step(isa);
+      const k::GemmBlock task = k::gemm_task_block(isa);
+      REQUIRE(task.m >= 1);
+      REQUIRE(task.n % step == 0);
       const Packed packed = pack(isa, p);
       const std::size_t ldc = s.n + 3;
       const std::vector<float> full = run(isa, p, packed, ldc, 0, s.n, s.m, s.n);

@@ -11,9 +11,9 @@
 //         for ir in kMc by kMr:         micro-kernel: kMr x kNr tile held in registers
 // The micro-kernel loads kNv B vectors per k step and broadcasts each A element into kNv
 // FMAs, so there are kMr * kNv FMAs per kNv + kMr loads; C is read and written once per pass,
-// and the bias is added in the first pass's store. Edge tiles (m or n tails) run the same
-// micro-kernel on a local tile and copy the valid part, so nothing outside C[0:m, n0:n0+n]
-// (or past the bias) is read or written.
+// and the bias is added in the first pass's store. The last rows of a block run the same
+// micro-kernel instantiated for fewer rows; the last columns run it on a local tile and copy
+// the valid part, so nothing outside C[0:m, n0:n0+n] (or past the bias) is read or written.
 //
 // Determinism: C[i, j] = ((bias_j + Σ_pass0) + Σ_pass1) + ..., each Σ an FMA chain in k
 // order in one vector lane; the passes depend only on k, and edge tiles use the same code, so
@@ -21,6 +21,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <utility>
 
@@ -54,15 +55,18 @@ struct GemmDriver {
     return (k + passes - 1) / passes;
   }
 
-  // C tile [kMr, kNr] at c (row stride ldc) = (first ? bias : C) + A micro-panel · B
-  // micro-panel over kc steps. bias: kNr floats or null.
+  // C tile [R, kNr] at c (row stride ldc) = (first ? bias : C) + A micro-panel · B micro-panel
+  // over kc steps; bias: kNr floats or null. R = kMr except for the last rows of a block:
+  // fewer rows do less work (a 1-row GEMM is 1/kMr of the FLOPs) and give the same bits per
+  // row, since every element is its own FMA chain.
+  template <std::size_t R>
   [[gnu::noinline]] static void micro_tile(std::size_t kc, const float* a, const float* b, float* c,
                                            std::ptrdiff_t ldc, const float* bias,
                                            bool first) noexcept {
-    Batch acc[kMr][kNv];
-    unroll<kMr>([&](auto r) { unroll<kNv>([&](auto v) { acc[r][v] = Batch(0.0f); }); });
+    Batch acc[R][kNv];
+    unroll<R>([&](auto r) { unroll<kNv>([&](auto v) { acc[r][v] = Batch(0.0f); }); });
     // C is written at the end; start fetching its lines now (first-pass stores miss).
-    unroll<kMr>([&](auto r) {
+    unroll<R>([&](auto r) {
       __builtin_prefetch(c + r * ldc, 1);
       __builtin_prefetch(c + r * ldc + kNr - 1, 1);
     });
@@ -70,7 +74,7 @@ struct GemmDriver {
     for (std::size_t p = 0; p < kc; ++p) {
       Batch bv[kNv];
       unroll<kNv>([&](auto v) { bv[v] = Batch::load_aligned(b + v * kW); });
-      unroll<kMr>([&](auto r) {
+      unroll<R>([&](auto r) {
         Batch av;
         if constexpr (kAExpand == 1) {
           av = Batch(a[r * kAStride]);
@@ -83,7 +87,7 @@ struct GemmDriver {
       b += kNr;
     }
     if (!first) {
-      unroll<kMr>([&](auto r) {
+      unroll<R>([&](auto r) {
         unroll<kNv>([&](auto v) {
           float* cp = c + r * ldc + v * kW;
           (Batch::load_unaligned(cp) + acc[r][v]).store_unaligned(cp);
@@ -92,27 +96,35 @@ struct GemmDriver {
     } else if (bias != nullptr) {
       unroll<kNv>([&](auto v) {
         const Batch bb = Batch::load_unaligned(bias + v * kW);
-        unroll<kMr>([&](auto r) { (bb + acc[r][v]).store_unaligned(c + r * ldc + v * kW); });
+        unroll<R>([&](auto r) { (bb + acc[r][v]).store_unaligned(c + r * ldc + v * kW); });
       });
     } else {
-      unroll<kMr>([&](auto r) {
+      unroll<R>([&](auto r) {
         unroll<kNv>([&](auto v) { acc[r][v].store_unaligned(c + r * ldc + v * kW); });
       });
     }
   }
 
-  // A partial tile (mr <= kMr rows, nr <= kNr columns): the same micro-kernel on a local
-  // tile, so the arithmetic (and the bits) match a full tile.
-  static void edge_tile(std::size_t kc, const float* a, const float* b, float* c,
-                        std::ptrdiff_t ldc, const float* bias, bool first, std::size_t mr,
-                        std::size_t nr) noexcept {
-    alignas(64) float tile[kMr * kNr] = {};
+  using TileFn = void (*)(std::size_t, const float*, const float*, float*, std::ptrdiff_t,
+                          const float*, bool) noexcept;
+  // kTiles[r - 1] computes r rows.
+  static constexpr auto kTiles = []<std::size_t... I>(std::index_sequence<I...>) {
+    return std::array<TileFn, kMr>{&micro_tile<I + 1>...};
+  }
+  (std::make_index_sequence<kMr>{});
+
+  // A tile narrower than kNr (the last columns): the same micro-kernel on a local tile, so the
+  // arithmetic (and the bits) match a full tile and nothing past column nr is touched.
+  static void narrow_tile(TileFn tile_fn, std::size_t kc, const float* a, const float* b, float* c,
+                          std::ptrdiff_t ldc, const float* bias, bool first, std::size_t mr,
+                          std::size_t nr) noexcept {
+    alignas(64) float tile[kMr * kNr];
     alignas(64) float bias_tile[kNr] = {};
     if (!first) {
       for (std::size_t r = 0; r < mr; ++r) std::copy_n(c + r * ldc, nr, tile + r * kNr);
     }
     if (bias != nullptr) std::copy_n(bias, nr, bias_tile);
-    micro_tile(kc, a, b, tile, kNr, bias != nullptr ? bias_tile : nullptr, first);
+    tile_fn(kc, a, b, tile, kNr, bias != nullptr ? bias_tile : nullptr, first);
     for (std::size_t r = 0; r < mr; ++r) std::copy_n(tile + r * kNr, nr, c + r * ldc);
   }
 
@@ -140,10 +152,10 @@ struct GemmDriver {
             const std::size_t mr = std::min(kMr, mc - ir);
             const float* ap = g.scratch + ir * kAStride * kAExpand;
             float* cp = g.c + static_cast<std::ptrdiff_t>(ic + ir) * g.ldc + jr;
-            if (mr == kMr && nr == kNr) {
-              micro_tile(kc, ap, bp, cp, g.ldc, bias, first);
+            if (nr == kNr) {
+              kTiles[mr - 1](kc, ap, bp, cp, g.ldc, bias, first);
             } else {
-              edge_tile(kc, ap, bp, cp, g.ldc, bias, first, mr, nr);
+              narrow_tile(kTiles[mr - 1], kc, ap, bp, cp, g.ldc, bias, first, mr, nr);
             }
           }
         }

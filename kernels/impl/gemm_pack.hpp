@@ -5,7 +5,8 @@
 // micro-panel (rows pc .. pc + kc - 1 of k) the micro-kernel reads is contiguous and
 // vector-aligned when `packed` is 64-byte aligned (kNr * 4 bytes is a multiple of 32).
 // Packed A: an [mc, kc] block as micro-panels of kMr rows, each row a copy of kc floats at a
-// fixed stride kAStride (rows past mc set to 0); the micro-kernel broadcasts a[r * kAStride + p].
+// fixed stride kAStride (the last micro-panel may have fewer rows); the micro-kernel broadcasts
+// a[r * kAStride + p] (SSE2: loads the 4 copies at (r * kAStride + p) * 4).
 #pragma once
 
 #include <algorithm>
@@ -103,12 +104,8 @@ struct GemmPacking {
   // row r of a micro-panel at r * kAStride: a plain vector copy of each row.
   static void pack_a(const float* a, std::ptrdiff_t lda, std::size_t mc, std::size_t kc,
                      float* dst) noexcept {
-    for (std::size_t i = 0; i < (mc + kMr - 1) / kMr * kMr; ++i) {
+    for (std::size_t i = 0; i < mc; ++i) {
       float* d = dst + (i / kMr) * kPanelFloats + (i % kMr) * kAStride * kAExpand;
-      if (i >= mc) {
-        std::fill_n(d, kc * kAExpand, 0.0f);
-        continue;
-      }
       // A comes from DRAM once per GEMM: fetch rows kAhead ahead so several rows' misses
       // overlap (a single row segment is too short for the hardware prefetcher to ramp up).
       if (i + kAhead < mc) {
