@@ -65,6 +65,7 @@ struct GemmPacking {
   static constexpr std::size_t kAExpand = Blk::kAExpand;
   static constexpr std::size_t kPanelFloats = kMr * kAStride * kAExpand;  // one A micro-panel
   static constexpr std::size_t kAhead = 8;  // rows of A prefetched ahead while packing
+  static constexpr std::size_t kSlab = 16;  // k steps per slab of the transposing B pack
 
   static std::size_t packed_floats(std::size_t n, std::size_t k) noexcept {
     return (n + kNr - 1) / kNr * kNr * k;
@@ -87,12 +88,16 @@ struct GemmPacking {
         }
         continue;
       }
-      // General (transposing) path: read each column along k, write it strided by kNr. A panel
-      // is kNr * k floats, small enough to stay in cache while its columns are filled in.
-      for (std::size_t c = 0; c < cols; ++c) {
-        const float* s = src + static_cast<std::ptrdiff_t>(c) * rs_n;
-        for (std::size_t p = 0; p < k; ++p)
-          dst[p * kNr + c] = s[static_cast<std::ptrdiff_t>(p) * rs_k];
+      // General (transposing) path, in slabs of kSlab k steps: the slab's reads (one line of
+      // each of the kNr columns when rs_k = 1) and writes (kSlab x kNr floats) stay in L1.
+      for (std::size_t p0 = 0; p0 < k; p0 += kSlab) {
+        const std::size_t p1 = std::min(k, p0 + kSlab);
+        for (std::size_t c = 0; c < cols; ++c) {
+          const float* s = src + static_cast<std::ptrdiff_t>(c) * rs_n;
+          for (std::size_t p = p0; p < p1; ++p) {
+            dst[p * kNr + c] = s[static_cast<std::ptrdiff_t>(p) * rs_k];
+          }
+        }
       }
       for (std::size_t p = 0; p < k; ++p) {
         for (std::size_t c = cols; c < kNr; ++c) dst[p * kNr + c] = 0.0f;
