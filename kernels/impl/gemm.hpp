@@ -7,7 +7,7 @@
 //   for ic in m by kMc:                 A block rows
 //     for pc in k by kc (<= kKc):       k passes; kc depends on k only (determinism)
 //       pack A[ic:ic+kMc, pc:pc+kc]     into kMr-row micro-panels in scratch (stays in L2)
-//       for jr in n by kNr:             B micro-panel [kc][kNr] (stays in L1 for the ir loop)
+//       for jr in n by kNr:             B micro-panel [kc][kNr], reused from L1/L2 by ir
 //         for ir in kMc by kMr:         micro-kernel: kMr x kNr tile held in registers
 // The micro-kernel loads kNv B vectors per k step and broadcasts each A element into kNv
 // FMAs, so there are kMr * kNv FMAs per kNv + kMr loads; C is read and written once per pass,
@@ -15,9 +15,9 @@
 // micro-kernel instantiated for fewer rows; the last columns run it on a local tile and copy
 // the valid part, so nothing outside C[0:m, n0:n0+n] (or past the bias) is read or written.
 //
-// Determinism: C[i, j] = ((bias_j + Σ_pass0) + Σ_pass1) + ..., each Σ an FMA chain in k
-// order in one vector lane; the passes depend only on k, and edge tiles use the same code, so
-// the bits do not depend on the caller's (m0, n0) split.
+// Determinism: C[i, j] = ((bias_j + Σ_pass0) + Σ_pass1) + ..., each Σ a chain of FMAs (SSE2:
+// multiply, add) in k order in one vector lane; the passes depend only on k, and edge tiles use the
+// same code, so the bits do not depend on the caller's (m0, n0) split.
 #pragma once
 
 #include <algorithm>

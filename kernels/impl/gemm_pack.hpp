@@ -31,11 +31,12 @@ struct GemmBlocking {
   // have 16: 6 x 2 = 12 + 2 B + 1 broadcast (+ 1 product temporary on SSE2, no FMA there).
   static constexpr std::size_t kMr = kW == 16 ? 12 : 6;
   // Largest k per pass. One pass for gpt2-small's k = 768 writes C once instead of reading and
-  // writing it again per pass; that measured 2-3 % faster on AVX-512 than kKc = 256 (B
-  // micro-panel L1-resident), see docs/kernels-gemm.md. The B micro-panel (768 x 32 x 4 B =
-  // 96 KiB on AVX-512, 48 KiB on AVX2) then streams from L2 for each micro-tile: 128 B per
-  // 12 cycles of FMAs on AVX-512, 64 B per 6 (24 on Zen 1) on AVX2, far below L2 bandwidth
-  // on Zen 1 as here. SSE2 stores A 4x expanded (below), so it keeps the block smaller.
+  // writing it again each pass: 2-3 % faster on AVX-512 than kKc = 256, the textbook choice
+  // that keeps the B micro-panel in L1 (docs/kernels-gemm.md). The B micro-panel (768 x 32 x
+  // 4 B = 96 KiB on AVX-512, 48 KiB on AVX2) then streams from L2 for each micro-tile: 128 B
+  // per 12 cycles of FMAs on AVX-512, 64 B per 6 cycles on AVX2 (12 on Zen 1, whose FMA pipes
+  // are 128-bit), a small fraction of L2 bandwidth on either machine. SSE2 stores A 4x
+  // expanded (below), so it keeps the A block smaller with kKc = 256 (measured the same).
   static constexpr std::size_t kKc = kW == 4 ? 256 : 768;
   // Rows of A packed per block (a multiple of kMr): the block (kMc x kAStride floats, 294 KiB
   // for 96 x 784; SSE2 48 x 272 x 4 x 4 B = 204 KiB) stays in L2 while every B micro-panel of
@@ -47,7 +48,7 @@ struct GemmBlocking {
   static constexpr std::size_t kAStride = kKc + 16;
   // SSE2 has no broadcast-from-memory: storing each A element 4 times turns the broadcast
   // (movss + shufps, competing with the multiplies and adds for the FP pipes) into a plain
-  // load; measured 70 % -> 79 % of peak.
+  // load: 47 -> 53 GFLOP/s on 8192 x 768 x 768 here.
   static constexpr std::size_t kAExpand = kW == 4 ? kW : 1;
   // The C block of one engine task: 96 rows (one A block) x 768 columns. Each task packs its
   // rows of A once and uses them for kTaskN columns, so packing costs about 1 / (2 kTaskN) of
@@ -112,7 +113,8 @@ struct GemmPacking {
     for (std::size_t i = 0; i < mc; ++i) {
       float* d = dst + (i / kMr) * kPanelFloats + (i % kMr) * kAStride * kAExpand;
       // A comes from DRAM once per GEMM: fetch rows kAhead ahead so several rows' misses
-      // overlap (a single row segment is too short for the hardware prefetcher to ramp up).
+      // overlap with the copying (about 1 % on 8192 x 768 x 768; prefetching the next A block
+      // during the micro-kernels, or the next B micro-panel, measured slower).
       if (i + kAhead < mc) {
         const float* ahead = a + static_cast<std::ptrdiff_t>(i + kAhead) * lda;
         for (std::size_t p = 0; p < kc; p += 16) __builtin_prefetch(ahead + p);
