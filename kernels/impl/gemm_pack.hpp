@@ -39,9 +39,9 @@ struct GemmBlocking {
   // expanded (below), so it keeps the A block smaller with kKc = 256 (measured the same).
   static constexpr std::size_t kKc = kW == 4 ? 256 : 768;
   // Rows of A packed per block (a multiple of kMr): the block (kMc x kAStride floats, 294 KiB
-  // for 96 x 784; SSE2 48 x 272 x 4 x 4 B = 204 KiB) stays in L2 while every B micro-panel of
-  // the call passes by; it fits a 512 KiB Zen 1 L2 with the streaming B micro-panel. 96 .. 240
-  // measured the same here.
+  // for 96 x 784) stays in L2 while every B micro-panel of the call passes by, and fits a
+  // 512 KiB Zen 1 L2 next to the streaming B micro-panel; 96 .. 240 measured the same here.
+  // SSE2: 48 x 272 x 4 x 4 B = 204 KiB, for the 256 KiB L2 of the older CPUs that run it.
   static constexpr std::size_t kMc = kW == 4 ? 48 : 96;
   // Row stride of a packed A micro-panel: fixed, so the micro-kernel reaches all kMr rows from
   // one pointer with constant offsets; one line over kKc so rows spread over L1 sets.
