@@ -118,7 +118,7 @@ struct GemmDriver {
   static void narrow_tile(TileFn tile_fn, std::size_t kc, const float* a, const float* b, float* c,
                           std::ptrdiff_t ldc, const float* bias, bool first, std::size_t mr,
                           std::size_t nr) noexcept {
-    alignas(64) float tile[kMr * kNr];
+    alignas(64) float tile[kMr * kNr] = {};  // columns past nr are read (C + acc), never used
     alignas(64) float bias_tile[kNr] = {};
     if (!first) {
       for (std::size_t r = 0; r < mr; ++r) std::copy_n(c + r * ldc, nr, tile + r * kNr);
