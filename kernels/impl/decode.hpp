@@ -1,13 +1,27 @@
 // Decode attention: one query against a chunk of keys, and the merge of chunk partials.
-// PLACEHOLDER (issue 3 replaces it): plain loops.
+//
+// Algorithm: decode is memory-bound (each key costs 2 * head_dim FMAs for 8 * head_dim bytes
+// of K and V), so the kernel reads K once and V once, in two sequential streams, and keeps
+// the arithmetic off the critical path. Scores: W keys at a time, one vector accumulator per
+// key over the head dims, then xsimd::haddp folds the W accumulators into one vector of W
+// scores (one transpose-add per W keys instead of a horizontal sum per key). The scores of
+// the chunk (<= kDecodeChunk = 512 floats) live on the stack; their max, exp2 and sum are
+// vector passes in L1. Output: keys in groups of kKeyGroup rows (V rows stay in L1 while
+// every head-dim slice of the register accumulators passes over them). Scores are in log2
+// units (scale * log2(e) folded into one multiply, exp2 as in the fused kernel); so is
+// DecodePartial::max, which only DecodeMerge reads. Each chunk yields (max, sum, unnormalised
+// out); the merge rescales them by exp2(max_c - max) in chunk order, so the result depends
+// only on the fixed chunking, not on which thread computed which chunk. NaN flows as in the
+// fused kernel (through exp2 into the sums); no key visible (or all scores -inf) gives 0.
 #pragma once
 
-#include <cmath>
+#include <algorithm>
 #include <cstddef>
 #include <limits>
 
 #include <xsimd/xsimd.hpp>
 
+#include "kernels/impl/simd_math.hpp"
 #include "kernels/kernels.hpp"
 
 namespace attn::kernels {
@@ -18,22 +32,143 @@ struct DecodeChunk {
                                     const float* v, std::ptrdiff_t ld_v, std::size_t n_kv,
                                     std::size_t head_dim, float scale, float* out,
                                     DecodePartial* partial) const noexcept {
-    float m = -std::numeric_limits<float>::infinity();
-    float l = 0.0f;
-    for (std::size_t d = 0; d < head_dim; ++d) out[d] = 0.0f;
-    for (std::size_t j = 0; j < n_kv; ++j) {
-      float s = 0.0f;
-      for (std::size_t d = 0; d < head_dim; ++d) s += q[d] * k[j * ld_k + d];
-      s *= scale;
-      const float m_new = (s > m || std::isnan(s)) ? s : m;
-      const float alpha = std::exp(m - m_new);
-      const float p = std::exp(s - m_new);
-      l = l * alpha + p;
-      for (std::size_t d = 0; d < head_dim; ++d) out[d] = out[d] * alpha + p * v[j * ld_v + d];
-      m = m_new;
+    using B = xsimd::batch<float, Arch>;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    alignas(64) float s[kDecodeChunk];
+    const float c = scale * kLog2e;
+    float m_run = kNegInf, l_run = 0.0f;
+    std::fill(out, out + head_dim, 0.0f);
+    // One pass per kDecodeChunk keys (the contract says n_kv <= kDecodeChunk; longer ranges
+    // still work, merged online).
+    for (std::size_t j0 = 0; j0 < n_kv; j0 += kDecodeChunk) {
+      const std::size_t n = std::min(kDecodeChunk, n_kv - j0);
+      const float* kc = k + static_cast<std::ptrdiff_t>(j0) * ld_k;
+      const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
+      scores(Arch{}, q, kc, ld_k, n, head_dim, c, s);
+      const float m_new = std::max(m_run, row_max(Arch{}, s, n));
+      const float m_used = m_new == kNegInf ? 0.0f : m_new;
+      const float alpha = exp2_fast(B(m_run - m_used)).get(0);
+      const float sum = exp_and_sum(Arch{}, s, n, m_used);
+      accumulate(Arch{}, s, vc, ld_v, n, head_dim, j0 == 0 ? 1.0f : alpha, out);
+      l_run = alpha * l_run + sum;
+      m_run = m_new;
     }
-    partial->max = m;
-    partial->sum = l;
+    partial->max = m_run;
+    partial->sum = l_run;
+  }
+
+ private:
+  // Keys per V group: 16 rows of up to 256 dims = 16 KiB stay in L1 across head-dim slices.
+  static constexpr std::size_t kKeyGroup = 16;
+
+  // s[j] = c * (q · k_j) for j < n.
+  template <class Arch>
+  static void scores(Arch, const float* q, const float* k, std::ptrdiff_t ld_k, std::size_t n,
+                     std::size_t hd, float c, float* s) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    const std::size_t hd_vec = hd / W * W;
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+      B acc[W];
+      for (std::size_t r = 0; r < W; ++r) acc[r] = B(0.0f);
+      for (std::size_t d = 0; d < hd_vec; d += W) {
+        const B qv = B::load_unaligned(q + d);
+        for (std::size_t r = 0; r < W; ++r) {
+          const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
+          acc[r] = xsimd::fma(B::load_unaligned(kr + d), qv, acc[r]);
+        }
+      }
+      alignas(64) float dots_buf[W];
+      for (std::size_t r = 0; r < W; ++r) dots_buf[r] = xsimd::hadd(acc[r]);
+      B dots = B::load_aligned(dots_buf);
+      if (hd_vec < hd) {
+        alignas(64) float tail[W];
+        for (std::size_t r = 0; r < W; ++r) {
+          const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
+          float t = 0.0f;
+          for (std::size_t d = hd_vec; d < hd; ++d) t += q[d] * kr[d];
+          tail[r] = t;
+        }
+        dots += B::load_aligned(tail);
+      }
+      (dots * B(c)).store_aligned(s + j);
+    }
+    for (; j < n; ++j) {
+      const float* kr = k + static_cast<std::ptrdiff_t>(j) * ld_k;
+      B acc(0.0f);
+      for (std::size_t d = 0; d < hd_vec; d += W) {
+        acc = xsimd::fma(B::load_unaligned(kr + d), B::load_unaligned(q + d), acc);
+      }
+      float t = xsimd::hadd(acc);
+      for (std::size_t d = hd_vec; d < hd; ++d) t += q[d] * kr[d];
+      s[j] = t * c;
+    }
+  }
+
+  template <class Arch>
+  static float row_max(Arch, const float* s, std::size_t n) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    B vmax(-std::numeric_limits<float>::infinity());
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) vmax = max_nan_b(vmax, B::load_aligned(s + j));
+    float m = hmax(vmax);
+    for (; j < n; ++j) m = m > s[j] ? m : s[j];
+    return m;
+  }
+
+  // s[j] = exp2(s[j] - m); returns the sum.
+  template <class Arch>
+  static float exp_and_sum(Arch, float* s, std::size_t n, float m) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    B vsum(0.0f);
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+      const B p = exp2_fast(B::load_aligned(s + j) - B(m));
+      p.store_aligned(s + j);
+      vsum += p;
+    }
+    float sum = xsimd::hadd(vsum);
+    for (; j < n; ++j) {
+      s[j] = exp2_fast(B(s[j] - m)).get(0);
+      sum += s[j];
+    }
+    return sum;
+  }
+
+  // out = alpha * out + sum_j p[j] * v_j, keys in order.
+  template <class Arch>
+  static void accumulate(Arch, const float* p, const float* v, std::ptrdiff_t ld_v,
+                         std::size_t n, std::size_t hd, float alpha, float* out) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    // Accumulator vectors per head-dim slice: half the register file.
+    constexpr std::size_t kSlice = W == 16 ? 16 : 8;
+    if (alpha != 1.0f) {
+      for (std::size_t d = 0; d < hd; ++d) out[d] *= alpha;
+    }
+    const std::size_t hd_vec = hd / W * W;
+    for (std::size_t g = 0; g < n; g += kKeyGroup) {
+      const std::size_t g_end = std::min(n, g + kKeyGroup);
+      for (std::size_t d0 = 0; d0 < hd_vec; d0 += kSlice * W) {
+        const std::size_t nv = std::min(kSlice, (hd_vec - d0) / W);
+        B acc[kSlice];
+        for (std::size_t i = 0; i < nv; ++i) acc[i] = B::load_unaligned(out + d0 + i * W);
+        for (std::size_t j = g; j < g_end; ++j) {
+          const B pj(p[j]);
+          const float* vj = v + static_cast<std::ptrdiff_t>(j) * ld_v + d0;
+          for (std::size_t i = 0; i < nv; ++i) acc[i] = xsimd::fma(pj, B::load_unaligned(vj + i * W), acc[i]);
+        }
+        for (std::size_t i = 0; i < nv; ++i) acc[i].store_unaligned(out + d0 + i * W);
+      }
+      for (std::size_t d = hd_vec; d < hd; ++d) {
+        float o = out[d];
+        for (std::size_t j = g; j < g_end; ++j) o += p[j] * v[static_cast<std::ptrdiff_t>(j) * ld_v + d];
+        out[d] = o;
+      }
+    }
   }
 };
 
@@ -42,18 +177,28 @@ struct DecodeMerge {
   [[gnu::noinline]] void operator()(Arch, const float* outs, const DecodePartial* parts,
                                     std::size_t n_chunks, std::size_t head_dim,
                                     float* out) const noexcept {
-    float m = -std::numeric_limits<float>::infinity();
-    for (std::size_t c = 0; c < n_chunks; ++c) m = parts[c].max > m ? parts[c].max : m;
-    for (std::size_t d = 0; d < head_dim; ++d) out[d] = 0.0f;
-    if (m == -std::numeric_limits<float>::infinity()) return;
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    float m = kNegInf;
+    for (std::size_t c = 0; c < n_chunks; ++c) m = std::max(m, parts[c].max);
+    const float m_used = m == kNegInf ? 0.0f : m;
+    std::fill(out, out + head_dim, 0.0f);
     float l = 0.0f;
+    const std::size_t hd_vec = head_dim / W * W;
     for (std::size_t c = 0; c < n_chunks; ++c) {
-      if (parts[c].max == -std::numeric_limits<float>::infinity()) continue;
-      const float w = std::exp(parts[c].max - m);
+      // exp2(-inf) = 0 for an empty chunk; 0 * NaN keeps a NaN chunk NaN.
+      const float w = exp2_fast(B(parts[c].max - m_used)).get(0);
       l += w * parts[c].sum;
-      for (std::size_t d = 0; d < head_dim; ++d) out[d] += w * outs[c * head_dim + d];
+      const float* oc = outs + c * head_dim;
+      std::size_t d = 0;
+      for (; d < hd_vec; d += W) {
+        xsimd::fma(B(w), B::load_unaligned(oc + d), B::load_unaligned(out + d)).store_unaligned(out + d);
+      }
+      for (; d < head_dim; ++d) out[d] += w * oc[d];
     }
-    for (std::size_t d = 0; d < head_dim; ++d) out[d] /= l;
+    const float inv = l == 0.0f ? 0.0f : 1.0f / l;
+    for (std::size_t d = 0; d < head_dim; ++d) out[d] *= inv;
   }
 };
 

@@ -1,0 +1,158 @@
+// Register-tiled micro-kernels of the fused attention (kernels/impl/attention.hpp).
+//
+// Layout ("query lanes"): a tile is kLanes = kQv * W consecutive query rows, and every vector
+// holds one value for each of them. Q is kept transposed, qt[d][lane] (scaled once when
+// packed), so S = Q·Kᵀ is a rank-1 update per head dimension d: broadcast k[j][d] for kRows
+// keys, load the kQv query vectors of qt[d], kRows x kQv FMAs. P·V is the same with the roles
+// swapped: broadcast v[j][d] for kRows head dims, load the kQv vectors of p[j], FMA into the
+// transposed output ot[d][lane]. K and V are read in place (row stride ld), never transposed
+// or copied, and the softmax statistics (max, sum, rescale) are lane-wise vector operations:
+// no horizontal reductions anywhere. Every score and output element is one FMA chain in a
+// fixed order (d ascending for scores, key ascending for outputs), whatever the tile shape
+// or the tile's first key, so a query row's bits do not depend on how rows were grouped.
+#pragma once
+
+#include <cstddef>
+#include <limits>
+#include <utility>
+
+#include <xsimd/xsimd.hpp>
+
+#include "kernels/impl/simd_math.hpp"
+
+namespace attn::kernels {
+
+template <class Arch>
+struct AttnTile {
+  using B = xsimd::batch<float, Arch>;
+  using M = xsimd::batch_bool<float, Arch>;
+  static constexpr std::size_t kW = B::size;
+  // Two query vectors per tile: kRows x 2 accumulators plus 2 loads and a broadcast fit the
+  // register file (32 zmm: 12 x 2; 16 ymm/xmm: 6 x 2, 4 x 2 on SSE2 whose mul+add needs a
+  // temporary), and the tile stays narrow so short q-blocks waste few lanes.
+  static constexpr std::size_t kQv = 2;
+  static constexpr std::size_t kLanes = kQv * kW;
+  static constexpr std::size_t kRows = kW == 16 ? 12 : (kW == 8 ? 6 : 4);
+
+  /// Which keys of a tile are masked for which lanes: lane l sees key j iff
+  /// lim_lo[l] < j <= lim[l] (lim = query row + seq_len_kv - seq_len_q).
+  struct LaneLimits {
+    B lim[kQv];
+    B lim_lo[kQv];
+    M visible(float j, std::size_t v) const noexcept {
+      const B jj(j);
+      return (lim[v] >= jj) & (lim_lo[v] < jj);
+    }
+  };
+
+  /// Calls f(std::integral_constant<size_t, n>{}) for 1 <= n <= kRows (tail tiles).
+  template <class F>
+  static void with_rows(std::size_t n, F&& f) noexcept {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      ((n == I + 1 ? (f(std::integral_constant<std::size_t, I + 1>{}), 0) : 0), ...);
+    }(std::make_index_sequence<kRows>{});
+  }
+
+  /// s[r][lane] = sum_d qt[d][lane] * k[r][d] for N keys (rows of k at stride ld_k).
+  template <std::size_t N>
+  static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t hd,
+                 float* s) noexcept {
+    B acc[N][kQv];
+    const float* kr[N];
+    for (std::size_t r = 0; r < N; ++r) {
+      kr[r] = k + static_cast<std::ptrdiff_t>(r) * ld_k;
+      for (std::size_t v = 0; v < kQv; ++v) acc[r][v] = B(0.0f);
+    }
+    for (std::size_t d = 0; d < hd; ++d) {
+      B q[kQv];
+      for (std::size_t v = 0; v < kQv; ++v) q[v] = B::load_aligned(qt + d * kLanes + v * kW);
+      for (std::size_t r = 0; r < N; ++r) {
+        const B kb(kr[r][d]);
+        for (std::size_t v = 0; v < kQv; ++v) acc[r][v] = xsimd::fma(kb, q[v], acc[r][v]);
+      }
+    }
+    for (std::size_t r = 0; r < N; ++r)
+      for (std::size_t v = 0; v < kQv; ++v) acc[r][v].store_aligned(s + r * kLanes + v * kW);
+  }
+
+  /// ot[r][lane] = alpha[lane] * ot[r][lane] + sum_j v[j][r] * p[j][lane] for N head dims,
+  /// keys j = 0 .. n-1 in order. Keys outside [h, tb) are masked for some lanes: there the
+  /// update is skipped per lane (select), so a NaN/Inf value of a masked key never meets its
+  /// zero probability (0 * NaN).
+  template <std::size_t N>
+  static void pv(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
+                 std::size_t h, std::size_t tb, float* ot, const B* alpha,
+                 const LaneLimits& lim, float j_first) noexcept {
+    B acc[N][kQv];
+    for (std::size_t r = 0; r < N; ++r)
+      for (std::size_t c = 0; c < kQv; ++c)
+        acc[r][c] = B::load_aligned(ot + r * kLanes + c * kW) * alpha[c];
+    auto masked = [&](std::size_t j) {
+      const float* vj = v + static_cast<std::ptrdiff_t>(j) * ld_v;
+      for (std::size_t c = 0; c < kQv; ++c) {
+        const M vis = lim.visible(j_first + static_cast<float>(j), c);
+        const B pj = B::load_aligned(p + j * kLanes + c * kW);
+        for (std::size_t r = 0; r < N; ++r)
+          acc[r][c] = xsimd::select(vis, xsimd::fma(B(vj[r]), pj, acc[r][c]), acc[r][c]);
+      }
+    };
+    for (std::size_t j = 0; j < h; ++j) masked(j);
+    const float* vj = v + static_cast<std::ptrdiff_t>(h) * ld_v;
+    for (std::size_t j = h; j < tb; ++j, vj += ld_v) {
+      B pj[kQv];
+      for (std::size_t c = 0; c < kQv; ++c) pj[c] = B::load_aligned(p + j * kLanes + c * kW);
+      for (std::size_t r = 0; r < N; ++r) {
+        const B vb(vj[r]);
+        for (std::size_t c = 0; c < kQv; ++c) acc[r][c] = xsimd::fma(vb, pj[c], acc[r][c]);
+      }
+    }
+    for (std::size_t j = tb; j < n; ++j) masked(j);
+    for (std::size_t r = 0; r < N; ++r)
+      for (std::size_t c = 0; c < kQv; ++c) acc[r][c].store_aligned(ot + r * kLanes + c * kW);
+  }
+
+  /// Online-softmax step of one tile over n keys (scores s[j][lane] in log2 units): masks
+  /// keys outside [h, tb) by overwriting with -inf, updates the running max m and sum l,
+  /// turns s into probabilities relative to the new max and returns the factor alpha that
+  /// rescales the output accumulated so far. A lane whose max is still -inf exponentiates
+  /// against 0 instead (exp2(-inf - -inf) would be NaN): its probabilities are 0 and alpha
+  /// is 0 on a zero accumulator. A lane without visible keys here keeps m, and alpha = 1
+  /// exactly, so blocks it cannot see leave it bit-for-bit unchanged.
+  static void softmax(float* s, std::size_t n, std::size_t h, std::size_t tb,
+                      const LaneLimits& lim, float j_first, float* m, float* l,
+                      B* alpha) noexcept {
+    const B neg_inf(-std::numeric_limits<float>::infinity());
+    B vmax[kQv];
+    for (std::size_t c = 0; c < kQv; ++c) vmax[c] = neg_inf;
+    for (std::size_t j = 0; j < n; ++j) {
+      for (std::size_t c = 0; c < kQv; ++c) {
+        B x = B::load_aligned(s + j * kLanes + c * kW);
+        if (j < h || j >= tb) {
+          x = xsimd::select(lim.visible(j_first + static_cast<float>(j), c), x, neg_inf);
+          x.store_aligned(s + j * kLanes + c * kW);
+        }
+        vmax[c] = max_nan_b(vmax[c], x);
+      }
+    }
+    B m_used[kQv], sum[kQv];
+    for (std::size_t c = 0; c < kQv; ++c) {
+      const B m_old = B::load_aligned(m + c * kW);
+      const B m_new = max_nan_b(m_old, vmax[c]);
+      m_new.store_aligned(m + c * kW);
+      m_used[c] = xsimd::select(m_new == neg_inf, B(0.0f), m_new);
+      alpha[c] = exp2_fast(m_old - m_used[c]);
+      sum[c] = B(0.0f);
+    }
+    for (std::size_t j = 0; j < n; ++j) {
+      for (std::size_t c = 0; c < kQv; ++c) {
+        const B pj = exp2_fast(B::load_aligned(s + j * kLanes + c * kW) - m_used[c]);
+        pj.store_aligned(s + j * kLanes + c * kW);
+        sum[c] += pj;
+      }
+    }
+    for (std::size_t c = 0; c < kQv; ++c)
+      xsimd::fma(alpha[c], B::load_aligned(l + c * kW), sum[c]).store_aligned(l + c * kW);
+  }
+};
+
+}  // namespace attn::kernels
