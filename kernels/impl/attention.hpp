@@ -180,27 +180,20 @@ struct FlashAttention {
                          float* l, float* s, std::size_t j_first, std::size_t n, std::size_t h,
                          std::size_t tb, const typename AttnTile<Arch>::LaneLimits& lim) noexcept {
     using T = AttnTile<Arch>;
-    constexpr std::size_t R = T::kRows, L = T::kLanes;
+    constexpr std::size_t L = T::kLanes;
     const std::size_t hd = a.head_dim;
     const float* k = a.k + static_cast<std::ptrdiff_t>(j_first) * a.ld_k;
-    std::size_t r = 0;
-    for (; r + R <= n; r += R) T::template qk<R>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k, a.ld_k, hd, s + r * L);
-    if (r < n) {
-      T::with_rows(n - r, [&](auto rows) {
-        T::template qk<decltype(rows)::value>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k, a.ld_k, hd, s + r * L);
-      });
-    }
+    T::for_each_group(n, [&](std::size_t r, auto rows) {
+      T::template qk<decltype(rows)::value>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k, a.ld_k,
+                                            hd, s + r * L);
+    });
     typename T::B alpha[T::kQv];
     const auto jf = static_cast<float>(j_first);
     T::softmax(s, n, h, tb, lim, jf, m, l, alpha);
     const float* v = a.v + static_cast<std::ptrdiff_t>(j_first) * a.ld_v;
-    std::size_t d = 0;
-    for (; d + R <= hd; d += R) T::template pv<R>(s, v + d, a.ld_v, n, h, tb, ot + d * L, alpha, lim, jf);
-    if (d < hd) {
-      T::with_rows(hd - d, [&](auto rows) {
-        T::template pv<decltype(rows)::value>(s, v + d, a.ld_v, n, h, tb, ot + d * L, alpha, lim, jf);
-      });
-    }
+    T::for_each_group(hd, [&](std::size_t d, auto rows) {
+      T::template pv<decltype(rows)::value>(s, v + d, a.ld_v, n, h, tb, ot + d * L, alpha, lim, jf);
+    });
   }
 };
 

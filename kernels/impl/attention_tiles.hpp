@@ -53,6 +53,22 @@ struct AttnTile {
     }(std::make_index_sequence<kRows>{});
   }
 
+  /// Splits n into ceil(n / kRows) groups of near-equal size (<= kRows) and calls
+  /// f(offset, integral_constant<size>) for each in order: 64 head dims become 11,11,11,11,10,10
+  /// instead of 12 x 5 + a 4-row tail that would run at a third of the FMA rate.
+  template <class F>
+  static void for_each_group(std::size_t n, F&& f) noexcept {
+    if (n == 0) return;
+    const std::size_t groups = (n + kRows - 1) / kRows;
+    const std::size_t base = n / groups, extra = n % groups;
+    std::size_t off = 0;
+    for (std::size_t g = 0; g < groups; ++g) {
+      const std::size_t size = base + (g < extra ? 1 : 0);
+      with_rows(size, [&](auto rows) { f(off, rows); });
+      off += size;
+    }
+  }
+
   /// s[r][lane] = sum_d qt[d][lane] * k[r][d] for N keys (rows of k at stride ld_k).
   template <std::size_t N>
   static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t hd,
@@ -87,28 +103,37 @@ struct AttnTile {
     for (std::size_t r = 0; r < N; ++r)
       for (std::size_t c = 0; c < kQv; ++c)
         acc[r][c] = B::load_aligned(ot + r * kLanes + c * kW) * alpha[c];
-    auto masked = [&](std::size_t j) {
-      const float* vj = v + static_cast<std::ptrdiff_t>(j) * ld_v;
-      for (std::size_t c = 0; c < kQv; ++c) {
-        const M vis = lim.visible(j_first + static_cast<float>(j), c);
-        const B pj = B::load_aligned(p + j * kLanes + c * kW);
-        for (std::size_t r = 0; r < N; ++r)
-          acc[r][c] = xsimd::select(vis, xsimd::fma(B(vj[r]), pj, acc[r][c]), acc[r][c]);
-      }
-    };
-    for (std::size_t j = 0; j < h; ++j) masked(j);
-    const float* vj = v + static_cast<std::ptrdiff_t>(h) * ld_v;
-    for (std::size_t j = h; j < tb; ++j, vj += ld_v) {
-      B pj[kQv];
-      for (std::size_t c = 0; c < kQv; ++c) pj[c] = B::load_aligned(p + j * kLanes + c * kW);
-      for (std::size_t r = 0; r < N; ++r) {
-        const B vb(vj[r]);
-        for (std::size_t c = 0; c < kQv; ++c) acc[r][c] = xsimd::fma(vb, pj[c], acc[r][c]);
-      }
-    }
-    for (std::size_t j = tb; j < n; ++j) masked(j);
+    pv_keys<N, true>(acc, p, v, ld_v, 0, h, lim, j_first);
+    pv_keys<N, false>(acc, p, v, ld_v, h, tb, lim, j_first);
+    pv_keys<N, true>(acc, p, v, ld_v, tb, n, lim, j_first);
     for (std::size_t r = 0; r < N; ++r)
       for (std::size_t c = 0; c < kQv; ++c) acc[r][c].store_aligned(ot + r * kLanes + c * kW);
+  }
+
+  // acc += v[j][r] * p[j] for keys [j_begin, j_end); Masked: per-lane select (see pv).
+  // Always inlined so acc stays in registers.
+  template <std::size_t N, bool Masked>
+  [[gnu::always_inline]] static inline void pv_keys(B (&acc)[N][kQv], const float* p,
+                                                    const float* v, std::ptrdiff_t ld_v,
+                                                    std::size_t j_begin, std::size_t j_end,
+                                                    const LaneLimits& lim, float j_first) noexcept {
+    const float* vj = v + static_cast<std::ptrdiff_t>(j_begin) * ld_v;
+    for (std::size_t j = j_begin; j < j_end; ++j, vj += ld_v) {
+      B pj[kQv];
+      for (std::size_t c = 0; c < kQv; ++c) pj[c] = B::load_aligned(p + j * kLanes + c * kW);
+      if constexpr (Masked) {
+        for (std::size_t c = 0; c < kQv; ++c) {
+          const M vis = lim.visible(j_first + static_cast<float>(j), c);
+          for (std::size_t r = 0; r < N; ++r)
+            acc[r][c] = xsimd::select(vis, xsimd::fma(B(vj[r]), pj[c], acc[r][c]), acc[r][c]);
+        }
+      } else {
+        for (std::size_t r = 0; r < N; ++r) {
+          const B vb(vj[r]);
+          for (std::size_t c = 0; c < kQv; ++c) acc[r][c] = xsimd::fma(vb, pj[c], acc[r][c]);
+        }
+      }
+    }
   }
 
   /// Online-softmax step of one tile over n keys (scores s[j][lane] in log2 units): masks
