@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <limits>
+#include <utility>
 
 #include <xsimd/xsimd.hpp>
 
@@ -34,14 +35,13 @@ struct DecodeChunk {
                                     DecodePartial* partial) const noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    alignas(64) float s[kDecodeChunk];
+    alignas(64) float s[kSub];
     const float c = scale * kLog2e;
     float m_run = kNegInf, l_run = 0.0f;
     std::fill(out, out + head_dim, 0.0f);
-    // One pass per kDecodeChunk keys (the contract says n_kv <= kDecodeChunk; longer ranges
-    // still work, merged online).
-    for (std::size_t j0 = 0; j0 < n_kv; j0 += kDecodeChunk) {
-      const std::size_t n = std::min(kDecodeChunk, n_kv - j0);
+    // Online softmax over sub-blocks of kSub keys, so the K and V streams advance together.
+    for (std::size_t j0 = 0; j0 < n_kv; j0 += kSub) {
+      const std::size_t n = std::min(kSub, n_kv - j0);
       const float* kc = k + static_cast<std::ptrdiff_t>(j0) * ld_k;
       const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
       scores(Arch{}, q, kc, ld_k, n, head_dim, c, s);
@@ -58,8 +58,11 @@ struct DecodeChunk {
   }
 
  private:
-  // Keys per V group: 16 rows of up to 256 dims = 16 KiB stay in L1 across head-dim slices.
-  static constexpr std::size_t kKeyGroup = 16;
+  // Keys per online-softmax step: the scores of 32 keys, then their 32 V rows, so the DRAM
+  // streams of K and V are both in flight (two passes over a 512-key chunk ran K alone, then
+  // V alone, and reached ~55% of the read bandwidth). 32 rows of K + V at head_dim 64 are
+  // 16 KiB, in L1 between the two uses.
+  static constexpr std::size_t kSub = 32;
 
   // s[j] = c * (q · k_j) for j < n.
   template <class Arch>
@@ -138,37 +141,67 @@ struct DecodeChunk {
     return sum;
   }
 
-  // out = alpha * out + sum_j p[j] * v_j, keys in order.
+  // out = alpha * out + sum_j p[j] * v_j over n keys.
   template <class Arch>
   static void accumulate(Arch, const float* p, const float* v, std::ptrdiff_t ld_v,
                          std::size_t n, std::size_t hd, float alpha, float* out) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
-    // Accumulator vectors per head-dim slice: half the register file.
-    constexpr std::size_t kSlice = W == 16 ? 16 : 8;
-    if (alpha != 1.0f) {
+    if (alpha != 1.0f) {  // the max grew: rescale what was accumulated
       for (std::size_t d = 0; d < hd; ++d) out[d] *= alpha;
     }
     const std::size_t hd_vec = hd / W * W;
-    for (std::size_t g = 0; g < n; g += kKeyGroup) {
-      const std::size_t g_end = std::min(n, g + kKeyGroup);
-      for (std::size_t d0 = 0; d0 < hd_vec; d0 += kSlice * W) {
-        const std::size_t nv = std::min(kSlice, (hd_vec - d0) / W);
-        B acc[kSlice];
-        for (std::size_t i = 0; i < nv; ++i) acc[i] = B::load_unaligned(out + d0 + i * W);
-        for (std::size_t j = g; j < g_end; ++j) {
-          const B pj(p[j]);
-          const float* vj = v + static_cast<std::ptrdiff_t>(j) * ld_v + d0;
-          for (std::size_t i = 0; i < nv; ++i) acc[i] = xsimd::fma(pj, B::load_unaligned(vj + i * W), acc[i]);
-        }
-        for (std::size_t i = 0; i < nv; ++i) acc[i].store_unaligned(out + d0 + i * W);
-      }
-      for (std::size_t d = hd_vec; d < hd; ++d) {
-        float o = out[d];
-        for (std::size_t j = g; j < g_end; ++j) o += p[j] * v[static_cast<std::ptrdiff_t>(j) * ld_v + d];
-        out[d] = o;
+    for (std::size_t d0 = 0; d0 < hd_vec; d0 += kSlice<Arch> * W) {
+      const std::size_t nv = std::min(kSlice<Arch>, (hd_vec - d0) / W);
+      with_count<Arch>(nv, [&](auto c) {
+        accumulate_slice<Arch, decltype(c)::value>(p, v + d0, ld_v, n, out + d0);
+      });
+    }
+    for (std::size_t d = hd_vec; d < hd; ++d) {
+      float o = out[d];
+      for (std::size_t j = 0; j < n; ++j) o += p[j] * v[static_cast<std::ptrdiff_t>(j) * ld_v + d];
+      out[d] = o;
+    }
+  }
+
+  // Vectors per head-dim slice: 2 key parities x 8 = 16 of the 32 zmm registers; 2 x 4 of
+  // the 16 ymm/xmm registers (with the loaded rows and broadcasts beside them).
+  template <class Arch>
+  static constexpr std::size_t kSlice = xsimd::batch<float, Arch>::size == 16 ? 8 : 4;
+
+  template <class Arch, class F>
+  static void with_count(std::size_t n, F&& f) noexcept {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      ((n == I + 1 ? (f(std::integral_constant<std::size_t, I + 1>{}), 0) : 0), ...);
+    }(std::make_index_sequence<kSlice<Arch>>{});
+  }
+
+  // NV vectors of out += sum_j p[j] * v_j[0 : NV * W]: even and odd keys feed two sets of
+  // accumulators (two FMA chains per vector, so the FMA latency is not the limit).
+  template <class Arch, std::size_t NV>
+  static void accumulate_slice(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
+                               float* out) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    B a0[NV], a1[NV];
+    for (std::size_t i = 0; i < NV; ++i) {
+      a0[i] = B::load_unaligned(out + i * W);
+      a1[i] = B(0.0f);
+    }
+    std::size_t j = 0;
+    const float* vj = v;
+    for (; j + 2 <= n; j += 2, vj += 2 * ld_v) {
+      const B p0(p[j]), p1(p[j + 1]);
+      for (std::size_t i = 0; i < NV; ++i) {
+        a0[i] = xsimd::fma(p0, B::load_unaligned(vj + i * W), a0[i]);
+        a1[i] = xsimd::fma(p1, B::load_unaligned(vj + ld_v + i * W), a1[i]);
       }
     }
+    if (j < n) {
+      const B p0(p[j]);
+      for (std::size_t i = 0; i < NV; ++i) a0[i] = xsimd::fma(p0, B::load_unaligned(vj + i * W), a0[i]);
+    }
+    for (std::size_t i = 0; i < NV; ++i) (a0[i] + a1[i]).store_unaligned(out + i * W);
   }
 };
 
