@@ -34,16 +34,17 @@ struct Buffer {
   float* get() const { return data.get(); }
 };
 
-// Seconds of the fastest of `reps` calls of f.
+// Median seconds of `reps` calls of f (the same statistic the reports quote).
 template <class F>
-double best_seconds(int reps, F&& f) {
-  double best = 1e30;
+double median_seconds(int reps, F&& f) {
+  std::vector<double> t;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  return best;
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
 }
 
 // The FMA peak (GFLOP/s) of the benchmarked ISA, measured once per process.
@@ -52,7 +53,7 @@ double peak_gflops() {
     const k::Isa isa = bench::kernel_isa();
     constexpr std::size_t kIterations = 1 << 22;
     double flops = 0;
-    const double s = best_seconds(5, [&] { flops = k::peak_fma(isa, kIterations); });
+    const double s = median_seconds(5, [&] { flops = k::peak_fma(isa, kIterations); });
     return flops / s * 1e-9;
   }();
   return peak;
@@ -64,7 +65,7 @@ double read_gbps() {
     const k::Isa isa = bench::kernel_isa();
     const std::size_t n = (256u << 20) / sizeof(float);
     Buffer buf(n);
-    const double s = best_seconds(5, [&] { benchmark::DoNotOptimize(k::read_sum(isa, buf.get(), n)); });
+    const double s = median_seconds(5, [&] { benchmark::DoNotOptimize(k::read_sum(isa, buf.get(), n)); });
     return static_cast<double>(n * sizeof(float)) / s * 1e-9;
   }();
   return gbps;
