@@ -1,18 +1,19 @@
 // Decode attention: one query against a chunk of keys, and the merge of chunk partials.
 //
 // Algorithm: decode is memory-bound (each key costs 2 * head_dim FMAs for 8 * head_dim bytes
-// of K and V), so the kernel reads K once and V once, in two sequential streams, and keeps
-// the arithmetic off the critical path. Scores: W keys at a time, one vector accumulator per
-// key over the head dims, then xsimd::haddp folds the W accumulators into one vector of W
-// scores (one transpose-add per W keys instead of a horizontal sum per key). The scores of
-// the chunk (<= kDecodeChunk = 512 floats) live on the stack; their max, exp2 and sum are
-// vector passes in L1. Output: keys in groups of kKeyGroup rows (V rows stay in L1 while
-// every head-dim slice of the register accumulators passes over them). Scores are in log2
-// units (scale * log2(e) folded into one multiply, exp2 as in the fused kernel); so is
-// DecodePartial::max, which only DecodeMerge reads. Each chunk yields (max, sum, unnormalised
-// out); the merge rescales them by exp2(max_c - max) in chunk order, so the result depends
-// only on the fixed chunking, not on which thread computed which chunk. NaN flows as in the
-// fused kernel (through exp2 into the sums); no key visible (or all scores -inf) gives 0.
+// of K and V), so the kernel reads every K and V row exactly once and keeps the arithmetic
+// cheap enough to hide under the DRAM stream. Inside a chunk it runs the online softmax of
+// the fused kernel over sub-blocks of kSub = 32 keys: scores of the 32 keys (vector FMAs over
+// the head dims, one horizontal sum per key), their max, exp2 and sum in L1, then the 32 V
+// rows into register accumulators (two sets, even and odd keys, so the FMA latency is
+// hidden). Both the K and the V stream are in flight all the time; a first version that read
+// the whole chunk's K, then its V, reached ~55% of the read bandwidth, this one ~75%
+// (docs/kernels-attention.md). Scores are in log2 units (scale * log2(e) folded into one
+// multiply, exp2 as in the fused kernel); so is DecodePartial::max, which only DecodeMerge
+// reads. Each chunk yields (max, sum, unnormalised out); the merge rescales them by
+// exp2(max_c - max) in chunk order, so the result depends only on the fixed chunking, not on
+// which thread computed which chunk. NaN flows as in the fused kernel (through exp2 into the
+// sums, even when a NaN-dropping max ignored it); no visible key (or only -inf scores) gives 0.
 #pragma once
 
 #include <algorithm>
@@ -64,7 +65,9 @@ struct DecodeChunk {
   // 16 KiB, in L1 between the two uses.
   static constexpr std::size_t kSub = 32;
 
-  // s[j] = c * (q · k_j) for j < n.
+  // s[j] = c * (q · k_j) for j < n: W keys at a time (W independent FMA chains), one
+  // horizontal sum per key (~7 ops, small next to its 256+ bytes of K), stored as a vector.
+  // (8-key groups with scalar stores measured 25% slower in L2.)
   template <class Arch>
   static void scores(Arch, const float* q, const float* k, std::ptrdiff_t ld_k, std::size_t n,
                      std::size_t hd, float c, float* s) noexcept {
@@ -82,20 +85,15 @@ struct DecodeChunk {
           acc[r] = xsimd::fma(B::load_unaligned(kr + d), qv, acc[r]);
         }
       }
-      alignas(64) float dots_buf[W];
-      for (std::size_t r = 0; r < W; ++r) dots_buf[r] = xsimd::hadd(acc[r]);
-      B dots = B::load_aligned(dots_buf);
+      alignas(64) float dots[W];
+      for (std::size_t r = 0; r < W; ++r) dots[r] = xsimd::hadd(acc[r]);
       if (hd_vec < hd) {
-        alignas(64) float tail[W];
         for (std::size_t r = 0; r < W; ++r) {
           const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
-          float t = 0.0f;
-          for (std::size_t d = hd_vec; d < hd; ++d) t += q[d] * kr[d];
-          tail[r] = t;
+          for (std::size_t d = hd_vec; d < hd; ++d) dots[r] += q[d] * kr[d];
         }
-        dots += B::load_aligned(tail);
       }
-      (dots * B(c)).store_aligned(s + j);
+      (B::load_aligned(dots) * B(c)).store_aligned(s + j);
     }
     for (; j < n; ++j) {
       const float* kr = k + static_cast<std::ptrdiff_t>(j) * ld_k;
