@@ -183,13 +183,14 @@ struct FlashAttention {
     constexpr std::size_t L = T::kLanes;
     const std::size_t hd = a.head_dim;
     const float* k = a.k + static_cast<std::ptrdiff_t>(j_first) * a.ld_k;
+    const auto jf = static_cast<float>(j_first);
+    typename T::B vmax[T::kQv], alpha[T::kQv];
+    for (auto& x : vmax) x = typename T::B(-std::numeric_limits<float>::infinity());
     T::for_each_group(n, [&](std::size_t r, auto rows) {
       T::template qk<decltype(rows)::value>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k, a.ld_k,
-                                            hd, s + r * L);
+                                            hd, s + r * L, r, h, tb, lim, jf, vmax);
     });
-    typename T::B alpha[T::kQv];
-    const auto jf = static_cast<float>(j_first);
-    T::softmax(s, n, h, tb, lim, jf, m, l, alpha);
+    T::softmax(s, n, vmax, m, l, alpha);
     const float* v = a.v + static_cast<std::ptrdiff_t>(j_first) * a.ld_v;
     T::for_each_group(hd, [&](std::size_t d, auto rows) {
       T::template pv<decltype(rows)::value>(s, v + d, a.ld_v, n, h, tb, ot + d * L, alpha, lim, jf);

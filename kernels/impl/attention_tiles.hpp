@@ -69,10 +69,13 @@ struct AttnTile {
     }
   }
 
-  /// s[r][lane] = sum_d qt[d][lane] * k[r][d] for N keys (rows of k at stride ld_k).
+  /// s[r][lane] = sum_d qt[d][lane] * k[r][d] for N keys (rows of k at stride ld_k), keys
+  /// j0 .. j0 + N - 1 of the tile. Keys outside [h, tb) get -inf on the lanes that may not see
+  /// them; vmax (kQv vectors) takes the lane-wise max of what is stored.
   template <std::size_t N>
-  static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t hd,
-                 float* s) noexcept {
+  static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t hd, float* s,
+                 std::size_t j0, std::size_t h, std::size_t tb, const LaneLimits& lim,
+                 float j_first, B* vmax) noexcept {
     B acc[N][kQv];
     const float* kr[N];
     for (std::size_t r = 0; r < N; ++r) {
@@ -87,8 +90,18 @@ struct AttnTile {
         for (std::size_t v = 0; v < kQv; ++v) acc[r][v] = xsimd::fma(kb, q[v], acc[r][v]);
       }
     }
-    for (std::size_t r = 0; r < N; ++r)
-      for (std::size_t v = 0; v < kQv; ++v) acc[r][v].store_aligned(s + r * kLanes + v * kW);
+    const B neg_inf(-std::numeric_limits<float>::infinity());
+    for (std::size_t r = 0; r < N; ++r) {
+      const std::size_t j = j0 + r;
+      if (j < h || j >= tb) [[unlikely]] {
+        for (std::size_t v = 0; v < kQv; ++v)
+          acc[r][v] = xsimd::select(lim.visible(j_first + static_cast<float>(j), v), acc[r][v], neg_inf);
+      }
+      for (std::size_t v = 0; v < kQv; ++v) {
+        vmax[v] = max_nan_b(vmax[v], acc[r][v]);
+        acc[r][v].store_aligned(s + r * kLanes + v * kW);
+      }
+    }
   }
 
   /// ot[r][lane] = alpha[lane] * ot[r][lane] + sum_j v[j][r] * p[j][lane] for N head dims,
@@ -136,29 +149,16 @@ struct AttnTile {
     }
   }
 
-  /// Online-softmax step of one tile over n keys (scores s[j][lane] in log2 units): masks
-  /// keys outside [h, tb) by overwriting with -inf, updates the running max m and sum l,
-  /// turns s into probabilities relative to the new max and returns the factor alpha that
-  /// rescales the output accumulated so far. A lane whose max is still -inf exponentiates
-  /// against 0 instead (exp2(-inf - -inf) would be NaN): its probabilities are 0 and alpha
-  /// is 0 on a zero accumulator. A lane without visible keys here keeps m, and alpha = 1
-  /// exactly, so blocks it cannot see leave it bit-for-bit unchanged.
-  static void softmax(float* s, std::size_t n, std::size_t h, std::size_t tb,
-                      const LaneLimits& lim, float j_first, float* m, float* l,
+  /// Online-softmax step of one tile over n keys (scores s[j][lane] in log2 units, already
+  /// masked by qk, vmax their lane-wise max): updates the running max m and sum l, turns s
+  /// into probabilities relative to the new max and returns the factor alpha that rescales
+  /// the output accumulated so far. A lane whose max is still -inf exponentiates against 0
+  /// instead (exp2(-inf - -inf) would be NaN): its probabilities are 0 and alpha is 0 on a
+  /// zero accumulator. A lane without visible keys here keeps m, and alpha = 1 exactly, so
+  /// blocks it cannot see leave it bit-for-bit unchanged.
+  static void softmax(float* s, std::size_t n, const B* vmax, float* m, float* l,
                       B* alpha) noexcept {
     const B neg_inf(-std::numeric_limits<float>::infinity());
-    B vmax[kQv];
-    for (std::size_t c = 0; c < kQv; ++c) vmax[c] = neg_inf;
-    for (std::size_t j = 0; j < n; ++j) {
-      for (std::size_t c = 0; c < kQv; ++c) {
-        B x = B::load_aligned(s + j * kLanes + c * kW);
-        if (j < h || j >= tb) {
-          x = xsimd::select(lim.visible(j_first + static_cast<float>(j), c), x, neg_inf);
-          x.store_aligned(s + j * kLanes + c * kW);
-        }
-        vmax[c] = max_nan_b(vmax[c], x);
-      }
-    }
     B m_used[kQv], sum[kQv];
     for (std::size_t c = 0; c < kQv; ++c) {
       const B m_old = B::load_aligned(m + c * kW);
