@@ -65,7 +65,8 @@ double read_gbps() {
     const k::Isa isa = bench::kernel_isa();
     const std::size_t n = (256u << 20) / sizeof(float);
     Buffer buf(n);
-    const double s = median_seconds(5, [&] { benchmark::DoNotOptimize(k::read_sum(isa, buf.get(), n)); });
+    const double s =
+        median_seconds(5, [&] { benchmark::DoNotOptimize(k::read_sum(isa, buf.get(), n)); });
     return static_cast<double>(n * sizeof(float)) / s * 1e-9;
   }();
   return gbps;
@@ -110,9 +111,10 @@ void BM_FlashAttention(benchmark::State& state) {
   }
   const double flops = 4.0 * static_cast<double>(hd) * visible_pairs(seq, causal);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * seq));
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["peak_frac"] =
-      benchmark::Counter(flops * 1e-9 / peak_gflops(), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_frac"] = benchmark::Counter(flops * 1e-9 / peak_gflops(),
+                                                   benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(k::isa_name(isa));
 }
 BENCHMARK(BM_FlashAttention)
@@ -146,9 +148,9 @@ void BM_Decode(benchmark::State& state) {
     for (std::size_t h = 0; h < heads; ++h) {
       for (std::size_t c = 0; c < chunks; ++c) {
         const std::size_t j0 = c * k::kDecodeChunk;
-        k::decode_chunk(isa, q.get() + h * hd, kc + (h * keys + j0) * hd, hd, vc + (h * keys + j0) * hd,
-                        hd, std::min(k::kDecodeChunk, keys - j0), hd, scale,
-                        partial_out.get() + c * hd, &partials[c]);
+        k::decode_chunk(isa, q.get() + h * hd, kc + (h * keys + j0) * hd, hd,
+                        vc + (h * keys + j0) * hd, hd, std::min(k::kDecodeChunk, keys - j0), hd,
+                        scale, partial_out.get() + c * hd, &partials[c]);
       }
       k::decode_merge(isa, partial_out.get(), partials.data(), chunks, hd, out.get() + h * hd);
     }
@@ -156,7 +158,8 @@ void BM_Decode(benchmark::State& state) {
   }
   const double bytes = 2.0 * static_cast<double>(set_floats * sizeof(float));
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));  // tokens decoded
-  state.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["bw_frac"] =
       benchmark::Counter(bytes * 1e-9 / read_gbps(), benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(k::isa_name(isa));

@@ -132,10 +132,9 @@ TEST_CASE("flash attention on a long sequence", "[kernels][attention]") {
 TEST_CASE("flash attention: bottom-right alignment, windows and fully masked rows",
           "[kernels][attention]") {
   // (seq_q, seq_kv): fewer queries than keys (KV cache), and more (leading rows see nothing).
-  const auto lens = GENERATE(std::pair<std::size_t, std::size_t>{1, 300},
-                             std::pair<std::size_t, std::size_t>{37, 300},
-                             std::pair<std::size_t, std::size_t>{130, 129},
-                             std::pair<std::size_t, std::size_t>{300, 200});
+  const auto lens = GENERATE(
+      std::pair<std::size_t, std::size_t>{1, 300}, std::pair<std::size_t, std::size_t>{37, 300},
+      std::pair<std::size_t, std::size_t>{130, 129}, std::pair<std::size_t, std::size_t>{300, 200});
   const auto window = GENERATE(as<std::size_t>{}, 0, 1, 5, 64, 130);
   const auto hd = GENERATE(as<std::size_t>{}, 8, 64);
   CAPTURE(lens.first, lens.second, window, hd);
@@ -172,11 +171,12 @@ TEST_CASE("flash attention with large logits", "[kernels][attention]") {
   }
 }
 
-TEST_CASE("flash attention: NaN/Inf in masked keys and values change nothing; a visible NaN "
-          "reaches exactly the rows that see it",
-          "[kernels][attention]") {
-  const float bad = GENERATE(std::numeric_limits<float>::quiet_NaN(),
-                             std::numeric_limits<float>::infinity());
+TEST_CASE(
+    "flash attention: NaN/Inf in masked keys and values change nothing; a visible NaN "
+    "reaches exactly the rows that see it",
+    "[kernels][attention]") {
+  const float bad =
+      GENERATE(std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity());
   const bool in_value = GENERATE(false, true);
   const auto window = GENERATE(as<std::size_t>{}, 0, 20);
   const auto hd = GENERATE(as<std::size_t>{}, 3, 64);
@@ -227,7 +227,8 @@ TEST_CASE("flash attention: NaN in future keys and values of a causal call is ig
     auto addr = reinterpret_cast<std::uintptr_t>(scratch.data());
     b.scratch = scratch.data() + ((64 - addr % 64) % 64) / sizeof(float);
     k::flash_attention(isa, b);
-    REQUIRE(test::max_error(std::span<const float>(out), std::span<const double>(want.data(), 40 * hd)) <= 1.0);
+    REQUIRE(test::max_error(std::span<const float>(out),
+                            std::span<const double>(want.data(), 40 * hd)) <= 1.0);
   }
 }
 

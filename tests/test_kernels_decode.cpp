@@ -16,9 +16,8 @@ namespace {
 namespace k = attn::kernels;
 
 // Decodes one query against n keys: chunks of kDecodeChunk, then the merge.
-std::vector<float> decode(k::Isa isa, const std::vector<float>& q, const float* kp,
-                          const float* vp, std::ptrdiff_t ld, std::size_t n, std::size_t hd,
-                          float scale) {
+std::vector<float> decode(k::Isa isa, const std::vector<float>& q, const float* kp, const float* vp,
+                          std::ptrdiff_t ld, std::size_t n, std::size_t hd, float scale) {
   const std::size_t chunks = (n + k::kDecodeChunk - 1) / k::kDecodeChunk;
   std::vector<float> partial_out(chunks * hd, -3.0f);
   std::vector<k::DecodePartial> partials(chunks);
@@ -47,7 +46,8 @@ TEST_CASE("decode chunks + merge match the reference", "[kernels][decode]") {
   k::reference::decode(q.data(), kv.data(), ld, kv.data() + hd, ld, n, hd, scale, want.data());
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
-    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + hd, ld, n, hd, scale), want) <= 1.0);
+    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + hd, ld, n, hd, scale), want) <=
+            1.0);
   }
 }
 
@@ -61,7 +61,8 @@ TEST_CASE("decode with large logits", "[kernels][decode]") {
   k::reference::decode(q.data(), kv.data(), ld, kv.data() + hd, ld, n, hd, 0.125f, want.data());
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
-    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + hd, ld, n, hd, 0.125f), want) <= 1.0);
+    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + hd, ld, n, hd, 0.125f), want) <=
+            1.0);
   }
 }
 
@@ -78,7 +79,8 @@ TEST_CASE("decode: a NaN key poisons the output, the merge of nothing is 0", "[k
     // Every score NaN in one chunk: that chunk's max is -inf after NaN-dropping maxima, and
     // the NaN must still reach the output through its sum.
     auto all_bad = kv;
-    for (std::size_t j = 512; j < 1024; ++j) all_bad[j * ld] = std::numeric_limits<float>::quiet_NaN();
+    for (std::size_t j = 512; j < 1024; ++j)
+      all_bad[j * ld] = std::numeric_limits<float>::quiet_NaN();
     for (float x : decode(isa, q, all_bad.data(), all_bad.data() + hd, ld, n, hd, 0.125f))
       REQUIRE(std::isnan(x));
     std::vector<float> out(hd, 1.0f);

@@ -54,7 +54,8 @@ TEST_CASE("vector exp: accuracy and special values", "[kernels][softmax][exp]") 
       // The kernels evaluate exp(x) as exp2(t) with t = x * log2(e) rounded to float (the
       // scores already carry log2(e)); the exp2 core is measured against that same t.
       const float t = x[i] * log2e;
-      if (t > -126.0f) core_ulp = std::max(core_ulp, ulp_error(y[i], std::exp2(static_cast<double>(t))));
+      if (t > -126.0f)
+        core_ulp = std::max(core_ulp, ulp_error(y[i], std::exp2(static_cast<double>(t))));
       const double e = std::exp(static_cast<double>(x[i]));
       const double r = std::abs(y[i] - e) / e;
       if (t > -126.0f) rel = std::max(rel, r);
@@ -99,7 +100,8 @@ TEST_CASE("masked softmax rows match the reference", "[kernels][softmax]") {
         const auto limit = static_cast<std::ptrdiff_t>(r) + offset;
         const auto cc = static_cast<std::ptrdiff_t>(c);
         const bool vis = cc <= limit && (window == 0 || cc > limit - window);
-        if (!vis) s[r * cols + c] = (c % 2) ? std::nanf("") : std::numeric_limits<float>::infinity();
+        if (!vis)
+          s[r * cols + c] = (c % 2) ? std::nanf("") : std::numeric_limits<float>::infinity();
       }
   }
   const auto want = run_reference(s, rows, cols, 0.3f, causal, offset, window);
@@ -126,7 +128,7 @@ TEST_CASE("masked softmax rows: fully masked rows are 0, a visible NaN makes its
     for (std::size_t c = 0; c < cols; ++c) {
       for (std::size_t r = 0; r < 3; ++r) REQUIRE(got[r * cols + c] == 0.0f);
       REQUIRE(got[3 * cols + c] == (c == 0 ? 1.0f : 0.0f));  // only column 0 visible
-      REQUIRE(std::isnan(got[5 * cols + c]));               // its NaN is visible
+      REQUIRE(std::isnan(got[5 * cols + c]));                // its NaN is visible
     }
     const auto want = run_reference(s, rows, cols, 1.0f, true, -3, 0);
     REQUIRE(test::max_error(got, want) <= 1.0);

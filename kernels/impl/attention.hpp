@@ -57,7 +57,6 @@ constexpr std::size_t round16(std::size_t n) noexcept { return (n + 15) / 16 * 1
 }  // namespace
 
 struct FlashAttention {
-
   template <class Arch>
   static std::size_t q_block(Arch, std::size_t head_dim) noexcept {
     return q_block_for(head_dim);
@@ -141,12 +140,14 @@ struct FlashAttention {
         }
         if (hi < lo) continue;
         const auto n = static_cast<std::size_t>(hi - lo + 1);
-        const auto h = static_cast<std::size_t>(std::clamp<std::int64_t>(f_lo - lo, 0, hi - lo + 1));
+        const auto h =
+            static_cast<std::size_t>(std::clamp<std::int64_t>(f_lo - lo, 0, hi - lo + 1));
         const auto tb = static_cast<std::size_t>(
             std::clamp<std::int64_t>(f_hi + 1 - lo, static_cast<std::int64_t>(h), hi - lo + 1));
         typename T::LaneLimits lim;
         for (std::size_t v = 0; v < T::kQv; ++v) {
-          lim.lim[v] = xsimd::batch<float, Arch>(static_cast<float>(i0 + shift)) + lane_iota<Arch>(v);
+          lim.lim[v] =
+              xsimd::batch<float, Arch>(static_cast<float>(i0 + shift)) + lane_iota<Arch>(v);
           lim.lim_lo[v] = windowed ? lim.lim[v] - B(static_cast<float>(win)) : B(kNegInf);
         }
         tile_block(Arch{}, a, qt + t * hd * L, ot + t * hd * L, m + t * L, l + t * L, s,

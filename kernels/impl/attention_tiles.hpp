@@ -50,7 +50,8 @@ struct AttnTile {
   static void with_rows(std::size_t n, F&& f) noexcept {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       ((n == I + 1 ? (f(std::integral_constant<std::size_t, I + 1>{}), 0) : 0), ...);
-    }(std::make_index_sequence<kRows>{});
+    }
+    (std::make_index_sequence<kRows>{});
   }
 
   /// Splits n into ceil(n / kRows) groups of near-equal size (<= kRows) and calls
@@ -95,7 +96,8 @@ struct AttnTile {
       const std::size_t j = j0 + r;
       if (j < h || j >= tb) [[unlikely]] {
         for (std::size_t v = 0; v < kQv; ++v)
-          acc[r][v] = xsimd::select(lim.visible(j_first + static_cast<float>(j), v), acc[r][v], neg_inf);
+          acc[r][v] =
+              xsimd::select(lim.visible(j_first + static_cast<float>(j), v), acc[r][v], neg_inf);
       }
       for (std::size_t v = 0; v < kQv; ++v) {
         vmax[v] = max_nan_b(vmax[v], acc[r][v]);
@@ -109,9 +111,9 @@ struct AttnTile {
   /// update is skipped per lane (select), so a NaN/Inf value of a masked key never meets its
   /// zero probability (0 * NaN).
   template <std::size_t N>
-  static void pv(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
-                 std::size_t h, std::size_t tb, float* ot, const B* alpha,
-                 const LaneLimits& lim, float j_first) noexcept {
+  static void pv(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n, std::size_t h,
+                 std::size_t tb, float* ot, const B* alpha, const LaneLimits& lim,
+                 float j_first) noexcept {
     B acc[N][kQv];
     for (std::size_t r = 0; r < N; ++r)
       for (std::size_t c = 0; c < kQv; ++c)

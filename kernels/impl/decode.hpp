@@ -141,8 +141,8 @@ struct DecodeChunk {
 
   // out = alpha * out + sum_j p[j] * v_j over n keys.
   template <class Arch>
-  static void accumulate(Arch, const float* p, const float* v, std::ptrdiff_t ld_v,
-                         std::size_t n, std::size_t hd, float alpha, float* out) noexcept {
+  static void accumulate(Arch, const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
+                         std::size_t hd, float alpha, float* out) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
     if (alpha != 1.0f) {  // the max grew: rescale what was accumulated
@@ -171,7 +171,8 @@ struct DecodeChunk {
   static void with_count(std::size_t n, F&& f) noexcept {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       ((n == I + 1 ? (f(std::integral_constant<std::size_t, I + 1>{}), 0) : 0), ...);
-    }(std::make_index_sequence<kSlice<Arch>>{});
+    }
+    (std::make_index_sequence<kSlice<Arch>>{});
   }
 
   // NV vectors of out += sum_j p[j] * v_j[0 : NV * W]: even and odd keys feed two sets of
@@ -197,7 +198,8 @@ struct DecodeChunk {
     }
     if (j < n) {
       const B p0(p[j]);
-      for (std::size_t i = 0; i < NV; ++i) a0[i] = xsimd::fma(p0, B::load_unaligned(vj + i * W), a0[i]);
+      for (std::size_t i = 0; i < NV; ++i)
+        a0[i] = xsimd::fma(p0, B::load_unaligned(vj + i * W), a0[i]);
     }
     for (std::size_t i = 0; i < NV; ++i) (a0[i] + a1[i]).store_unaligned(out + i * W);
   }
@@ -224,7 +226,8 @@ struct DecodeMerge {
       const float* oc = outs + c * head_dim;
       std::size_t d = 0;
       for (; d < hd_vec; d += W) {
-        xsimd::fma(B(w), B::load_unaligned(oc + d), B::load_unaligned(out + d)).store_unaligned(out + d);
+        xsimd::fma(B(w), B::load_unaligned(oc + d), B::load_unaligned(out + d))
+            .store_unaligned(out + d);
       }
       for (; d < head_dim; ++d) out[d] += w * oc[d];
     }

@@ -56,7 +56,8 @@ struct MaskedSoftmaxRows {
       if (causal) {
         const std::ptrdiff_t limit = static_cast<std::ptrdiff_t>(r) + visible_offset;
         hi = std::min(n_cols, std::max<std::ptrdiff_t>(limit + 1, 0));
-        if (window > 0) lo = std::max<std::ptrdiff_t>(0, limit - static_cast<std::ptrdiff_t>(window) + 1);
+        if (window > 0)
+          lo = std::max<std::ptrdiff_t>(0, limit - static_cast<std::ptrdiff_t>(window) + 1);
         lo = std::min(lo, hi);
       }
       softmax_row(Arch{}, row, static_cast<std::size_t>(lo), static_cast<std::size_t>(hi), cols,
