@@ -77,12 +77,14 @@ struct DecodeChunk {
     std::size_t j = 0;
     for (; j + W <= n; j += W) {
       B acc[W];
-      for (std::size_t r = 0; r < W; ++r) acc[r] = B(0.0f);
-      for (std::size_t d = 0; d < hd_vec; d += W) {
-        const B qv = B::load_unaligned(q + d);
-        for (std::size_t r = 0; r < W; ++r) {
-          const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
-          acc[r] = xsimd::fma(B::load_unaligned(kr + d), qv, acc[r]);
+      // Key by key, in address order (one row pointer; the out-of-order core overlaps the W
+      // independent chains). Measured from DRAM: 16 rows at once (16 row pointers) or 4 rows
+      // at once are faster in L2 but ~15% slower from DRAM, where only this order counts.
+      for (std::size_t r = 0; r < W; ++r) {
+        const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
+        acc[r] = B(0.0f);
+        for (std::size_t d = 0; d < hd_vec; d += W) {
+          acc[r] = xsimd::fma(B::load_unaligned(kr + d), B::load_unaligned(q + d), acc[r]);
         }
       }
       alignas(64) float dots[W];
