@@ -3,15 +3,14 @@
 // Algorithm: decode is memory-bound (each key costs 2 * head_dim FMAs for 8 * head_dim bytes
 // of K and V), so the kernel reads every K and V row exactly once and keeps the arithmetic
 // cheap enough to hide under the DRAM stream. Inside a chunk it runs the online softmax of
-// the fused kernel over sub-blocks of kSub = 32 keys: scores of the 32 keys (vector FMAs over
-// the head dims, one horizontal sum per key), their max, exp2 and sum in L1, then the 32 V
-// rows into register accumulators (two sets, even and odd keys, so the FMA latency is
-// hidden). Both the K and the V stream are in flight all the time; a first version that read
-// the whole chunk's K, then its V, reached ~55% of the read bandwidth, this one ~75%
-// (docs/kernels-attention.md). Scores are in log2 units (scale * log2(e) folded into one
-// multiply, exp2 as in the fused kernel); so is DecodePartial::max, which only DecodeMerge
-// reads. Each chunk yields (max, sum, unnormalised out); the merge rescales them by
-// exp2(max_c - max) in chunk order, so the result depends only on the fixed chunking, not on
+// the fused kernel over sub-blocks of kSub = 128 keys: scores of the 128 keys (vector FMAs
+// over the head dims key by key in address order, one horizontal sum per key), their max,
+// exp2 and sum in L1, then the 128 V rows into register accumulators (two sets, even and odd
+// keys, so the FMA latency is hidden). Measured choices (loop order, sub-block size) are noted
+// where they are made; docs/kernels-attention.md has the numbers. Scores are in log2 units (scale *
+// log2(e) folded into one multiply, exp2 as in the fused kernel); so is DecodePartial::max, which
+// only DecodeMerge reads. Each chunk yields (max, sum, unnormalised out); the merge rescales them
+// by exp2(max_c - max) in chunk order, so the result depends only on the fixed chunking, not on
 // which thread computed which chunk. NaN flows as in the fused kernel (through exp2 into the
 // sums, even when a NaN-dropping max ignored it); no visible key (or only -inf scores) gives 0.
 #pragma once
@@ -59,11 +58,11 @@ struct DecodeChunk {
   }
 
  private:
-  // Keys per online-softmax step: the scores of 32 keys, then their 32 V rows, so the DRAM
-  // streams of K and V are both in flight (two passes over a 512-key chunk ran K alone, then
-  // V alone, and reached ~55% of the read bandwidth). 32 rows of K + V at head_dim 64 are
-  // 16 KiB, in L1 between the two uses.
-  static constexpr std::size_t kSub = 32;
+  // Keys per online-softmax step: the scores of 128 keys, then their 128 V rows, so both
+  // DRAM streams advance in runs of 32 KiB (head_dim 64). Measured from DRAM (12 x 8192 keys
+  // x 48 heads, single thread): 16 keys 24 GB/s, 32: 30, 64: 32, 128: 33.5, 256: 33.5, 512
+  // (the whole chunk's K, then its V): 31.5; a pure K+V read stream reaches ~40.
+  static constexpr std::size_t kSub = 128;
 
   // s[j] = c * (q · k_j) for j < n: W keys at a time (W independent FMA chains), one
   // horizontal sum per key (~7 ops, small next to its 256+ bytes of K), stored as a vector.
@@ -151,8 +150,8 @@ struct DecodeChunk {
       for (std::size_t d = 0; d < hd; ++d) out[d] *= alpha;
     }
     const std::size_t hd_vec = hd / W * W;
-    for (std::size_t d0 = 0; d0 < hd_vec; d0 += kSlice<Arch> * W) {
-      const std::size_t nv = std::min(kSlice<Arch>, (hd_vec - d0) / W);
+    for (std::size_t d0 = 0; d0 < hd_vec; d0 += kSlice * W) {
+      const std::size_t nv = std::min(kSlice, (hd_vec - d0) / W);
       with_count<Arch>(nv, [&](auto c) {
         accumulate_slice<Arch, decltype(c)::value>(p, v + d0, ld_v, n, out + d0);
       });
@@ -164,46 +163,51 @@ struct DecodeChunk {
     }
   }
 
-  // Vectors per head-dim slice: 2 key parities x 8 = 16 of the 32 zmm registers; 2 x 4 of
-  // the 16 ymm/xmm registers (with the loaded rows and broadcasts beside them).
-  template <class Arch>
-  static constexpr std::size_t kSlice = xsimd::batch<float, Arch>::size == 16 ? 8 : 4;
+  // Vectors per head-dim slice: 8 (a whole row of head_dim 64 on AVX-512, 64 dims on AVX2),
+  // so V is read in address order; with 4 vectors per slice AVX2 read each row in two passes
+  // and reached 18 instead of ~30 GB/s from DRAM.
+  static constexpr std::size_t kSlice = 8;
 
   template <class Arch, class F>
   static void with_count(std::size_t n, F&& f) noexcept {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       ((n == I + 1 ? (f(std::integral_constant<std::size_t, I + 1>{}), 0) : 0), ...);
     }
-    (std::make_index_sequence<kSlice<Arch>>{});
+    (std::make_index_sequence<kSlice>{});
   }
 
-  // NV vectors of out += sum_j p[j] * v_j[0 : NV * W]: even and odd keys feed two sets of
-  // accumulators (two FMA chains per vector, so the FMA latency is not the limit).
+  // NV vectors of out += sum_j p[j] * v_j[0 : NV * W]. At least 8 independent FMA chains
+  // hide the FMA latency: below 8 vectors even and odd keys feed two sets of accumulators.
   template <class Arch, std::size_t NV>
   static void accumulate_slice(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
                                float* out) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
-    B a0[NV], a1[NV];
+    constexpr std::size_t kSets = NV >= 8 ? 1 : 2;
+    B acc[kSets][NV];
     for (std::size_t i = 0; i < NV; ++i) {
-      a0[i] = B::load_unaligned(out + i * W);
-      a1[i] = B(0.0f);
+      acc[0][i] = B::load_unaligned(out + i * W);
+      if constexpr (kSets == 2) acc[1][i] = B(0.0f);
     }
     std::size_t j = 0;
     const float* vj = v;
-    for (; j + 2 <= n; j += 2, vj += 2 * ld_v) {
-      const B p0(p[j]), p1(p[j + 1]);
-      for (std::size_t i = 0; i < NV; ++i) {
-        a0[i] = xsimd::fma(p0, B::load_unaligned(vj + i * W), a0[i]);
-        a1[i] = xsimd::fma(p1, B::load_unaligned(vj + ld_v + i * W), a1[i]);
+    for (; j + kSets <= n; j += kSets, vj += kSets * ld_v) {
+      for (std::size_t t = 0; t < kSets; ++t) {
+        const B pj(p[j + t]);
+        const float* row = vj + static_cast<std::ptrdiff_t>(t) * ld_v;
+        for (std::size_t i = 0; i < NV; ++i)
+          acc[t][i] = xsimd::fma(pj, B::load_unaligned(row + i * W), acc[t][i]);
       }
     }
     if (j < n) {
-      const B p0(p[j]);
+      const B pj(p[j]);
       for (std::size_t i = 0; i < NV; ++i)
-        a0[i] = xsimd::fma(p0, B::load_unaligned(vj + i * W), a0[i]);
+        acc[0][i] = xsimd::fma(pj, B::load_unaligned(vj + i * W), acc[0][i]);
     }
-    for (std::size_t i = 0; i < NV; ++i) (a0[i] + a1[i]).store_unaligned(out + i * W);
+    for (std::size_t i = 0; i < NV; ++i) {
+      if constexpr (kSets == 2) acc[0][i] += acc[1][i];
+      acc[0][i].store_unaligned(out + i * W);
+    }
   }
 };
 
