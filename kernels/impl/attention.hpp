@@ -98,16 +98,9 @@ struct FlashAttention {
     // qt[tile][d][lane] = q[row][d] * scale * log2(e); padding lanes get 0.
     const float c = a.scale * kLog2e;
     for (std::size_t t = 0; t < n_tiles; ++t) {
-      float* qtt = qt + t * hd * L;
-      for (std::size_t lane = 0; lane < L; ++lane) {
-        const std::size_t i = r0 + t * L + lane;
-        const float* qi = a.q + static_cast<std::ptrdiff_t>(i) * a.ld_q;
-        if (i < r1) {
-          for (std::size_t d = 0; d < hd; ++d) qtt[d * L + lane] = qi[d] * c;
-        } else {
-          for (std::size_t d = 0; d < hd; ++d) qtt[d * L + lane] = 0.0f;
-        }
-      }
+      const std::size_t i0 = r0 + t * L;
+      T::pack_q(a.q + static_cast<std::ptrdiff_t>(i0) * a.ld_q, a.ld_q, std::min(L, r1 - i0), hd, c,
+                qt + t * hd * L);
     }
     std::fill(ot, ot + n_tiles * hd * L, 0.0f);
     std::fill(m, m + n_tiles * L, kNegInf);
@@ -155,15 +148,11 @@ struct FlashAttention {
       }
     }
 
-    // out = O / l; l == 0 means no visible key: 0. l NaN keeps the row NaN.
+    // out = O / l (written only now, so out may alias q).
     for (std::size_t t = 0; t < n_tiles; ++t) {
-      const float* ott = ot + t * hd * L;
-      for (std::size_t lane = 0; lane < L && r0 + t * L + lane < r1; ++lane) {
-        const float lv = l[t * L + lane];
-        const float inv = lv == 0.0f ? 0.0f : 1.0f / lv;
-        float* o = a.out + static_cast<std::ptrdiff_t>(r0 + t * L + lane) * a.ld_out;
-        for (std::size_t d = 0; d < hd; ++d) o[d] = ott[d * L + lane] * inv;
-      }
+      const std::size_t i0 = r0 + t * L;
+      T::store_out(ot + t * hd * L, l + t * L, std::min(L, r1 - i0), hd,
+                   a.out + static_cast<std::ptrdiff_t>(i0) * a.ld_out, a.ld_out);
     }
   }
 

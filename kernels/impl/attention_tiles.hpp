@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 #include <limits>
 #include <utility>
 
@@ -52,6 +53,69 @@ struct AttnTile {
       ((n == I + 1 ? (f(std::integral_constant<std::size_t, I + 1>{}), 0) : 0), ...);
     }
     (std::make_index_sequence<kRows>{});
+  }
+
+  /// Writes the 4-float blocks of t[0..3] (see transpose4): block b of t[k] goes to
+  /// dst + (4b + k) * ld.
+  static void scatter_blocks(const B* t, float* dst, std::ptrdiff_t ld) noexcept {
+    alignas(64) float buf[4][kW];
+    for (std::size_t k = 0; k < 4; ++k) t[k].store_aligned(buf[k]);
+    for (std::size_t k = 0; k < 4; ++k)
+      for (std::size_t b = 0; b < kW / 4; ++b)
+        std::memcpy(dst + static_cast<std::ptrdiff_t>(4 * b + k) * ld, buf[k] + 4 * b, 16);
+  }
+
+  /// qt[d][lane] = q[lane][d] * c for lanes < rows (0 for the other lanes up to kLanes),
+  /// d < hd; q rows at stride ld_q, qt rows at stride kLanes. Blocks of 4 rows x W dims are
+  /// transposed in registers (a scalar transpose cost ~15% of a 128-token causal call).
+  static void pack_q(const float* q, std::ptrdiff_t ld_q, std::size_t rows, std::size_t hd, float c,
+                     float* qt) noexcept {
+    const std::size_t hd_w = hd / kW * kW;
+    std::size_t l0 = 0;
+    for (; l0 + 4 <= rows; l0 += 4) {
+      const float* q0 = q + static_cast<std::ptrdiff_t>(l0) * ld_q;
+      for (std::size_t d0 = 0; d0 < hd_w; d0 += kW) {
+        B x[4], t[4];
+        for (std::size_t i = 0; i < 4; ++i)
+          x[i] = B::load_unaligned(q0 + static_cast<std::ptrdiff_t>(i) * ld_q + d0) * B(c);
+        transpose4_in_blocks(x, t);
+        scatter_blocks(t, qt + d0 * kLanes + l0, kLanes);
+      }
+      for (std::size_t d = hd_w; d < hd; ++d)
+        for (std::size_t i = 0; i < 4; ++i)
+          qt[d * kLanes + l0 + i] = q0[static_cast<std::ptrdiff_t>(i) * ld_q + d] * c;
+    }
+    for (; l0 < kLanes; ++l0) {
+      const float* qi = q + static_cast<std::ptrdiff_t>(l0) * ld_q;
+      for (std::size_t d = 0; d < hd; ++d) qt[d * kLanes + l0] = l0 < rows ? qi[d] * c : 0.0f;
+    }
+  }
+
+  /// out[lane][d] = ot[d][lane] / l[lane] for lanes < rows (0 where l == 0: no visible key;
+  /// NaN stays NaN), transposed back in registers as pack_q.
+  static void store_out(const float* ot, const float* l, std::size_t rows, std::size_t hd,
+                        float* out, std::ptrdiff_t ld_out) noexcept {
+    alignas(64) float inv[kLanes];
+    for (std::size_t i = 0; i < kLanes; ++i) inv[i] = l[i] == 0.0f ? 0.0f : 1.0f / l[i];
+    const std::size_t hd4 = hd / 4 * 4;
+    std::size_t w0 = 0;
+    for (; w0 + kW <= rows; w0 += kW) {
+      const B iv = B::load_aligned(inv + w0);
+      float* o0 = out + static_cast<std::ptrdiff_t>(w0) * ld_out;
+      for (std::size_t d0 = 0; d0 < hd4; d0 += 4) {
+        B x[4], t[4];
+        for (std::size_t i = 0; i < 4; ++i)
+          x[i] = B::load_aligned(ot + (d0 + i) * kLanes + w0) * iv;
+        transpose4_in_blocks(x, t);
+        scatter_blocks(t, o0 + d0, ld_out);
+      }
+      for (std::size_t lane = w0; lane < w0 + kW; ++lane)
+        for (std::size_t d = hd4; d < hd; ++d)
+          out[static_cast<std::ptrdiff_t>(lane) * ld_out + d] = ot[d * kLanes + lane] * inv[lane];
+    }
+    for (std::size_t lane = w0; lane < rows; ++lane)
+      for (std::size_t d = 0; d < hd; ++d)
+        out[static_cast<std::ptrdiff_t>(lane) * ld_out + d] = ot[d * kLanes + lane] * inv[lane];
   }
 
   /// Splits n into ceil(n / kRows) groups of near-equal size (<= kRows) and calls

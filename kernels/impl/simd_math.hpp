@@ -18,7 +18,7 @@
 
 #include <xsimd/xsimd.hpp>
 
-// GCC 12 reports a false -Wmaybe-uninitialized inside _mm512_max_ps and _mm512_shuffle_f32x4
+// GCC 12 reports a false -Wmaybe-uninitialized inside _mm512_max_ps, _mm512_unpack*_ps
 // (their _mm512_undefined_ps pass-through operand, GCC bug 105593) wherever they are inlined;
 // the kernels reach them only through the wrappers below, inside this push/pop.
 #pragma GCC diagnostic push
@@ -66,6 +66,29 @@ inline xsimd::batch<float, Arch> exp2_fast(xsimd::batch<float, Arch> t) noexcept
   p = xsimd::fma(p, f, B(1.0f));
   const B scale = xsimd::bitwise_cast<B>(xsimd::bitwise_cast<I>(u) << 23);
   return p * scale;
+}
+
+/// 4x4 transposes inside every 128-bit block: block b of t[k] holds element 4b + k of x[0],
+/// x[1], x[2], x[3] (xsimd's zip is an unpack within 128-bit blocks on every x86 ISA).
+template <class Arch>
+inline void transpose4_in_blocks(const xsimd::batch<float, Arch>* x,
+                                 xsimd::batch<float, Arch>* t) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  using D = xsimd::batch<double, Arch>;
+  const B a = xsimd::zip_lo(x[0], x[1]), b = xsimd::zip_hi(x[0], x[1]);
+  const B c = xsimd::zip_lo(x[2], x[3]), d = xsimd::zip_hi(x[2], x[3]);
+  auto lo = [](B u, B v) {
+    return xsimd::bitwise_cast<B>(
+        xsimd::zip_lo(xsimd::bitwise_cast<D>(u), xsimd::bitwise_cast<D>(v)));
+  };
+  auto hi = [](B u, B v) {
+    return xsimd::bitwise_cast<B>(
+        xsimd::zip_hi(xsimd::bitwise_cast<D>(u), xsimd::bitwise_cast<D>(v)));
+  };
+  t[0] = lo(a, c);
+  t[1] = hi(a, c);
+  t[2] = lo(b, d);
+  t[3] = hi(b, d);
 }
 
 /// Horizontal max of a batch (for per-row maxima; NaN handling as xsimd::max).
