@@ -20,12 +20,13 @@
 // Block sizes (tuning constants, see q_block_for / kv_block_for): per q-chunk the kernel
 // keeps qt + Oᵀ = 2 * q_block * head_dim floats hot in L2 and re-reads each K/V block
 // once per tile (q_block / kLanes times) from L1/L2; a K+V block of 128 keys at head_dim 64
-// is 64 KiB. q_block 128 for head_dim <= 64 (qt + Oᵀ = 64 KiB) and 64 above (128 KiB at
-// head_dim 128, 256 KiB at 256) keeps everything well inside a 512 KiB L2 (Zen 1) while
+// is 64 KiB. q_block 128 for head_dim <= 64 (qt + Oᵀ = 64 KiB) and 64 above (64 KiB at
+// head_dim 128, 128 KiB at 256) keeps everything well inside a 512 KiB L2 (Zen 1) while
 // giving the engine >= 4 tasks per thread from seq_len 1024; kv_block 128: the S tile is
 // 128 x 32 floats = 16 KiB on AVX-512, so S, a tile's qt/Oᵀ slices (8 KiB each at
-// head_dim 64) and the V lines of one head-dim group stay in a 32-48 KiB L1d. Measured
-// sweep in docs/kernels-attention.md.
+// head_dim 64) and the V lines of one head-dim group stay in a 32-48 KiB L1d. A sweep of
+// both over {64, 128, 256} at seq_len 2048 was flat within this machine's noise
+// (docs/kernels-attention.md), so cache fit decided.
 //
 // NaN flow: NaN in a visible score or value reaches the row through exp2 (exp2(NaN) = NaN
 // makes l and O NaN) whatever x86 max does with it; a NaN/Inf in a masked key is replaced

@@ -36,7 +36,8 @@ struct AttnTile {
   static constexpr std::size_t kRows = kW == 16 ? 12 : (kW == 8 ? 6 : 4);
 
   /// Which keys of a tile are masked for which lanes: lane l sees key j iff
-  /// lim_lo[l] < j <= lim[l] (lim = query row + seq_len_kv - seq_len_q).
+  /// lim_lo[l] < j <= lim[l] (lim = query row + seq_len_kv - seq_len_q). Positions are
+  /// compared as floats, exact below 2^24 tokens.
   struct LaneLimits {
     B lim[kQv];
     B lim_lo[kQv];
