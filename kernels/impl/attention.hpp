@@ -6,7 +6,7 @@
 // softmax uses exp2 with no further multiply). Keys are walked in kv-blocks at fixed
 // positions (multiples of kv_block from key 0, so a row's arithmetic never depends on the
 // chunk it was computed in). For each kv-block and each tile of kLanes query rows:
-//   S = Qtile · K_blockᵀ          register-tiled, attention_tiles.hpp (12x2 zmm on AVX-512)
+//   S = Qtile · K_blockᵀ          register-tiled, attention_tiles.hpp (8x2 zmm on AVX-512)
 //   mask                          only in tiles crossing the causal diagonal or the window
 //                                 edge: masked scores are OVERWRITTEN with -inf
 //   m_new = max(m, rowmax S); alpha = exp2(m - m_new); P = exp2(S - m_new); l = alpha l + ΣP
