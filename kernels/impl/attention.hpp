@@ -1,56 +1,191 @@
-// Fused attention (flash attention with online softmax), templated on the xsimd arch.
-// PLACEHOLDER (issue 3 replaces it): plain loops, one query row at a time.
+// Fused attention (flash attention with online softmax) for one (batch, head), per xsimd arch.
+//
+// Algorithm: FlashAttention-2 (Dao 2023) laid out for a CPU. A call's query rows are split
+// into q-chunks of q_block rows; each chunk is copied once into scratch, transposed and
+// multiplied by scale * log2(e) (qt[d][row], so scores come out in log2 units and the
+// softmax uses exp2 with no further multiply). Keys are walked in kv-blocks at fixed
+// positions (multiples of kv_block from key 0, so a row's arithmetic never depends on the
+// chunk it was computed in). For each kv-block and each tile of kLanes query rows:
+//   S = Qtile · K_blockᵀ          register-tiled, attention_tiles.hpp (8x2 zmm on AVX-512)
+//   mask                          only in tiles crossing the causal diagonal or the window
+//                                 edge: masked scores are OVERWRITTEN with -inf
+//   m_new = max(m, rowmax S); alpha = exp2(m - m_new); P = exp2(S - m_new); l = alpha l + ΣP
+//   Oᵀ = alpha Oᵀ + (P · V_block)ᵀ  register-tiled, masked keys skipped per lane
+// and at the end out = O / l (a row with l = 0, i.e. no visible key, gives 0). Key blocks
+// entirely in the future (or before every row's window) are never touched; within a tile
+// only keys some row can see are computed. The [seq_len, seq_len] score matrix never
+// exists: per call the working set is qt and Oᵀ (q_block x head_dim each), one S tile
+// (kv_block x kLanes) and the K/V rows of the current block, read in place.
+//
+// Block sizes (tuning constants, see q_block_for / kv_block_for): per q-chunk the kernel
+// keeps qt + Oᵀ = 2 * q_block * head_dim floats hot in L2 and re-reads each K/V block
+// once per tile (q_block / kLanes times) from L1/L2; a K+V block of 128 keys at head_dim 64
+// is 64 KiB. q_block 128 for head_dim <= 64 (qt + Oᵀ = 64 KiB) and 64 above (64 KiB at
+// head_dim 128, 128 KiB at 256) keeps everything well inside a 512 KiB L2 (Zen 1) while
+// giving the engine >= 4 tasks per thread from seq_len 1024; kv_block 128: the S tile is
+// 128 x 32 floats = 16 KiB on AVX-512, so S, a tile's qt/Oᵀ slices (8 KiB each at
+// head_dim 64) and the V lines of one head-dim group stay in a 32-48 KiB L1d. A sweep of
+// both over {64, 128, 256} at seq_len 2048 was flat within this machine's noise
+// (docs/kernels-attention.md), so cache fit decided.
+//
+// NaN flow: NaN in a visible score or value reaches the row through exp2 (exp2(NaN) = NaN
+// makes l and O NaN) whatever x86 max does with it; a NaN/Inf in a masked key is replaced
+// by -inf before the max, and a masked value is never multiplied in.
 #pragma once
 
-#include <cmath>
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 
 #include <xsimd/xsimd.hpp>
 
+#include "kernels/impl/attention_tiles.hpp"
 #include "kernels/kernels.hpp"
 
 namespace attn::kernels {
 
+namespace {  // internal linkage: no ODR clash between the per-ISA copies
+
+/// Query rows per q-chunk (and per engine task); a multiple of every arch's kLanes.
+constexpr std::size_t q_block_for(std::size_t head_dim) noexcept {
+  return head_dim <= 64 ? 128 : 64;
+}
+/// Keys per kv-block (see the file comment).
+constexpr std::size_t kv_block_for(std::size_t) noexcept { return 128; }
+constexpr std::size_t round16(std::size_t n) noexcept { return (n + 15) / 16 * 16; }
+
+}  // namespace
+
 struct FlashAttention {
   template <class Arch>
-  static std::size_t q_block(Arch, std::size_t) noexcept { return 64; }
-  template <class Arch>
-  static std::size_t scratch_floats(Arch, std::size_t head_dim) noexcept {
-    return 2 * head_dim;
+  static std::size_t q_block(Arch, std::size_t head_dim) noexcept {
+    return q_block_for(head_dim);
   }
   template <class Arch>
+  static std::size_t scratch_floats(Arch, std::size_t head_dim) noexcept {
+    using T = AttnTile<Arch>;
+    const std::size_t qb = q_block_for(head_dim);
+    return 2 * round16(qb * head_dim) + 2 * round16(qb) +
+           round16(kv_block_for(head_dim) * T::kLanes);
+  }
+
+  template <class Arch>
   [[gnu::noinline]] void operator()(Arch, const AttentionArgs& a) const noexcept {
-    float* qrow = a.scratch;
-    float* acc = a.scratch + a.head_dim;
-    const auto diag = static_cast<std::int64_t>(a.seq_len_kv) - static_cast<std::int64_t>(a.seq_len_q);
-    for (std::size_t i = a.q_begin; i < a.q_end; ++i) {
-      for (std::size_t d = 0; d < a.head_dim; ++d) qrow[d] = a.q[i * a.ld_q + d] * a.scale;
-      std::int64_t hi = static_cast<std::int64_t>(a.seq_len_kv) - 1;
-      std::int64_t lo = 0;
-      if (a.causal) {
-        hi = static_cast<std::int64_t>(i) + diag;
-        if (a.window > 0) lo = std::max<std::int64_t>(0, hi - static_cast<std::int64_t>(a.window) + 1);
-      }
-      float m = -std::numeric_limits<float>::infinity();
-      float l = 0.0f;
-      for (std::size_t d = 0; d < a.head_dim; ++d) acc[d] = 0.0f;
-      for (std::int64_t j = lo; j <= hi; ++j) {
-        const float* kr = a.k + j * a.ld_k;
-        float s = 0.0f;
-        for (std::size_t d = 0; d < a.head_dim; ++d) s += qrow[d] * kr[d];
-        const float m_new = (s > m || std::isnan(s)) ? s : m;
-        const float alpha = std::exp(m - m_new);
-        const float p = std::exp(s - m_new);
-        l = l * alpha + p;
-        const float* vr = a.v + j * a.ld_v;
-        for (std::size_t d = 0; d < a.head_dim; ++d) acc[d] = acc[d] * alpha + p * vr[d];
-        m = m_new;
-      }
-      float* o = a.out + i * a.ld_out;
-      for (std::size_t d = 0; d < a.head_dim; ++d) o[d] = l > 0.0f || std::isnan(l) ? acc[d] / l : 0.0f;
+    const std::size_t qb = q_block_for(a.head_dim);
+    for (std::size_t r0 = a.q_begin; r0 < a.q_end; r0 += qb) {
+      q_chunk(Arch{}, a, r0, std::min(a.q_end, r0 + qb));
     }
+  }
+
+ private:
+  // Rows [r0, r1) of the result, r1 - r0 <= q_block: reads those q rows into scratch
+  // before writing those out rows, so out may alias q.
+  template <class Arch>
+  static void q_chunk(Arch, const AttentionArgs& a, std::size_t r0, std::size_t r1) noexcept {
+    using T = AttnTile<Arch>;
+    using B = typename T::B;
+    constexpr std::size_t L = T::kLanes;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    const std::size_t hd = a.head_dim;
+    const std::size_t qb = q_block_for(hd);
+    const std::size_t n_tiles = (r1 - r0 + L - 1) / L;
+    float* qt = a.scratch;
+    float* ot = qt + round16(qb * hd);
+    float* m = ot + round16(qb * hd);
+    float* l = m + round16(qb);
+    float* s = l + round16(qb);
+
+    // qt[tile][d][lane] = q[row][d] * scale * log2(e); padding lanes get 0.
+    const float c = a.scale * kLog2e;
+    for (std::size_t t = 0; t < n_tiles; ++t) {
+      const std::size_t i0 = r0 + t * L;
+      T::pack_q(a.q + static_cast<std::ptrdiff_t>(i0) * a.ld_q, a.ld_q, std::min(L, r1 - i0), hd, c,
+                qt + t * hd * L);
+    }
+    std::fill(ot, ot + n_tiles * hd * L, 0.0f);
+    std::fill(m, m + n_tiles * L, kNegInf);
+    std::fill(l, l + n_tiles * L, 0.0f);
+
+    const auto kv = static_cast<std::int64_t>(a.seq_len_kv);
+    const auto shift = kv - static_cast<std::int64_t>(a.seq_len_q);
+    const auto win = static_cast<std::int64_t>(a.window);
+    const bool windowed = a.causal && a.window > 0;
+    const auto i_first = static_cast<std::int64_t>(r0), i_last = static_cast<std::int64_t>(r1) - 1;
+    // Keys any row of the chunk can see.
+    const std::int64_t hi_all = a.causal ? std::min(kv - 1, i_last + shift) : kv - 1;
+    const std::int64_t lo_all = windowed ? std::max<std::int64_t>(0, i_first + shift - win + 1) : 0;
+    const auto nk = static_cast<std::int64_t>(kv_block_for(hd));
+
+    for (std::int64_t j0 = lo_all / nk * nk; j0 <= hi_all; j0 += nk) {
+      const std::int64_t j1 = std::min(kv, j0 + nk) - 1;
+      for (std::size_t t = 0; t < n_tiles; ++t) {
+        const auto i0 = static_cast<std::int64_t>(r0 + t * L);
+        const std::int64_t i1 = std::min(i_last, i0 + static_cast<std::int64_t>(L) - 1);
+        // Keys [lo, hi] some row of the tile sees; [f_lo, f_hi] every row sees.
+        std::int64_t lo = j0, hi = j1, f_lo = j0, f_hi = j1;
+        if (a.causal) {
+          hi = std::min(hi, i1 + shift);
+          f_hi = std::min(f_hi, i0 + shift);
+          if (windowed) {
+            lo = std::max(lo, i0 + shift - win + 1);
+            f_lo = std::max(f_lo, i1 + shift - win + 1);
+          }
+        }
+        if (hi < lo) continue;
+        const auto n = static_cast<std::size_t>(hi - lo + 1);
+        const auto h =
+            static_cast<std::size_t>(std::clamp<std::int64_t>(f_lo - lo, 0, hi - lo + 1));
+        const auto tb = static_cast<std::size_t>(
+            std::clamp<std::int64_t>(f_hi + 1 - lo, static_cast<std::int64_t>(h), hi - lo + 1));
+        typename T::LaneLimits lim;
+        for (std::size_t v = 0; v < T::kQv; ++v) {
+          lim.lim[v] =
+              xsimd::batch<float, Arch>(static_cast<float>(i0 + shift)) + lane_iota<Arch>(v);
+          lim.lim_lo[v] = windowed ? lim.lim[v] - B(static_cast<float>(win)) : B(kNegInf);
+        }
+        tile_block(Arch{}, a, qt + t * hd * L, ot + t * hd * L, m + t * L, l + t * L, s,
+                   static_cast<std::size_t>(lo), n, h, tb, lim);
+      }
+    }
+
+    // out = O / l (written only now, so out may alias q).
+    for (std::size_t t = 0; t < n_tiles; ++t) {
+      const std::size_t i0 = r0 + t * L;
+      T::store_out(ot + t * hd * L, l + t * L, std::min(L, r1 - i0), hd,
+                   a.out + static_cast<std::ptrdiff_t>(i0) * a.ld_out, a.ld_out);
+    }
+  }
+
+  template <class Arch>
+  static xsimd::batch<float, Arch> lane_iota(std::size_t v) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    alignas(64) float iota[B::size];
+    for (std::size_t i = 0; i < B::size; ++i) iota[i] = static_cast<float>(v * B::size + i);
+    return B::load_aligned(iota);
+  }
+
+  // One tile against keys [j_first, j_first + n) of one kv-block.
+  template <class Arch>
+  static void tile_block(Arch, const AttentionArgs& a, const float* qt, float* ot, float* m,
+                         float* l, float* s, std::size_t j_first, std::size_t n, std::size_t h,
+                         std::size_t tb, const typename AttnTile<Arch>::LaneLimits& lim) noexcept {
+    using T = AttnTile<Arch>;
+    constexpr std::size_t L = T::kLanes;
+    const std::size_t hd = a.head_dim;
+    const float* k = a.k + static_cast<std::ptrdiff_t>(j_first) * a.ld_k;
+    const auto jf = static_cast<float>(j_first);
+    typename T::B vmax[T::kQv], alpha[T::kQv];
+    for (auto& x : vmax) x = typename T::B(-std::numeric_limits<float>::infinity());
+    T::for_each_group(n, [&](std::size_t r, auto rows) {
+      T::template qk<decltype(rows)::value>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k, a.ld_k,
+                                            hd, s + r * L, r, h, tb, lim, jf, vmax);
+    });
+    T::softmax(s, n, vmax, m, l, alpha);
+    const float* v = a.v + static_cast<std::ptrdiff_t>(j_first) * a.ld_v;
+    T::for_each_group(hd, [&](std::size_t d, auto rows) {
+      T::template pv<decltype(rows)::value>(s, v + d, a.ld_v, n, h, tb, ot + d * L, alpha, lim, jf);
+    });
   }
 };
 

@@ -1,21 +1,45 @@
-// Row softmax with causal masking (the unfused path) and the vector exp.
-// PLACEHOLDER (issue 3 replaces it): plain loops.
+// Row softmax with causal masking (the unfused path) and the vector exp, per xsimd arch.
+//
+// Algorithm (MaskedSoftmaxRows): three streaming passes over each row, all in L1 for rows of
+// up to ~8k columns: (1) t = s * scale * log2(e) over the visible columns and their max,
+// (2) p = exp2(t - max) and its sum, masked columns written as 0, (3) multiply the whole row
+// by 1/sum. Masked columns are never read for the max or the sum, so NaN/Inf there cannot
+// reach the output. NaN flow (deliberate, matching kernels::reference): the max may drop a
+// NaN (x86 max), but exp2(NaN - max) is NaN, so the sum is NaN and pass 3 turns the whole
+// row into NaN; a row with no visible column (or only -inf scores) has sum 0 and becomes 0.
 #pragma once
 
-#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 
 #include <xsimd/xsimd.hpp>
 
+#include "kernels/impl/simd_math.hpp"
 #include "kernels/kernels.hpp"
 
 namespace attn::kernels {
 
 struct VectorExp {
+  /// y = exp(x) computed as the kernels do: exp2_fast(x * log2(e)), clamped above at 2^128
+  /// (so x > 88.38 gives +inf; the softmax kernels never pass positive arguments).
   template <class Arch>
   [[gnu::noinline]] void operator()(Arch, const float* x, float* y, std::size_t n) const noexcept {
-    for (std::size_t i = 0; i < n; ++i) y[i] = std::exp(x[i]);
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    std::size_t i = 0;
+    for (; i + W <= n; i += W) {
+      // min returns its second operand on NaN, so NaN in x survives.
+      const B t = min_nan_b(B(128.0f), B::load_unaligned(x + i) * B(kLog2e));
+      exp2_fast(t).store_unaligned(y + i);
+    }
+    if (i < n) {
+      alignas(64) float buf[W] = {};
+      for (std::size_t j = i; j < n; ++j) buf[j - i] = x[j];
+      const B t = min_nan_b(B(128.0f), B::load_aligned(buf) * B(kLog2e));
+      exp2_fast(t).store_aligned(buf);
+      for (std::size_t j = i; j < n; ++j) y[j] = buf[j - i];
+    }
   }
 };
 
@@ -25,32 +49,69 @@ struct MaskedSoftmaxRows {
                                     std::size_t cols, float scale, bool causal,
                                     std::ptrdiff_t visible_offset,
                                     std::size_t window) const noexcept {
+    const auto n_cols = static_cast<std::ptrdiff_t>(cols);
     for (std::size_t r = 0; r < rows; ++r) {
       float* row = s + static_cast<std::ptrdiff_t>(r) * ld;
-      const std::ptrdiff_t limit = static_cast<std::ptrdiff_t>(r) + visible_offset;
-      const std::ptrdiff_t lo = (causal && window > 0) ? limit - static_cast<std::ptrdiff_t>(window) : -1;
-      auto vis = [&](std::size_t c) {
-        const auto cc = static_cast<std::ptrdiff_t>(c);
-        return !causal || (cc <= limit && cc > lo);
-      };
-      float mx = -std::numeric_limits<float>::infinity();
-      for (std::size_t c = 0; c < cols; ++c) {
-        if (vis(c)) {
-          row[c] *= scale;
-          mx = (row[c] > mx || std::isnan(row[c])) ? row[c] : mx;
-        }
+      std::ptrdiff_t lo = 0, hi = n_cols;  // visible columns [lo, hi)
+      if (causal) {
+        const std::ptrdiff_t limit = static_cast<std::ptrdiff_t>(r) + visible_offset;
+        hi = std::min(n_cols, std::max<std::ptrdiff_t>(limit + 1, 0));
+        if (window > 0)
+          lo = std::max<std::ptrdiff_t>(0, limit - static_cast<std::ptrdiff_t>(window) + 1);
+        lo = std::min(lo, hi);
       }
-      if (mx == -std::numeric_limits<float>::infinity()) {
-        for (std::size_t c = 0; c < cols; ++c) row[c] = 0.0f;
-        continue;
-      }
-      float sum = 0.0f;
-      for (std::size_t c = 0; c < cols; ++c) {
-        row[c] = vis(c) ? std::exp(row[c] - mx) : 0.0f;
-        sum += row[c];
-      }
-      for (std::size_t c = 0; c < cols; ++c) row[c] /= sum;
+      softmax_row(Arch{}, row, static_cast<std::size_t>(lo), static_cast<std::size_t>(hi), cols,
+                  scale * kLog2e);
     }
+  }
+
+ private:
+  template <class Arch>
+  static void softmax_row(Arch, float* row, std::size_t lo, std::size_t hi, std::size_t cols,
+                          float c) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    for (std::size_t j = 0; j < lo; ++j) row[j] = 0.0f;
+    for (std::size_t j = hi; j < cols; ++j) row[j] = 0.0f;
+    // Pass 1: scale into log2 units, and the max.
+    B vmax(kNegInf);
+    std::size_t j = lo;
+    for (; j + W <= hi; j += W) {
+      const B t = B::load_unaligned(row + j) * B(c);
+      t.store_unaligned(row + j);
+      vmax = max_nan_b(vmax, t);
+    }
+    float m = hmax(vmax);
+    for (std::size_t k = j; k < hi; ++k) {
+      row[k] *= c;
+      m = m > row[k] ? m : row[k];
+    }
+    // A row whose max is -inf has only -inf (or NaN) scores: exponentiate against 0 so
+    // -inf gives 0 (not NaN) and NaN stays NaN.
+    const float m_used = m == kNegInf ? 0.0f : m;
+    // Pass 2: exponentials and their sum.
+    B vsum(0.0f);
+    j = lo;
+    for (; j + W <= hi; j += W) {
+      const B p = exp2_fast(B::load_unaligned(row + j) - B(m_used));
+      p.store_unaligned(row + j);
+      vsum += p;
+    }
+    if (j < hi) {
+      alignas(64) float buf[W];
+      for (std::size_t k = 0; k < W; ++k) buf[k] = j + k < hi ? row[j + k] : kNegInf;
+      const B p = exp2_fast(B::load_aligned(buf) - B(m_used));
+      p.store_aligned(buf);
+      vsum += p;
+      for (std::size_t k = j; k < hi; ++k) row[k] = buf[k - j];
+    }
+    const float sum = xsimd::hadd(vsum);
+    // Pass 3: normalise. sum == 0 (nothing visible) gives a zero row; NaN gives a NaN row.
+    const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
+    j = 0;
+    for (; j + W <= cols; j += W) (B::load_unaligned(row + j) * B(inv)).store_unaligned(row + j);
+    for (; j < cols; ++j) row[j] *= inv;
   }
 };
 

@@ -1,0 +1,192 @@
+// Benchmarks of the attention kernels against the machine's roofline, measured in the run:
+// fused attention (GFLOP/s over visible pairs, fraction of the FMA peak), decode (GB/s of K+V
+// read, fraction of the single-core DRAM read bandwidth) and the unfused row softmax.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+
+#include "bench_common.hpp"
+#include "kernels/kernels.hpp"
+
+namespace {
+
+namespace k = attn::kernels;
+
+// 64-byte aligned float buffer filled with small pseudo-random values.
+struct Buffer {
+  std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
+  std::size_t n = 0;
+  explicit Buffer(std::size_t count, std::uint32_t seed = 1) : n(count) {
+    const std::size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
+    data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    std::uint32_t x = seed * 2654435761u + 1;
+    for (std::size_t i = 0; i < count; ++i) {
+      x = x * 1664525u + 1013904223u;
+      data.get()[i] = static_cast<float>(x >> 8) * (1.0f / 16777216.0f) - 0.5f;
+    }
+  }
+  float* get() const { return data.get(); }
+};
+
+// Seconds of the fastest of `reps` calls of f.
+template <class F>
+double best_seconds(int reps, F&& f) {
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+// The FMA peak (GFLOP/s) of the benchmarked ISA: re-measured before every benchmark and the
+// best ever seen kept (on a shared machine a single measurement may land in a busy moment,
+// and contention can only lower a peak).
+double peak_gflops() {
+  static double peak = 0;
+  const k::Isa isa = bench::kernel_isa();
+  constexpr std::size_t kIterations = 1 << 20;
+  double flops = 0;
+  const double s = best_seconds(5, [&] { flops = k::peak_fma(isa, kIterations); });
+  peak = std::max(peak, flops / s * 1e-9);
+  return peak;
+}
+
+// Single-core read bandwidth (GB/s) over a 256 MiB buffer, kept as peak_gflops.
+double read_gbps() {
+  static double gbps = 0;
+  static const std::size_t n = (256u << 20) / sizeof(float);
+  static const Buffer buf(n);
+  const k::Isa isa = bench::kernel_isa();
+  const double s =
+      best_seconds(3, [&] { benchmark::DoNotOptimize(k::read_sum(isa, buf.get(), n)); });
+  gbps = std::max(gbps, static_cast<double>(n * sizeof(float)) / s * 1e-9);
+  return gbps;
+}
+
+double visible_pairs(std::size_t seq, bool causal) {
+  const double s = static_cast<double>(seq);
+  return causal ? s * (s + 1) / 2 : s * s;
+}
+
+// One (batch, head): Q, K, V [seq, head_dim] each; all q-blocks in order on one thread.
+void BM_FlashAttention(benchmark::State& state) {
+  const k::Isa isa = bench::kernel_isa();
+  const auto seq = static_cast<std::size_t>(state.range(0));
+  const auto hd = static_cast<std::size_t>(state.range(1));
+  const bool causal = state.range(2) != 0;
+  Buffer q(seq * hd, 1), kk(seq * hd, 2), v(seq * hd, 3), out(seq * hd, 4);
+  Buffer scratch(k::flash_attention_scratch_floats(isa, hd));
+  k::AttentionArgs a;
+  a.q = q.get();
+  a.ld_q = static_cast<std::ptrdiff_t>(hd);
+  a.k = kk.get();
+  a.ld_k = a.ld_q;
+  a.v = v.get();
+  a.ld_v = a.ld_q;
+  a.out = out.get();
+  a.ld_out = a.ld_q;
+  a.head_dim = hd;
+  a.seq_len_q = seq;
+  a.seq_len_kv = seq;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  a.causal = causal;
+  a.scratch = scratch.get();
+  const std::size_t qb = k::flash_attention_q_block(isa, hd);
+  const double peak = peak_gflops();
+  for (auto _ : state) {
+    for (std::size_t r = 0; r < seq; r += qb) {
+      a.q_begin = r;
+      a.q_end = std::min(seq, r + qb);
+      k::flash_attention(isa, a);
+    }
+    benchmark::ClobberMemory();
+  }
+  const double flops = 4.0 * static_cast<double>(hd) * visible_pairs(seq, causal);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * seq));
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["peak_frac"] =
+      benchmark::Counter(flops * 1e-9 / peak, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(k::isa_name(isa));
+}
+BENCHMARK(BM_FlashAttention)
+    ->ArgNames({"seq", "hd", "causal"})
+    ->ArgsProduct({{128, 256, 512, 1024, 2048, 4096}, {64, 128}, {1}})
+    ->Args({2048, 64, 0})
+    ->Args({2048, 128, 0})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// One decode step of `heads` heads over `keys` cached keys, head_dim 64: K and V are
+// [heads, keys, head_dim] (separate buffers). Enough copies rotate that every iteration reads
+// cold data (>= 256 MiB in all, 8x this machine's L3), so every point measures DRAM.
+void BM_Decode(benchmark::State& state) {
+  const k::Isa isa = bench::kernel_isa();
+  const auto keys = static_cast<std::size_t>(state.range(0));
+  const auto heads = static_cast<std::size_t>(state.range(1));
+  constexpr std::size_t hd = 64;
+  const std::size_t set_floats = heads * keys * hd;
+  const std::size_t copies = std::max<std::size_t>(1, (128u << 20) / (set_floats * sizeof(float)));
+  Buffer kk(copies * set_floats, 5), v(copies * set_floats, 6), q(heads * hd, 7), out(heads * hd);
+  const std::size_t chunks = (keys + k::kDecodeChunk - 1) / k::kDecodeChunk;
+  Buffer partial_out(chunks * hd);
+  std::vector<k::DecodePartial> partials(chunks);
+  const float scale = 0.125f;
+  std::size_t copy = 0;
+  const double bw = read_gbps();
+  for (auto _ : state) {
+    const float* kc = kk.get() + copy * set_floats;
+    const float* vc = v.get() + copy * set_floats;
+    copy = (copy + 1) % copies;
+    for (std::size_t h = 0; h < heads; ++h) {
+      for (std::size_t c = 0; c < chunks; ++c) {
+        const std::size_t j0 = c * k::kDecodeChunk;
+        k::decode_chunk(isa, q.get() + h * hd, kc + (h * keys + j0) * hd, hd,
+                        vc + (h * keys + j0) * hd, hd, std::min(k::kDecodeChunk, keys - j0), hd,
+                        scale, partial_out.get() + c * hd, &partials[c]);
+      }
+      k::decode_merge(isa, partial_out.get(), partials.data(), chunks, hd, out.get() + h * hd);
+    }
+    benchmark::ClobberMemory();
+  }
+  const double bytes = 2.0 * static_cast<double>(set_floats * sizeof(float));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));  // tokens decoded
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["bw_frac"] =
+      benchmark::Counter(bytes * 1e-9 / bw, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(k::isa_name(isa));
+}
+BENCHMARK(BM_Decode)
+    ->ArgNames({"keys", "heads"})
+    ->ArgsProduct({{1024, 2048, 4096, 8192, 16384}, {12}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
+// The unfused path's softmax over rows of 1024 scores (causal, bottom-right), in L2.
+void BM_Softmax(benchmark::State& state) {
+  const k::Isa isa = bench::kernel_isa();
+  const auto rows = static_cast<std::size_t>(state.range(0));
+  constexpr std::size_t cols = 1024;
+  Buffer s(rows * cols, 8), work(rows * cols);
+  for (auto _ : state) {
+    std::copy(s.get(), s.get() + rows * cols, work.get());
+    k::masked_softmax_rows(isa, work.get(), cols, rows, cols, 0.125f, true,
+                           static_cast<std::ptrdiff_t>(cols - rows), 0);
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * rows * cols));
+  state.SetLabel(k::isa_name(isa));
+}
+BENCHMARK(BM_Softmax)->ArgNames({"rows"})->Arg(64)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+}  // namespace

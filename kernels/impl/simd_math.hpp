@@ -1,0 +1,106 @@
+// Vector math shared by the attention, decode and softmax kernels: 2^t, NaN-explicit max/min,
+// horizontal folds (templated on the arch).
+//
+// exp2_fast algorithm: round-to-nearest range reduction t = n + f, |f| <= 1/2, done with the
+// 1.5 * 2^23 "magic number" add (which also leaves n + 127 in the low mantissa bits, so one
+// shift builds 2^n), then a degree-6 polynomial for 2^f fitted for relative error (minimax
+// weighted least squares, 2e-9 before float rounding). 11 vector ops, no table, no select.
+// Accuracy (measured by tests/test_kernels_softmax.cpp): <= 2 ulp against exp2 of the same
+// float argument. The kernels fold log2(e) into the score scale so they never multiply by it.
+// Edge cases: t <= -127 (and -inf) gives exactly +0 (results below 2^-126 flush to zero, a
+// relative error of 1e-38 against the softmax sum, which is >= 1); t = 0 gives exactly 1
+// (the online softmax relies on alpha = 1 being exact); NaN gives NaN. Arguments above 128
+// are not handled here: the softmax arguments are s - max <= 0 (VectorExp clamps them).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <xsimd/xsimd.hpp>
+
+// GCC 12 reports a false -Wmaybe-uninitialized inside _mm512_max_ps, _mm512_unpack*_ps
+// (their _mm512_undefined_ps pass-through operand, GCC bug 105593) wherever they are inlined;
+// the kernels reach them only through the wrappers below, inside this push/pop.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace attn::kernels {
+
+/// log2(e) as a float: the kernels multiply scores by scale * kLog2e and then use exp2.
+inline constexpr float kLog2e = 1.44269504088896340736f;
+
+/// Lane-wise max; where either lane is NaN it returns b's lane (x86 max semantics), so NaN
+/// in b survives and NaN in a is dropped. Every max of the kernels goes through here.
+template <class Arch>
+inline xsimd::batch<float, Arch> max_nan_b(xsimd::batch<float, Arch> a,
+                                           xsimd::batch<float, Arch> b) noexcept {
+  return xsimd::max(a, b);
+}
+
+/// Lane-wise min with the same NaN rule as max_nan_b.
+template <class Arch>
+inline xsimd::batch<float, Arch> min_nan_b(xsimd::batch<float, Arch> a,
+                                           xsimd::batch<float, Arch> b) noexcept {
+  return xsimd::min(a, b);
+}
+
+/// Returns 2^t for t <= 128; NaN stays NaN, t <= -127 gives +0 (see the file comment).
+template <class Arch>
+inline xsimd::batch<float, Arch> exp2_fast(xsimd::batch<float, Arch> t) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  using I = xsimd::batch<std::int32_t, Arch>;
+  t = max_nan_b(B(-127.0f), t);  // NaN in t survives the clamp
+
+  // 1.5 * 2^23 + 127: the sum's ulp is 1, so u - kShift is t rounded to nearest, and the low
+  // mantissa bits of u hold n + 127 >= 0; shifting them into the exponent field gives 2^n
+  // (n = -127 gives the bit pattern of +0).
+  constexpr float kShift = 12582912.0f + 127.0f;
+  const B u = t + B(kShift);
+  const B f = t - (u - B(kShift));
+  B p(1.5353359e-4f);
+  p = xsimd::fma(p, f, B(1.3398876e-3f));
+  p = xsimd::fma(p, f, B(9.6184369e-3f));
+  p = xsimd::fma(p, f, B(5.5503324e-2f));
+  p = xsimd::fma(p, f, B(2.4022648e-1f));
+  p = xsimd::fma(p, f, B(6.9314718e-1f));
+  p = xsimd::fma(p, f, B(1.0f));
+  const B scale = xsimd::bitwise_cast<B>(xsimd::bitwise_cast<I>(u) << 23);
+  return p * scale;
+}
+
+/// 4x4 transposes inside every 128-bit block: block b of t[k] holds element 4b + k of x[0],
+/// x[1], x[2], x[3] (xsimd's zip is an unpack within 128-bit blocks on every x86 ISA).
+template <class Arch>
+inline void transpose4_in_blocks(const xsimd::batch<float, Arch>* x,
+                                 xsimd::batch<float, Arch>* t) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  using D = xsimd::batch<double, Arch>;
+  const B a = xsimd::zip_lo(x[0], x[1]), b = xsimd::zip_hi(x[0], x[1]);
+  const B c = xsimd::zip_lo(x[2], x[3]), d = xsimd::zip_hi(x[2], x[3]);
+  auto lo = [](B u, B v) {
+    return xsimd::bitwise_cast<B>(
+        xsimd::zip_lo(xsimd::bitwise_cast<D>(u), xsimd::bitwise_cast<D>(v)));
+  };
+  auto hi = [](B u, B v) {
+    return xsimd::bitwise_cast<B>(
+        xsimd::zip_hi(xsimd::bitwise_cast<D>(u), xsimd::bitwise_cast<D>(v)));
+  };
+  t[0] = lo(a, c);
+  t[1] = hi(a, c);
+  t[2] = lo(b, d);
+  t[3] = hi(b, d);
+}
+
+/// Horizontal max of a batch (for per-row maxima; NaN handling as xsimd::max).
+template <class Arch>
+inline float hmax(xsimd::batch<float, Arch> x) noexcept {
+  alignas(64) float lanes[xsimd::batch<float, Arch>::size];
+  x.store_aligned(lanes);
+  float m = lanes[0];
+  for (std::size_t i = 1; i < xsimd::batch<float, Arch>::size; ++i) m = m > lanes[i] ? m : lanes[i];
+  return m;
+}
+
+}  // namespace attn::kernels
+
+#pragma GCC diagnostic pop
