@@ -170,17 +170,28 @@ TEST_CASE("shapes whose products overflow are refused, not wrapped around", "[ho
 
 TEST_CASE("a call needing more workspace than max_workspace_bytes is refused", "[hostile][limits]") {
   test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 2, 1, 256, true, true, 3);
-  c.config.max_workspace_bytes = 64 * 1024;
+  c.config.threads = 1;
+  Tensor x_small(Shape{1, 8, 32}, test::random_floats(8 * 32, 1)), y_small(Shape{1, 8, 32});
+  // The smallest limit (in 4 KiB steps) at which an 8-token call runs: kernel scratch plus a
+  // few KiB of activations. A 256-token call needs ~96 KiB more activations than that.
+  std::int64_t limit = 0;
+  for (std::int64_t l = 4096; l <= (std::int64_t{8} << 20) && limit == 0; l += 4096) {
+    c.config.max_workspace_bytes = l;
+    auto probe = attn::Engine::create(c.config, c.weights);
+    REQUIRE(probe.ok());
+    if (probe->forward(x_small.view(), y_small.view()).ok()) limit = l;
+  }
+  REQUIRE(limit > 0);
+  c.config.max_workspace_bytes = limit;
   auto e = attn::Engine::create(c.config, c.weights);
   REQUIRE(e.ok());
   Tensor y(Shape{1, 256, 32});
   std::fill(y.values().begin(), y.values().end(), 7.0f);
   const attn::Status s = e->forward(c.x.view(), y.view());
   CHECK(s.code() == attn::ErrorCode::kResourceExhausted);
-  CHECK_THAT(s.message(), Catch::Contains("max_workspace_bytes = 65536"));
+  CHECK_THAT(s.message(), Catch::Contains("max_workspace_bytes = " + std::to_string(limit)));
   for (float v : y.values()) REQUIRE(v == 7.0f);
-  // A small call fits in the same engine.
-  Tensor x_small(Shape{1, 8, 32}, test::random_floats(8 * 32, 1)), y_small(Shape{1, 8, 32});
+  // A small call still fits in the same engine after the refusal.
   CHECK(e->forward(x_small.view(), y_small.view()).ok());
   // Negative limits are a config error.
   c.config.max_workspace_bytes = -1;

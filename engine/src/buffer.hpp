@@ -24,6 +24,12 @@ class AlignedBuffer {
     return true;
   }
 
+  /// Frees the memory; the next reserve() allocates again.
+  void release() noexcept {
+    data_.reset();
+    capacity_ = 0;
+  }
+
   float* data() const noexcept { return data_.get(); }
   std::size_t capacity() const noexcept { return capacity_; }
   std::size_t bytes() const noexcept { return capacity_ * sizeof(float); }

@@ -30,6 +30,11 @@ Status grow(const EngineState& st, Workspace& ws, AlignedBuffer& buffer, std::si
     const std::size_t others = ws.activations.bytes() + ws.scratch.bytes() + ws.extra.bytes() - buffer.bytes();
     const std::size_t bytes = mul_or_max(floats, sizeof(float));
     if (bytes > limit || others + bytes > limit) {
+      // The call fails; buffers it grew before this one would count against every later
+      // call and could refuse calls that fit. Free them all: the next call regrows.
+      ws.activations.release();
+      ws.scratch.release();
+      ws.extra.release();
       return {ErrorCode::kResourceExhausted,
               std::string("this call needs ") + (bytes == SIZE_MAX ? std::string("more than 2^64") : std::to_string(bytes)) +
                   " bytes for " + what + " (the workspace would hold " +
