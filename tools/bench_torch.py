@@ -8,10 +8,14 @@ Implementations timed (forward only, eval mode, torch.inference_mode):
   chapter    - the book's MultiHeadAttention class (matmul, masked_fill, softmax, matmul)
   torch-mha  - torch.nn.MultiheadAttention(batch_first=True, need_weights=False) with a
                causal mask, PyTorch's own fused inference path
-Rows carry the same fields as `attn bench --format json`.
+Rows carry the same fields as `attn bench --format json`, plus `blas`: the BLAS library
+loaded. Debian's python3-torch uses whatever libblas.so.3 points to: the reference BLAS
+(~4 GFLOP/s here) unless an optimised one is installed; for a fair comparison first run
+    apt-get install libopenblas0-pthread
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -61,6 +65,18 @@ def flops(batch, seq, d, heads):
     return 2.0 * batch * seq * d * 4 * d + 4.0 * head_dim * visible * batch * heads
 
 
+def blas_library():
+    """Returns the BLAS library this process loaded: Debian's PyTorch calls libblas.so.3,
+    which update-alternatives points at the reference BLAS unless e.g. libopenblas0-pthread
+    is installed, and that decides PyTorch's speed here."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "blas" in line}
+    except OSError:
+        return ""
+    return ",".join(sorted(os.path.realpath(p) for p in paths if p.startswith("/")))
+
+
 def time_it(fn, warmup, reps):
     for _ in range(warmup):
         fn()
@@ -87,6 +103,8 @@ def main():
     torch.manual_seed(123)
     d, h = a.d_model, a.heads
     rows = []
+    with torch.inference_mode():  # load BLAS before blas_library() looks for it
+        torch.rand(2, 2) @ torch.rand(2, 2)
     for seq in [int(s) for s in a.seq_len.split(",")]:
         x = torch.rand(a.batch, seq, d)
         chapter = MultiHeadAttention(d, d, seq, 0.0, h, qkv_bias=True).eval()
@@ -111,6 +129,7 @@ def main():
                     "seq_len": seq, "median_ms": med, "min_ms": min(ms), "max_ms": max(ms),
                     "gflops": flops(a.batch, seq, d, h) / (med * 1e-3) * 1e-9,
                     "tokens_per_s": a.batch * seq / (med * 1e-3),
+                    "blas": blas_library(),
                 })
     if a.format == "json":
         json.dump(rows, sys.stdout, indent=2)

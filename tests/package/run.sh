@@ -10,6 +10,7 @@ cmake --install "$build" --prefix "$work/prefix" >/dev/null
 cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
 cmake --build "$work/build" >/dev/null
 "$work/build/consumer"
+"$work/build/example"
 pc_dir=$(dirname "$(find "$work/prefix" -name attn.pc | head -n 1)")
 PKG_CONFIG_PATH="$pc_dir" pkg-config --exists attn
 # shellcheck disable=SC2046
