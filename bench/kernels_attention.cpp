@@ -4,11 +4,9 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <memory>
 #include <vector>
 
 #include "bench_common.hpp"
@@ -18,59 +16,7 @@ namespace {
 
 namespace k = attn::kernels;
 
-// 64-byte aligned float buffer filled with small pseudo-random values.
-struct Buffer {
-  std::unique_ptr<float, decltype(&std::free)> data{nullptr, &std::free};
-  std::size_t n = 0;
-  explicit Buffer(std::size_t count, std::uint32_t seed = 1) : n(count) {
-    const std::size_t bytes = (count * sizeof(float) + 63) / 64 * 64;
-    data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-    std::uint32_t x = seed * 2654435761u + 1;
-    for (std::size_t i = 0; i < count; ++i) {
-      x = x * 1664525u + 1013904223u;
-      data.get()[i] = static_cast<float>(x >> 8) * (1.0f / 16777216.0f) - 0.5f;
-    }
-  }
-  float* get() const { return data.get(); }
-};
-
-// Seconds of the fastest of `reps` calls of f.
-template <class F>
-double best_seconds(int reps, F&& f) {
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    best = std::min(best,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
-
-// The FMA peak (GFLOP/s) of the benchmarked ISA: re-measured before every benchmark and the
-// best ever seen kept (on a shared machine a single measurement may land in a busy moment,
-// and contention can only lower a peak).
-double peak_gflops() {
-  static double peak = 0;
-  const k::Isa isa = bench::kernel_isa();
-  constexpr std::size_t kIterations = 1 << 20;
-  double flops = 0;
-  const double s = best_seconds(5, [&] { flops = k::peak_fma(isa, kIterations); });
-  peak = std::max(peak, flops / s * 1e-9);
-  return peak;
-}
-
-// Single-core read bandwidth (GB/s) over a 256 MiB buffer, kept as peak_gflops.
-double read_gbps() {
-  static double gbps = 0;
-  static const std::size_t n = (256u << 20) / sizeof(float);
-  static const Buffer buf(n);
-  const k::Isa isa = bench::kernel_isa();
-  const double s =
-      best_seconds(3, [&] { benchmark::DoNotOptimize(k::read_sum(isa, buf.get(), n)); });
-  gbps = std::max(gbps, static_cast<double>(n * sizeof(float)) / s * 1e-9);
-  return gbps;
-}
+using bench::Buffer;
 
 double visible_pairs(std::size_t seq, bool causal) {
   const double s = static_cast<double>(seq);
@@ -101,7 +47,7 @@ void BM_FlashAttention(benchmark::State& state) {
   a.causal = causal;
   a.scratch = scratch.get();
   const std::size_t qb = k::flash_attention_q_block(isa, hd);
-  const double peak = peak_gflops();
+  const double peak = bench::peak_gflops();
   for (auto _ : state) {
     for (std::size_t r = 0; r < seq; r += qb) {
       a.q_begin = r;
@@ -112,11 +58,7 @@ void BM_FlashAttention(benchmark::State& state) {
   }
   const double flops = 4.0 * static_cast<double>(hd) * visible_pairs(seq, causal);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * seq));
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["peak_frac"] =
-      benchmark::Counter(flops * 1e-9 / peak, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(k::isa_name(isa));
+  bench::report_rate(state, "GFLOP/s", flops * 1e-9, "peak_frac", peak);
 }
 BENCHMARK(BM_FlashAttention)
     ->ArgNames({"seq", "hd", "causal"})
@@ -142,7 +84,7 @@ void BM_Decode(benchmark::State& state) {
   std::vector<k::DecodePartial> partials(chunks);
   const float scale = 0.125f;
   std::size_t copy = 0;
-  const double bw = read_gbps();
+  const double bw = bench::read_gbps();
   for (auto _ : state) {
     const float* kc = kk.get() + copy * set_floats;
     const float* vc = v.get() + copy * set_floats;
@@ -160,11 +102,7 @@ void BM_Decode(benchmark::State& state) {
   }
   const double bytes = 2.0 * static_cast<double>(set_floats * sizeof(float));
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));  // tokens decoded
-  state.counters["GB/s"] =
-      benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["bw_frac"] =
-      benchmark::Counter(bytes * 1e-9 / bw, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(k::isa_name(isa));
+  bench::report_rate(state, "GB/s", bytes * 1e-9, "bw_frac", bw);
 }
 BENCHMARK(BM_Decode)
     ->ArgNames({"keys", "heads"})

@@ -3,61 +3,26 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
-#include <map>
-#include <memory>
-#include <random>
 
 #include "bench_common.hpp"
 #include "kernels/kernels.hpp"
 
 namespace {
 
-struct FreeDeleter {
-  void operator()(float* p) const noexcept { std::free(p); }
-};
-using AlignedFloats = std::unique_ptr<float[], FreeDeleter>;
-
-// 64-byte aligned, filled with values in [-1, 1).
-AlignedFloats aligned_random(std::size_t n, unsigned seed) {
-  const std::size_t bytes = (n * sizeof(float) + 63) / 64 * 64 + 64;
-  AlignedFloats p(static_cast<float*>(std::aligned_alloc(64, bytes)));
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (std::size_t i = 0; i < n; ++i) p[i] = dist(gen);
-  return p;
-}
-
-// The FMA peak of `isa` in GFLOP/s, measured once per process (about 50 ms).
-double peak_gflops(attn::kernels::Isa isa) {
-  static std::map<attn::kernels::Isa, double> cache;
-  auto it = cache.find(isa);
-  if (it != cache.end()) return it->second;
-  constexpr std::size_t kIterations = 1 << 20;
-  attn::kernels::peak_fma(isa, kIterations);  // warm up (clock ramp)
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    benchmark::ClobberMemory();
-    const auto t0 = std::chrono::steady_clock::now();
-    const double flops = attn::kernels::peak_fma(isa, kIterations);
-    const auto t1 = std::chrono::steady_clock::now();
-    best = std::max(best, flops * 1e-9 / std::chrono::duration<double>(t1 - t0).count());
-  }
-  return cache[isa] = best;
-}
+using bench::Buffer;
 
 void BM_Gemm(benchmark::State& state) {
   const attn::kernels::Isa isa = bench::kernel_isa();
   const auto m = static_cast<std::size_t>(state.range(0));
   const auto n = static_cast<std::size_t>(state.range(1));
   const auto k = static_cast<std::size_t>(state.range(2));
-  const AlignedFloats a = aligned_random(m * k, 1);
-  const AlignedFloats b = aligned_random(n * k, 2);  // nn.Linear layout [n, k]
-  const AlignedFloats bias = aligned_random(n, 3);
-  const AlignedFloats packed = aligned_random(attn::kernels::gemm_packed_floats(isa, n, k), 4);
-  const AlignedFloats c = aligned_random(m * n, 5);
-  const AlignedFloats scratch = aligned_random(attn::kernels::gemm_scratch_floats(isa), 6);
+  const Buffer a(m * k, 1);
+  const Buffer b(n * k, 2);  // nn.Linear layout [n, k]
+  const Buffer bias(n, 3);
+  const Buffer packed(attn::kernels::gemm_packed_floats(isa, n, k), 4);
+  const Buffer c(m * n, 5);
+  const Buffer scratch(attn::kernels::gemm_scratch_floats(isa), 6);
   attn::kernels::gemm_pack_b(isa, b.get(), static_cast<std::ptrdiff_t>(k), 1, n, k, packed.get());
   attn::kernels::GemmArgs g;
   g.a = a.get();
@@ -79,12 +44,7 @@ void BM_Gemm(benchmark::State& state) {
   const double flops =
       2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
   state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(m));
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  // A rate divided by a constant: achieved GFLOP/s over the peak GFLOP/s.
-  state.counters["peak_frac"] = benchmark::Counter(flops * 1e-9 / peak_gflops(isa),
-                                                   benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(attn::kernels::isa_name(isa));
+  bench::report_rate(state, "GFLOP/s", flops * 1e-9, "peak_frac", bench::peak_gflops());
 }
 BENCHMARK(BM_Gemm)
     ->ArgNames({"m", "n", "k"})
@@ -103,8 +63,8 @@ void BM_GemmPackB(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
   const auto k = static_cast<std::size_t>(state.range(1));
   const bool transposed = state.range(2) != 0;
-  const AlignedFloats b = aligned_random(n * k, 1);
-  const AlignedFloats packed = aligned_random(attn::kernels::gemm_packed_floats(isa, n, k), 2);
+  const Buffer b(n * k, 1);
+  const Buffer packed(attn::kernels::gemm_packed_floats(isa, n, k), 2);
   const std::ptrdiff_t rs_n = transposed ? 1 : static_cast<std::ptrdiff_t>(k);
   const std::ptrdiff_t rs_k = transposed ? static_cast<std::ptrdiff_t>(n) : 1;
   for (auto _ : state) {
