@@ -20,7 +20,7 @@ namespace bench {
 inline attn::kernels::Isa kernel_isa() {
   auto isa = attn::resolve_isa(attn::Isa::kAuto);
   if (!isa.ok()) return attn::kernels::best_isa();
-  return static_cast<attn::kernels::Isa>(static_cast<int>(*isa) - 1);
+  return attn::kernels::from_public(*isa).value_or(attn::kernels::best_isa());
 }
 
 /// 64-byte aligned float buffer filled with small pseudo-random values in [-0.5, 0.5).

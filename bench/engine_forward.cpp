@@ -16,11 +16,12 @@ attn::Tensor random_tensor(attn::Shape shape) {
 }
 
 attn::Engine gpt2_engine(std::int64_t context, int threads) {
-  attn::Config c = attn::Config::gpt2_small();
+  attn::LayerConfig c = attn::LayerConfig::gpt2_small();
   c.context_length = context;
-  c.threads = threads;
+  attn::RunOptions run;
+  run.threads = threads;
   auto w = attn::init_weights_like_torch(c, 123);
-  auto e = attn::Engine::create(c, w.value());
+  auto e = attn::Engine::create(c, w.value(), run);
   return e.value();
 }
 

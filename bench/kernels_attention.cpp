@@ -11,17 +11,13 @@
 
 #include "bench_common.hpp"
 #include "kernels/kernels.hpp"
+#include "kernels/visibility.hpp"
 
 namespace {
 
 namespace k = attn::kernels;
 
 using bench::Buffer;
-
-double visible_pairs(std::size_t seq, bool causal) {
-  const double s = static_cast<double>(seq);
-  return causal ? s * (s + 1) / 2 : s * s;
-}
 
 // One (batch, head): Q, K, V [seq, head_dim] each; all q-blocks in order on one thread.
 void BM_FlashAttention(benchmark::State& state) {
@@ -46,17 +42,13 @@ void BM_FlashAttention(benchmark::State& state) {
   a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
   a.causal = causal;
   a.scratch = scratch.get();
-  const std::size_t qb = k::flash_attention_q_block(isa, hd);
+  const std::size_t n_blocks = k::flash_attention_block_count(isa, seq, hd);
   const double peak = bench::peak_gflops();
   for (auto _ : state) {
-    for (std::size_t r = 0; r < seq; r += qb) {
-      a.q_begin = r;
-      a.q_end = std::min(seq, r + qb);
-      k::flash_attention(isa, a);
-    }
+    k::flash_attention_blocks(isa, a, 0, n_blocks);
     benchmark::ClobberMemory();
   }
-  const double flops = 4.0 * static_cast<double>(hd) * visible_pairs(seq, causal);
+  const double flops = 4.0 * static_cast<double>(hd) * k::visible_pairs(seq, seq, causal, 0);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * seq));
   bench::report_rate(state, "GFLOP/s", flops * 1e-9, "peak_frac", peak);
 }

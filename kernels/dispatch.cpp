@@ -1,5 +1,6 @@
 // Run-time selection of the instruction set (xsimd::dispatch) and the kernel entry points.
 // Compiled without ISA flags: it only picks which per-ISA table to call.
+#include <algorithm>
 #include <cassert>  // xsimd 8.1's xsimd_arch.hpp uses assert without including it
 #include <type_traits>
 
@@ -87,10 +88,10 @@ Isa best_isa() noexcept {
   static const Isa best = [] {
     Isa isa = xsimd::dispatch<CompiledArchs>(IsaOfArch{})();
     // xsimd trusts cpuid alone; step down if the OS does not enable the registers.
-    while (isa != Isa::kSse2 && !os_and_cpu_support(isa)) {
-      isa = static_cast<Isa>(static_cast<int>(isa) - 1);
+    for (Isa lower : kAllIsas) {
+      if (lower <= isa && os_and_cpu_support(lower)) return lower;
     }
-    return isa;
+    return Isa::kSse2;
   }();
   return best;
 }
@@ -128,6 +129,25 @@ std::size_t flash_attention_scratch_floats(Isa isa, std::size_t head_dim) noexce
 }
 void flash_attention(Isa isa, const AttentionArgs& args) noexcept {
   table(isa).flash_attention(args);
+}
+
+std::size_t flash_attention_block_count(Isa isa, std::size_t seq_len_q, std::size_t head_dim,
+                                        std::size_t rows_per_block) noexcept {
+  const std::size_t rows = rows_per_block > 0 ? rows_per_block : flash_attention_q_block(isa, head_dim);
+  return (seq_len_q + rows - 1) / rows;
+}
+
+void flash_attention_blocks(Isa isa, AttentionArgs args, std::size_t block_begin,
+                            std::size_t block_end, std::size_t rows_per_block) noexcept {
+  const std::size_t rows =
+      rows_per_block > 0 ? rows_per_block : flash_attention_q_block(isa, args.head_dim);
+  const KernelTable& t = table(isa);
+  for (std::size_t b = block_begin; b < block_end; ++b) {
+    args.q_begin = b * rows;
+    args.q_end = std::min(args.seq_len_q, args.q_begin + rows);
+    if (args.q_begin >= args.q_end) break;
+    t.flash_attention(args);
+  }
 }
 
 void decode_chunk(Isa isa, const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,

@@ -91,6 +91,16 @@ std::size_t flash_attention_q_block(Isa isa, std::size_t head_dim) noexcept;
 /// Returns the scratch floats one call needs (O(block sizes), independent of seq_len).
 std::size_t flash_attention_scratch_floats(Isa isa, std::size_t head_dim) noexcept;
 void flash_attention(Isa isa, const AttentionArgs& args) noexcept;
+/// Runs flash_attention over query blocks [block_begin, block_end) of `rows_per_block` rows
+/// each (0: flash_attention_q_block), one call per block, as the engine's tasks do; the
+/// args' q_begin/q_end are ignored. The one loop over q-blocks, shared by the engine, the
+/// kernel tests and the kernel benchmarks.
+void flash_attention_blocks(Isa isa, AttentionArgs args, std::size_t block_begin,
+                            std::size_t block_end, std::size_t rows_per_block = 0) noexcept;
+/// Returns the number of query blocks of `rows_per_block` rows (0: flash_attention_q_block)
+/// that cover args.seq_len_q.
+std::size_t flash_attention_block_count(Isa isa, std::size_t seq_len_q, std::size_t head_dim,
+                                        std::size_t rows_per_block = 0) noexcept;
 
 // ---- Decode: one query row against a long key range, in fixed chunks ------------------
 //

@@ -106,11 +106,10 @@ void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, st
                          std::size_t window, double* out, std::ptrdiff_t ld_out) {
   std::vector<double> row(cols);
   for (std::size_t r = 0; r < rows; ++r) {
-    const auto limit = static_cast<std::ptrdiff_t>(r) + visible_offset;
+    const KeyRange keys = causal ? keys_up_to(static_cast<std::int64_t>(r) + visible_offset, cols, window)
+                                 : KeyRange{0, cols};
     for (std::size_t c = 0; c < cols; ++c) {
-      const auto cc = static_cast<std::ptrdiff_t>(c);
-      const bool vis = !causal || (cc <= limit && (window == 0 ||
-                                                   cc > limit - static_cast<std::ptrdiff_t>(window)));
+      const bool vis = keys.contains(c);
       row[c] = vis ? static_cast<double>(s[r * ld + c]) * static_cast<double>(scale) : kNegInf;
     }
     softmax_in_place(row);

@@ -6,19 +6,14 @@
 #include <cstdint>
 
 #include "kernels/kernels.hpp"
+#include "kernels/visibility.hpp"
 
 namespace attn::kernels::reference {
 
-/// True when query row i may see key j (see AttentionArgs for the rule).
+/// True when query row i may see key j (see kernels/visibility.hpp for the rule).
 inline bool visible(std::size_t i, std::size_t j, std::size_t seq_len_q, std::size_t seq_len_kv,
                     bool causal, std::size_t window) noexcept {
-  if (!causal) return true;
-  // limit = i + seq_len_kv - seq_len_q, computed without unsigned wrap-around.
-  const auto limit = static_cast<std::int64_t>(i) + static_cast<std::int64_t>(seq_len_kv) -
-                     static_cast<std::int64_t>(seq_len_q);
-  const auto jj = static_cast<std::int64_t>(j);
-  if (jj > limit) return false;
-  return window == 0 || jj > limit - static_cast<std::int64_t>(window);
+  return visible_keys(i, seq_len_q, seq_len_kv, causal, window).contains(j);
 }
 
 /// c[i, j] = sum_p a[i, p] * b(j, p) + bias[j], with b(j, p) = b[j * rs_n + p * rs_k].

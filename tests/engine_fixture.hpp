@@ -12,7 +12,8 @@ namespace test {
 
 /// A config with random weights drawn the PyTorch way, and a random input.
 struct EngineCase {
-  attn::Config config;
+  attn::LayerConfig config;
+  attn::RunOptions options;
   attn::Weights weights;
   attn::Tensor x;
 };
@@ -21,9 +22,9 @@ inline EngineCase make_case(attn::Variant variant, std::int64_t d_in, std::int64
                             std::int64_t batch, std::int64_t seq_len, bool bias, bool causal,
                             std::uint64_t seed, std::int64_t context_length = 0) {
   EngineCase c;
-  c.config = attn::Config::chapter(variant, d_in, d_out, heads, context_length > 0 ? context_length : seq_len);
+  c.config = attn::LayerConfig::chapter(variant, d_in, d_out, heads, context_length > 0 ? context_length : seq_len);
   c.config.qkv_bias = bias;
-  c.config.causal = causal;
+  c.config.mask = causal ? attn::Mask::kCausal : attn::Mask::kNone;
   auto w = attn::init_weights_like_torch(c.config, seed);
   if (w.ok()) c.weights = std::move(w.value());
   c.x = attn::Tensor(attn::Shape{batch, seq_len, d_in}, random_floats(batch * seq_len * d_in, seed + 1));

@@ -63,8 +63,7 @@ double max_abs_diff(std::span<const G> got, std::initializer_list<double> want) 
 /// The instruction sets this machine can run (the tests cover every one of them).
 inline std::vector<attn::kernels::Isa> supported_isas() {
   std::vector<attn::kernels::Isa> isas;
-  for (int i = 0; i < attn::kernels::kIsaCount; ++i) {
-    const auto isa = static_cast<attn::kernels::Isa>(i);
+  for (attn::kernels::Isa isa : attn::kernels::kAllIsas) {
     if (attn::kernels::isa_supported(isa)) isas.push_back(isa);
   }
   return isas;

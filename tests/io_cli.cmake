@@ -57,13 +57,15 @@ check(decode ok "" "0 of 198 values outside" run --weights mha_b3.safetensors --
 check(decode_gpt2 ok "" "0 of 360 values outside" run --weights gpt2_2layers.safetensors --prefix h.1
       --input gpt2_2layers.input.npy --expect gpt2_2layers.h1.output.npy --decode)
 check(decode_non_causal fail "" "KV-cache sessions need causal attention" run
-      --weights causal_b3.safetensors --input causal_b3.input.npy --no-causal --decode)
+      --weights mha_b3.safetensors --input mha_b3.input.npy --no-causal --decode)
+check(causal_without_mask fail "" "variant causal contradicts mask none" run
+      --weights causal_b3.safetensors --input causal_b3.input.npy --no-causal)
 check(stdout ok "float32 \\[6, 2\\]" "" run --weights v1_book.safetensors --input v1_book.input.npy)
 check(verbose ok "" "context_length = 16 \\(from the mask buffer 'h.1.attn.bias'\\)" run -v
       --weights gpt2_2layers.safetensors --prefix h.1 --input gpt2_2layers.input.npy
       --output ${WORK}/g.npy)
-check(no_causal_differs fail "" "values outside" run --weights causal_b3.safetensors
-      --input causal_b3.input.npy --expect causal_b3.output.npy --no-causal)
+check(no_causal_differs fail "" "values outside" run --weights mha_b3.safetensors
+      --input mha_b3.input.npy --expect mha_b3.output.npy --no-causal)
 check(help_run ok "--weights" "" run --help)
 check(help_info ok "--prefix" "" info --help)
 check(info_npy ok "float32 \\[3, 11, 7\\]" "" info mha_b3.input.npy)

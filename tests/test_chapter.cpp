@@ -10,7 +10,7 @@
 #include "attn/reference.hpp"
 #include "helpers.hpp"
 
-using attn::Config;
+using attn::LayerConfig;
 using attn::Shape;
 using attn::Tensor;
 using attn::Variant;
@@ -32,14 +32,14 @@ Tensor batch() {
 }
 Matrix x_matrix() { return Matrix::from(inputs().view()); }
 
-Weights torch_weights(const Config& c, std::uint64_t seed) {
+Weights torch_weights(const LayerConfig& c, std::uint64_t seed) {
   auto w = attn::init_weights_like_torch(c, seed);
   REQUIRE(w.ok());
   return std::move(w.value());
 }
 
 // Runs the fast engine on x and returns the output.
-std::vector<float> run(const Config& c, const Weights& w, const Tensor& x) {
+std::vector<float> run(const LayerConfig& c, const Weights& w, const Tensor& x) {
   auto engine = attn::Engine::create(c, w);
   INFO(engine.status().to_string());
   REQUIRE(engine.ok());
@@ -105,7 +105,7 @@ TEST_CASE("3.3 simplified self-attention, all tokens", "[book]") {
                                                  0.4671, 0.5910, 0.5266, 0.4177, 0.6503, 0.5645};
   check(attn::reference::matmul(weights, x).values, context);
   // The same through the fast engine (variant simplified: no weights, no scaling).
-  check_rows(run(Config::chapter(Variant::kSimplified, 3, 3, 1, 6), Weights{}, inputs()), context);
+  check_rows(run(LayerConfig::chapter(Variant::kSimplified, 3, 3, 1, 6), Weights{}, inputs()), context);
 }
 
 TEST_CASE("3.4 self-attention with trainable weights, step by step (seed 123)", "[book]") {
@@ -128,16 +128,16 @@ TEST_CASE("3.4 self-attention with trainable weights, step by step (seed 123)", 
 }
 
 TEST_CASE("3.4 SelfAttention_v1 and v2 modules", "[book]") {
-  const Config v1 = Config::chapter(Variant::kSelfAttentionV1, 3, 2, 1, 6);
+  const LayerConfig v1 = LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, 6);
   check_rows(run(v1, torch_weights(v1, 123), inputs()),
              {0.2996, 0.8053, 0.3061, 0.8210, 0.3058, 0.8203, 0.2948, 0.7939, 0.2927, 0.7891, 0.2990, 0.8040});
-  const Config v2 = Config::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
+  const LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
   check_rows(run(v2, torch_weights(v2, 789), inputs()), {-0.0739, 0.0713, -0.0748, 0.0703, -0.0749, 0.0702,
                                                          -0.0760, 0.0685, -0.0763, 0.0679, -0.0754, 0.0693});
 }
 
 TEST_CASE("exercise 3.1: v1 with v2's weights transposed equals v2", "[book]") {
-  const Config v2 = Config::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
+  const LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
   const Weights w2 = torch_weights(v2, 123);
   auto t = [](const Tensor& m) {
     Tensor r(Shape{m.shape()[1], m.shape()[0]});
@@ -150,14 +150,14 @@ TEST_CASE("exercise 3.1: v1 with v2's weights transposed equals v2", "[book]") {
   const std::initializer_list<double> want = {-0.5337, -0.1051, -0.5323, -0.1080, -0.5323, -0.1079,
                                               -0.5297, -0.1076, -0.5311, -0.1066, -0.5299, -0.1081};
   const auto out2 = run(v2, w2, inputs());
-  const auto out1 = run(Config::chapter(Variant::kSelfAttentionV1, 3, 2, 1, 6), w1.value(), inputs());
+  const auto out1 = run(LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, 6), w1.value(), inputs());
   check_rows(out2, want);
   check_rows(out1, want);
   CHECK(out1 == out2);  // the same arithmetic, so the same bits
 }
 
 TEST_CASE("3.5 causal masking, both ways", "[book]") {
-  const Config v2 = Config::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
+  const LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
   const Weights w = torch_weights(v2, 789);
   const Matrix x = x_matrix();
   const Matrix q = attn::reference::linear(x, Matrix::from(w.w_query.view()));
@@ -201,7 +201,7 @@ TEST_CASE("3.5 dropout in training mode (seed 123)", "[book]") {
   const Matrix ones(6, 6, std::vector<double>(36, 1.0));
   check(attn::reference::dropout(ones, 0.5, gen).values,
         {2, 2, 0, 2, 2, 0, 0, 0, 0, 2, 0, 2, 2, 2, 2, 2, 0, 2, 0, 2, 2, 0, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 2, 2, 2, 0});
-  const Config v2 = Config::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
+  const LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
   const Weights w = torch_weights(v2, 789);
   const Matrix x = x_matrix();
   const Matrix q = attn::reference::linear(x, Matrix::from(w.w_query.view()));
@@ -215,7 +215,7 @@ TEST_CASE("3.5 dropout in training mode (seed 123)", "[book]") {
 }
 
 TEST_CASE("3.5 CausalAttention on the batch, and its context_length error", "[book]") {
-  const Config c = Config::chapter(Variant::kCausalAttention, 3, 2, 1, 6);
+  const LayerConfig c = LayerConfig::chapter(Variant::kCausalAttention, 3, 2, 1, 6);
   const Weights w = torch_weights(c, 123);
   check_rows(run(c, w, batch()), {-0.4519, 0.2216, -0.5874, 0.0058, -0.6300, -0.0632,
                                   -0.5675, -0.0843, -0.5526, -0.0981, -0.5299, -0.1081});
@@ -228,11 +228,11 @@ TEST_CASE("3.5 CausalAttention on the batch, and its context_length error", "[bo
 }
 
 TEST_CASE("3.6 the wrapper, MultiHeadAttention and per-head products (seed 123)", "[book]") {
-  const Config wrapper = Config::chapter(Variant::kMultiHeadWrapper, 3, 4, 2, 6);
+  const LayerConfig wrapper = LayerConfig::chapter(Variant::kMultiHeadWrapper, 3, 4, 2, 6);
   check_rows(run(wrapper, torch_weights(wrapper, 123), batch()),
              {-0.4519, 0.2216, 0.4772, 0.1063, -0.5874, 0.0058, 0.5891, 0.3257, -0.6300, -0.0632, 0.6202, 0.3860,
               -0.5675, -0.0843, 0.5478, 0.3589, -0.5526, -0.0981, 0.5321, 0.3428, -0.5299, -0.1081, 0.5077, 0.3493});
-  const Config mha = Config::chapter(Variant::kMultiHeadAttention, 3, 2, 2, 6);
+  const LayerConfig mha = LayerConfig::chapter(Variant::kMultiHeadAttention, 3, 2, 2, 6);
   check_rows(run(mha, torch_weights(mha, 123), batch()), {0.3190, 0.4858, 0.2943, 0.3897, 0.2856, 0.3593,
                                                           0.2693, 0.3873, 0.2639, 0.3928, 0.2575, 0.4028});
   const std::vector<double> a = {0.2745, 0.6584, 0.2775, 0.8573, 0.8993, 0.0390, 0.9268, 0.7388,
@@ -247,13 +247,13 @@ TEST_CASE("3.6 the wrapper, MultiHeadAttention and per-head products (seed 123)"
 }
 
 TEST_CASE("exercise 3.2: the wrapper with d_out 1 per head", "[book]") {
-  const Config wrapper = Config::chapter(Variant::kMultiHeadWrapper, 3, 2, 2, 6);
+  const LayerConfig wrapper = LayerConfig::chapter(Variant::kMultiHeadWrapper, 3, 2, 2, 6);
   check_rows(run(wrapper, torch_weights(wrapper, 123), batch()),
              {-0.5740, 0.2216, -0.7320, 0.0155, -0.7774, -0.0546, -0.6979, -0.0817, -0.6538, -0.0957, -0.6424, -0.1065});
 }
 
 TEST_CASE("exercise 3.3: GPT-2 small's attention has 2,360,064 parameters", "[book]") {
-  const Config c = Config::chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
+  const LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
   const Weights w = torch_weights(c, 123);
   CHECK(w.w_query.numel() + w.w_key.numel() + w.w_value.numel() + w.w_out.numel() + w.b_out.numel() == 2360064);
   CHECK(c.head_dim() == 64);

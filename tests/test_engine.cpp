@@ -8,7 +8,7 @@
 #include "attn/runtime.hpp"
 #include "engine_fixture.hpp"
 
-using attn::Config;
+using attn::LayerConfig;
 using attn::Shape;
 using attn::Tensor;
 using attn::Variant;
@@ -31,7 +31,7 @@ TEST_CASE("engine matches the float64 reference for random configs", "[engine]")
                             Row{Variant::kCausalAttention, 7, 5, 1, 2, 1, false, true},
                             Row{Variant::kCausalAttention, 16, 12, 1, 2, 70, true, true},
                             Row{Variant::kMultiHeadWrapper, 9, 6, 3, 2, 31, false, true},
-                            Row{Variant::kMultiHeadWrapper, 12, 8, 2, 1, 65, true, false},
+                            Row{Variant::kMultiHeadWrapper, 12, 8, 2, 1, 65, true, true},
                             Row{Variant::kMultiHeadAttention, 3, 2, 2, 2, 6, false, true},
                             Row{Variant::kMultiHeadAttention, 24, 24, 4, 3, 47, true, true},
                             Row{Variant::kMultiHeadAttention, 40, 48, 3, 1, 130, true, true},
@@ -48,9 +48,9 @@ TEST_CASE("engine matches the float64 reference for random configs", "[engine]")
       WARN("instruction set " << attn::to_string(isa) << " not available here: not tested");
       continue;
     }
-    Config config = c.config;
-    config.isa = isa;
-    auto engine = attn::Engine::create(config, c.weights);
+    attn::RunOptions run;
+    run.isa = isa;
+    auto engine = attn::Engine::create(c.config, c.weights, run);
     REQUIRE(engine.ok());
     for (auto impl : {attn::AttentionImpl::kFused, attn::AttentionImpl::kUnfused}) {
       CAPTURE(attn::to_string(isa), impl == attn::AttentionImpl::kFused ? "fused" : "unfused");
@@ -99,26 +99,26 @@ TEST_CASE("errors name the parameter and leave the output untouched", "[engine][
 }
 
 TEST_CASE("invalid configs and weights are refused with the values in the message", "[engine][errors]") {
-  auto expect = [](const Config& config, const attn::Weights& w, const char* needle) {
+  auto expect = [](const LayerConfig& config, const attn::Weights& w, const char* needle) {
     auto e = attn::Engine::create(config, w);
     REQUIRE_FALSE(e.ok());
     CAPTURE(e.status().to_string());
     CHECK(e.status().code() == attn::ErrorCode::kInvalidArgument);
     CHECK_THAT(e.status().message(), Catch::Contains(needle));
   };
-  Config c = Config::chapter(Variant::kMultiHeadAttention, 6, 5, 2, 16);
+  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 6, 5, 2, 16);
   expect(c, {}, "d_out = 5 is not divisible by num_heads = 2");
-  c = Config::chapter(Variant::kMultiHeadAttention, 0, 4, 2, 16);
+  c = LayerConfig::chapter(Variant::kMultiHeadAttention, 0, 4, 2, 16);
   expect(c, {}, "d_in = 0");
-  c = Config::chapter(Variant::kMultiHeadAttention, 6, -4, 2, 16);
+  c = LayerConfig::chapter(Variant::kMultiHeadAttention, 6, -4, 2, 16);
   expect(c, {}, "d_out = -4");
-  c = Config::chapter(Variant::kMultiHeadAttention, 6, 4, 2, 0);
+  c = LayerConfig::chapter(Variant::kMultiHeadAttention, 6, 4, 2, 0);
   expect(c, {}, "context_length = 0");
-  c = Config::chapter(Variant::kMultiHeadAttention, 6, 4, 0, 16);
+  c = LayerConfig::chapter(Variant::kMultiHeadAttention, 6, 4, 0, 16);
   expect(c, {}, "num_heads = 0");
-  c = Config::chapter(Variant::kCausalAttention, 6, 4, 2, 16);
+  c = LayerConfig::chapter(Variant::kCausalAttention, 6, 4, 2, 16);
   expect(c, {}, "num_heads = 2");
-  c = Config::chapter(Variant::kMultiHeadAttention, 6, 4, 2, 16);
+  c = LayerConfig::chapter(Variant::kMultiHeadAttention, 6, 4, 2, 16);
   auto w = attn::init_weights_like_torch(c, 1);
   REQUIRE(w.ok());
   attn::Weights bad = w.value();
@@ -128,15 +128,38 @@ TEST_CASE("invalid configs and weights are refused with the values in the messag
   bad.b_query = Tensor(Shape{4});
   expect(c, bad, "qkv_bias is false");
   c.window = 3;
-  c.causal = false;
-  expect(c, w.value(), "window = 3 needs causal");
+  c.mask = attn::Mask::kNone;
+  expect(c, w.value(), "window = 3 needs causal attention (variant mha, mask none)");
+}
+
+TEST_CASE("a mask that contradicts the variant is refused; the default mask is the variant's",
+          "[engine][errors]") {
+  for (Variant v : {Variant::kCausalAttention, Variant::kMultiHeadWrapper}) {
+    LayerConfig c = LayerConfig::chapter(v, 6, 4, 1, 16);
+    c.mask = attn::Mask::kNone;
+    const attn::Status s = attn::validate(c);
+    CAPTURE(s.to_string());
+    CHECK(s.code() == attn::ErrorCode::kInvalidArgument);
+    CHECK_THAT(s.message(), Catch::Contains(std::string("variant ") + attn::to_string(v) +
+                                            " contradicts mask none"));
+  }
+  // A hand-built config takes its variant's mask: 3.3/3.4 none, the causal classes causal.
+  LayerConfig v1;
+  v1.variant = Variant::kSelfAttentionV1;
+  CHECK_FALSE(v1.causal());
+  v1.variant = Variant::kCausalAttention;
+  CHECK(v1.causal());
+  v1.mask = attn::Mask::kNone;
+  v1.variant = Variant::kMultiHeadAttention;
+  CHECK_FALSE(v1.causal());
 }
 
 TEST_CASE("an unavailable instruction set is refused, not run", "[engine][errors]") {
-  Config c = Config::chapter(Variant::kSimplified, 4, 4, 1, 8);
+  LayerConfig c = LayerConfig::chapter(Variant::kSimplified, 4, 4, 1, 8);
   for (attn::Isa isa : kIsas) {
-    c.isa = isa;
-    auto e = attn::Engine::create(c, {});
+    attn::RunOptions run;
+    run.isa = isa;
+    auto e = attn::Engine::create(c, {}, run);
     if (isa_runs(isa)) {
       REQUIRE(e.ok());
       CHECK(std::string(e->isa()) == attn::to_string(isa));

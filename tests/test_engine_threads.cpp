@@ -12,7 +12,7 @@
 #include "engine_fixture.hpp"
 
 using attn::Backend;
-using attn::Config;
+using attn::LayerConfig;
 using attn::Variant;
 
 // ---- allocation counting: the whole test binary's operator new goes through here --------
@@ -81,10 +81,10 @@ test::EngineCase gpt2_like_case() {
 }
 
 attn::Engine make_engine(const test::EngineCase& c, Backend backend, int threads) {
-  Config config = c.config;
-  config.backend = backend;
-  config.threads = threads;
-  auto e = attn::Engine::create(config, c.weights);
+  attn::RunOptions run;
+  run.backend = backend;
+  run.threads = threads;
+  auto e = attn::Engine::create(c.config, c.weights, run);
   REQUIRE(e.ok());
   return e.value();
 }
@@ -115,10 +115,10 @@ TEST_CASE("8 threads x 50 concurrent forward calls on one engine equal the seria
   backends.push_back(Backend::kSerial);
   for (Backend backend : backends) {
     CAPTURE(attn::to_string(backend));
-    Config config = big.config;
-    config.backend = backend;
-    config.threads = 2;
-    auto engine = attn::Engine::create(config, big.weights);
+    attn::RunOptions run;
+    run.backend = backend;
+    run.threads = 2;
+    auto engine = attn::Engine::create(big.config, big.weights, run);
     REQUIRE(engine.ok());
     const std::vector<float> want_big = test::run_engine(make_engine(big, Backend::kSerial, 1), big.x);
     const std::vector<float> want_small = test::run_engine(make_engine(big, Backend::kSerial, 1), small.x);

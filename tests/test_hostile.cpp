@@ -8,7 +8,7 @@
 #include "attn/runtime.hpp"
 #include "engine_fixture.hpp"
 
-using attn::Config;
+using attn::LayerConfig;
 using attn::Shape;
 using attn::Tensor;
 using attn::Variant;
@@ -24,9 +24,10 @@ std::vector<attn::Isa> isas() {
   return out;
 }
 
-attn::Engine make(Config c, const attn::Weights& w, attn::Isa isa) {
-  c.isa = isa;
-  auto e = attn::Engine::create(c, w);
+attn::Engine make(const LayerConfig& c, const attn::Weights& w, attn::Isa isa) {
+  attn::RunOptions run;
+  run.isa = isa;
+  auto e = attn::Engine::create(c, w, run);
   REQUIRE(e.ok());
   return e.value();
 }
@@ -67,8 +68,8 @@ TEST_CASE("NaN or Inf in masked (future) values never reach the output", "[hosti
   // The simplified variant uses x itself as keys and values: poison the last token with Inf
   // and NaN; with the causal mask only the last row may see it.
   const std::int64_t seq = 130, d = 8;
-  Config c = Config::chapter(Variant::kSimplified, d, d, 1, seq);
-  c.causal = true;
+  LayerConfig c = LayerConfig::chapter(Variant::kSimplified, d, d, 1, seq);
+  c.mask = attn::Mask::kCausal;
   Tensor x(Shape{1, seq, d}, test::random_floats(seq * d, 9));
   x.data()[(seq - 1) * d + 0] = std::numeric_limits<float>::infinity();
   x.data()[(seq - 1) * d + 1] = kNaN;
@@ -107,7 +108,7 @@ TEST_CASE("a NaN weight poisons only its own head in the wrapper, every column a
 TEST_CASE("huge magnitudes: softmax stays finite where the math is finite", "[hostile]") {
   const std::int64_t seq = 40, d = 4;
   // Scores up to ~4e36 (finite in float32): a stable softmax gives one-hot weights.
-  Config c = Config::chapter(Variant::kSimplified, d, d, 1, seq);
+  LayerConfig c = LayerConfig::chapter(Variant::kSimplified, d, d, 1, seq);
   Tensor x(Shape{1, seq, d}, test::random_floats(seq * d, 5, -1e18f, 1e18f));
   auto want = attn::reference::forward(c, {}, x.view());
   REQUIRE(want.ok());
@@ -133,8 +134,8 @@ TEST_CASE("huge magnitudes: softmax stays finite where the math is finite", "[ho
 
 TEST_CASE("all-equal scores average the visible values; seq_len 1 returns its own value", "[hostile]") {
   const std::int64_t d = 5, seq = 33;
-  Config c = Config::chapter(Variant::kSimplified, d, d, 1, seq);
-  c.causal = true;
+  LayerConfig c = LayerConfig::chapter(Variant::kSimplified, d, d, 1, seq);
+  c.mask = attn::Mask::kCausal;
   Tensor x(Shape{1, seq, d});
   for (std::int64_t i = 0; i < seq; ++i)
     for (std::int64_t j = 0; j < d; ++j) x.data()[i * d + j] = 0.25f * static_cast<float>(j + 1);
@@ -148,7 +149,7 @@ TEST_CASE("all-equal scores average the visible values; seq_len 1 returns its ow
 }
 
 TEST_CASE("shapes whose products overflow are refused, not wrapped around", "[hostile][errors]") {
-  Config c = Config::chapter(Variant::kMultiHeadAttention, 8, 8, 2, std::int64_t{1} << 30);
+  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 8, 8, 2, std::int64_t{1} << 30);
   auto w = attn::init_weights_like_torch(c, 1);
   REQUIRE(w.ok());
   auto e = attn::Engine::create(c, w.value());
@@ -163,27 +164,27 @@ TEST_CASE("shapes whose products overflow are refused, not wrapped around", "[ho
     CHECK_FALSE(st.ok());
     CHECK((st.code() == attn::ErrorCode::kInvalidArgument || st.code() == attn::ErrorCode::kResourceExhausted));
   }
-  // Config sizes beyond the documented bounds are refused.
-  Config huge = Config::chapter(Variant::kMultiHeadAttention, std::int64_t{1} << 40, 8, 2, 16);
+  // LayerConfig sizes beyond the documented bounds are refused.
+  LayerConfig huge = LayerConfig::chapter(Variant::kMultiHeadAttention, std::int64_t{1} << 40, 8, 2, 16);
   CHECK(attn::validate(huge).code() == attn::ErrorCode::kInvalidArgument);
 }
 
 TEST_CASE("a call needing more workspace than max_workspace_bytes is refused", "[hostile][limits]") {
   test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 2, 1, 256, true, true, 3);
-  c.config.threads = 1;
+  c.options.threads = 1;
   Tensor x_small(Shape{1, 8, 32}, test::random_floats(8 * 32, 1)), y_small(Shape{1, 8, 32});
   // The smallest limit (in 4 KiB steps) at which an 8-token call runs: kernel scratch plus a
   // few KiB of activations. A 256-token call needs ~96 KiB more activations than that.
   std::int64_t limit = 0;
   for (std::int64_t l = 4096; l <= (std::int64_t{8} << 20) && limit == 0; l += 4096) {
-    c.config.max_workspace_bytes = l;
-    auto probe = attn::Engine::create(c.config, c.weights);
+    c.options.max_workspace_bytes = l;
+    auto probe = attn::Engine::create(c.config, c.weights, c.options);
     REQUIRE(probe.ok());
     if (probe->forward(x_small.view(), y_small.view()).ok()) limit = l;
   }
   REQUIRE(limit > 0);
-  c.config.max_workspace_bytes = limit;
-  auto e = attn::Engine::create(c.config, c.weights);
+  c.options.max_workspace_bytes = limit;
+  auto e = attn::Engine::create(c.config, c.weights, c.options);
   REQUIRE(e.ok());
   Tensor y(Shape{1, 256, 32});
   std::fill(y.values().begin(), y.values().end(), 7.0f);
@@ -194,13 +195,13 @@ TEST_CASE("a call needing more workspace than max_workspace_bytes is refused", "
   // A small call still fits in the same engine after the refusal.
   CHECK(e->forward(x_small.view(), y_small.view()).ok());
   // Negative limits are a config error.
-  c.config.max_workspace_bytes = -1;
-  CHECK(attn::Engine::create(c.config, c.weights).status().code() == attn::ErrorCode::kInvalidArgument);
+  c.options.max_workspace_bytes = -1;
+  CHECK(attn::Engine::create(c.config, c.weights, c.options).status().code() == attn::ErrorCode::kInvalidArgument);
 }
 
 TEST_CASE("allocation failure surfaces as an error", "[hostile][limits]") {
   // 2^27 tokens x 3 x 4096 features of activations is 6 TiB: no machine here has it.
-  Config c = Config::chapter(Variant::kMultiHeadAttention, 4, 4096, 1, std::int64_t{1} << 20);
+  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 4, 4096, 1, std::int64_t{1} << 20);
   c.d_in = 4;
   auto w = attn::init_weights_like_torch(c, 1);
   REQUIRE(w.ok());

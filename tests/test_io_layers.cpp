@@ -13,7 +13,7 @@
 #include "helpers.hpp"
 #include "io_helpers.hpp"
 
-using attn::Config;
+using attn::LayerConfig;
 using attn::ErrorCode;
 using attn::Shape;
 using attn::Tensor;
@@ -51,10 +51,11 @@ Tensor read_fixture(const std::string& file) {
 
 // Runs `layer` over `x` on `isa`; context_length falls back to seq_len as attn run does.
 Tensor run(const attn::io::Layer& layer, const Tensor& x, attn::Isa isa) {
-  Config c = layer.config;
+  LayerConfig c = layer.config;
   if (c.context_length == 0) c.context_length = x.shape()[-2];
-  c.isa = isa;
-  auto engine = attn::Engine::create(c, layer.weights);
+  attn::RunOptions run;
+  run.isa = isa;
+  auto engine = attn::Engine::create(c, layer.weights, run);
   INFO(engine.status().to_string());
   REQUIRE(engine.ok());
   const Shape& s = x.shape();
@@ -152,7 +153,7 @@ TEST_CASE("io: layers saved from PyTorch match PyTorch's outputs on every instru
     // The float64 reference agrees with PyTorch (checks the mapping, independent of kernels).
     auto ref = attn::reference::forward(
         [&] {
-          Config c = layer->config;
+          LayerConfig c = layer->config;
           if (c.context_length == 0) c.context_length = x.shape()[-2];
           return c;
         }(),
@@ -177,7 +178,7 @@ TEST_CASE("io: layer configs come from the tensors, __metadata__ and the options
   CHECK(wrapper->config.d_out == 9);
   CHECK(wrapper->config.context_length == 8);
   CHECK(wrapper->config.qkv_bias);
-  CHECK(wrapper->config.causal);
+  CHECK(wrapper->config.causal());
 
   auto gpt2 = attn::io::load_layer(open_fixture("gpt2_2layers"), opts("h.1"));
   REQUIRE(gpt2.ok());
@@ -188,11 +189,14 @@ TEST_CASE("io: layer configs come from the tensors, __metadata__ and the options
 
   LayerOptions o;
   o.context_length = 100;
-  o.causal = false;
   auto causal = attn::io::load_layer(open_fixture("causal_b3"), o);
   REQUIRE(causal.ok());
   CHECK(causal->config.context_length == 100);
-  CHECK_FALSE(causal->config.causal);
+  CHECK(causal->config.causal());
+  // A CausalAttention layer without its mask is a contradiction, refused with both named.
+  o.causal = false;
+  test::require_error(attn::io::load_layer(open_fixture("causal_b3"), o).status(),
+                      ErrorCode::kInvalidArgument, {"variant causal contradicts mask none"});
 
   // Without metadata: the layout's defaults; context_length unknown (0).
   const SafetensorsFile bare =
@@ -201,7 +205,7 @@ TEST_CASE("io: layer configs come from the tensors, __metadata__ and the options
   REQUIRE(v2.ok());
   CHECK(v2->location.layout == Layout::kSelfAttentionV2);
   CHECK(v2->config.context_length == 0);
-  CHECK_FALSE(v2->config.causal);
+  CHECK_FALSE(v2->config.causal());
   CHECK(v2->config.qkv_bias);
 }
 

@@ -10,6 +10,7 @@
 
 #include "helpers.hpp"
 #include "kernels/kernels.hpp"
+#include "kernels/visibility.hpp"
 #include "kernels/reference.hpp"
 
 namespace {
@@ -57,17 +58,13 @@ k::AttentionArgs args_of(Qkv& x, bool causal, std::size_t window) {
 std::vector<float> run(k::Isa isa, k::AttentionArgs a, std::size_t split = 0) {
   std::vector<float> out(a.seq_len_q * a.head_dim, -7.0f);
   std::vector<float> scratch(k::flash_attention_scratch_floats(isa, a.head_dim) + 16);
-  const std::size_t step = split ? split : k::flash_attention_q_block(isa, a.head_dim);
   a.out = out.data();
   a.ld_out = static_cast<std::ptrdiff_t>(a.head_dim);
   // 64-byte aligned scratch, as the contract promises.
   auto addr = reinterpret_cast<std::uintptr_t>(scratch.data());
   a.scratch = scratch.data() + ((64 - addr % 64) % 64) / sizeof(float);
-  for (std::size_t r = 0; r < a.seq_len_q; r += step) {
-    a.q_begin = r;
-    a.q_end = std::min(a.seq_len_q, r + step);
-    k::flash_attention(isa, a);
-  }
+  k::flash_attention_blocks(isa, a, 0, k::flash_attention_block_count(isa, a.seq_len_q, a.head_dim, split),
+                            split);
   return out;
 }
 
@@ -262,13 +259,30 @@ TEST_CASE("flash attention: out may alias q", "[kernels][attention]") {
     b.scratch = scratch.data() + ((64 - addr % 64) % 64) / sizeof(float);
     b.out = y.q.data();
     b.ld_out = b.ld_q;
-    const std::size_t qb = k::flash_attention_q_block(isa, hd);
-    for (std::size_t r = 0; r < 200; r += qb) {
-      b.q_begin = r;
-      b.q_end = std::min<std::size_t>(200, r + qb);
-      k::flash_attention(isa, b);
-    }
+    k::flash_attention_blocks(isa, b, 0, k::flash_attention_block_count(isa, 200, hd));
     for (std::size_t i = 0; i < 200; ++i)
       REQUIRE(std::memcmp(&y.q[i * y.ld], &want[i * hd], hd * sizeof(float)) == 0);
   }
+}
+
+TEST_CASE("the visibility rule: key ranges and pair counts", "[kernels][attention]") {
+  // Square causal: row i sees keys 0..i, n(n+1)/2 pairs; not causal: every pair.
+  for (std::size_t n : {1, 2, 7, 64, 1000}) {
+    CAPTURE(n);
+    CHECK(k::visible_pairs(n, n, true, 0) == static_cast<double>(n * (n + 1) / 2));
+    CHECK(k::visible_pairs(n, n + 3, false, 0) == static_cast<double>(n * (n + 3)));
+    CHECK(k::visible_keys(n - 1, n, n, true, 0).size() == n);
+  }
+  // Fewer queries than keys: bottom-right alignment, the first query sees kv_len - seq_len_q + 1.
+  CHECK(k::visible_keys(0, 3, 10, true, 0).begin == 0);
+  CHECK(k::visible_keys(0, 3, 10, true, 0).end == 8);
+  // A window keeps the last `window` keys of each row: sum over rows of min(i + 1, w).
+  double want = 0;
+  for (std::size_t i = 0; i < 100; ++i) want += static_cast<double>(std::min<std::size_t>(i + 1, 16));
+  CHECK(k::visible_pairs(100, 100, true, 16) == want);
+  CHECK(k::visible_keys(50, 100, 100, true, 16).begin == 35);
+  CHECK(k::visible_keys(50, 100, 100, true, 16).end == 51);
+  // More queries than keys: the first rows see nothing.
+  CHECK(k::visible_keys(0, 10, 4, true, 0).size() == 0);
+  CHECK(k::visible_pairs(10, 4, true, 0) == 10.0);
 }

@@ -8,8 +8,9 @@
 #include "attn/random.hpp"
 #include "attn/reference.hpp"
 #include "helpers.hpp"
+#include "kernels/visibility.hpp"
 
-using attn::Config;
+using attn::LayerConfig;
 using attn::Shape;
 using attn::Tensor;
 using attn::Variant;
@@ -30,9 +31,11 @@ TEST_CASE("attention weights: rows sum to 1 and masked positions get exactly 0",
   const Matrix w = attn::reference::attention_weights(q, k, o);
   for (std::int64_t i = 0; i < rows; ++i) {
     double sum = 0;
-    const std::int64_t limit = i + extra;
     for (std::int64_t j = 0; j < cols; ++j) {
-      const bool visible = j <= limit && (window == 0 || j > limit - window);
+      const bool visible = attn::kernels::visible_keys(static_cast<std::size_t>(i), static_cast<std::size_t>(rows),
+                                                       static_cast<std::size_t>(cols), true,
+                                                       static_cast<std::size_t>(window))
+                               .contains(static_cast<std::size_t>(j));
       if (!visible) CHECK(w(i, j) == 0.0);
       if (visible) CHECK(w(i, j) > 0.0);
       sum += w(i, j);
@@ -63,11 +66,11 @@ TEST_CASE("dropout keeps about 1-p of a large matrix and scales survivors by 1/(
 
 TEST_CASE("the wrapper equals MultiHeadAttention when the weights are arranged to match", "[reference]") {
   const std::int64_t d_in = 5, heads = 3, hd = 2, d_out = heads * hd, seq = 7;
-  Config wrap = Config::chapter(Variant::kMultiHeadWrapper, d_in, d_out, heads, 16);
+  LayerConfig wrap = LayerConfig::chapter(Variant::kMultiHeadWrapper, d_in, d_out, heads, 16);
   wrap.qkv_bias = true;
   auto w = attn::init_weights_like_torch(wrap, 7);
   REQUIRE(w.ok());
-  Config mha = wrap;
+  LayerConfig mha = wrap;
   mha.variant = Variant::kMultiHeadAttention;
   attn::Weights wm = w.value();
   wm.w_out = Tensor(Shape{d_out, d_out});

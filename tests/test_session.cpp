@@ -6,15 +6,15 @@
 
 #include "engine_fixture.hpp"
 
-using attn::Config;
+using attn::LayerConfig;
 using attn::Shape;
 using attn::Tensor;
 using attn::Variant;
 
 namespace {
 
-attn::Engine make(const Config& c, const attn::Weights& w) {
-  auto e = attn::Engine::create(c, w);
+attn::Engine make(const LayerConfig& c, const attn::Weights& w, const attn::RunOptions& run = {}) {
+  auto e = attn::Engine::create(c, w, run);
   REQUIRE(e.ok());
   return e.value();
 }
@@ -76,10 +76,10 @@ TEST_CASE("a batched step equals individual steps, for any thread count", "[sess
   std::vector<float> want;
   for (int threads : {1, 2, 3, 8}) {
     CAPTURE(threads);
-    Config config = c.config;
-    config.threads = threads;
-    config.backend = test::threaded_backend();
-    attn::Engine engine = make(config, c.weights);
+    attn::RunOptions run;
+    run.threads = threads;
+    run.backend = test::threaded_backend();
+    attn::Engine engine = make(c.config, c.weights, run);
     std::vector<attn::Session> batched, single;
     for (int p : prompts) {
       for (auto* list : {&batched, &single}) {
@@ -161,8 +161,8 @@ TEST_CASE("session errors: full cache, shapes, foreign and repeated sessions, no
   CHECK_THAT(st.message(), Catch::Contains("another engine"));
   CHECK(fresh->position() == 0);
 
-  Config nc = c.config;
-  nc.causal = false;
+  LayerConfig nc = c.config;
+  nc.mask = attn::Mask::kNone;
   auto non_causal = make(nc, c.weights).new_session();
   REQUIRE_FALSE(non_causal.ok());
   CHECK_THAT(non_causal.status().message(), Catch::Contains("causal"));

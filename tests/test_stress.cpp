@@ -9,7 +9,7 @@
 
 #include "engine_fixture.hpp"
 
-using attn::Config;
+using attn::LayerConfig;
 using attn::Shape;
 using attn::Tensor;
 using attn::Variant;
@@ -25,13 +25,13 @@ constexpr std::int64_t kContext = 64;
 TEST_CASE("8 threads x 50 mixed-shape calls on one engine, engines created and destroyed alongside",
           "[stress][threads]") {
   test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 4, 1, kContext, true, true, 21, kContext);
-  Config shared_config = c.config;
-  shared_config.backend = test::threaded_backend();
-  shared_config.threads = 2;
-  auto shared = attn::Engine::create(shared_config, c.weights);
-  Config serial_config = c.config;
-  serial_config.backend = attn::Backend::kSerial;
-  auto serial = attn::Engine::create(serial_config, c.weights);
+  attn::RunOptions shared_options;
+  shared_options.backend = test::threaded_backend();
+  shared_options.threads = 2;
+  auto shared = attn::Engine::create(c.config, c.weights, shared_options);
+  attn::RunOptions serial_options;
+  serial_options.backend = attn::Backend::kSerial;
+  auto serial = attn::Engine::create(c.config, c.weights, serial_options);
   REQUIRE(shared.ok());
   REQUIRE(serial.ok());
 
@@ -57,9 +57,9 @@ TEST_CASE("8 threads x 50 mixed-shape calls on one engine, engines created and d
   std::thread churn([&] {
     int n = 0;
     while (!done.load() || n < 20) {
-      Config cfg = shared_config;
-      cfg.threads = 1 + n % 3;
-      auto e = attn::Engine::create(cfg, c.weights);
+      attn::RunOptions options = shared_options;
+      options.threads = 1 + n % 3;
+      auto e = attn::Engine::create(c.config, c.weights, options);
       if (!e.ok()) {
         ++failures;
         break;
@@ -79,8 +79,8 @@ TEST_CASE("8 threads x 50 mixed-shape calls on one engine, engines created and d
 
 TEST_CASE("sessions of one engine step concurrently on 8 threads", "[stress][threads][session]") {
   test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 4, 1, kContext, true, true, 22, kContext);
-  c.config.backend = test::threaded_backend();
-  c.config.threads = 2;
+  c.options.backend = test::threaded_backend();
+  c.options.threads = 2;
   auto engine = attn::Engine::create(c.config, c.weights);
   REQUIRE(engine.ok());
   // Each thread feeds its own sequence token by token; the last output must equal the full

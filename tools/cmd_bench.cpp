@@ -39,26 +39,27 @@ Tensor random_tensor(Shape shape, std::uint32_t seed) {
 
 // A GPT-2-style attention layer (qkv_bias, out_proj) of the requested size.
 Result<Engine> make_engine(const BenchOptions& o, std::int64_t context, std::int64_t threads, const std::string& backend) {
-  Config c = Config::chapter(Variant::kMultiHeadAttention, o.d_model, o.d_model, o.heads, context);
+  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, o.d_model, o.d_model, o.heads, context);
   c.qkv_bias = true;
-  c.causal = o.causal;
-  c.threads = static_cast<int>(threads);
+  c.mask = o.causal ? Mask::kCausal : Mask::kNone;
+  RunOptions run;
+  run.threads = static_cast<int>(threads);
   Result<Backend> b = parse_backend(backend);
   if (!b.ok()) return b.status();
-  c.backend = *b;
+  run.backend = *b;
   Result<Isa> isa = parse_isa(o.isa);
   if (!isa.ok()) return isa.status();
-  c.isa = *isa;
+  run.isa = *isa;
   Result<Weights> w = init_weights_like_torch(c, 123);
   if (!w.ok()) return w.status();
-  return Engine::create(c, w.value());
+  return Engine::create(c, w.value(), run);
 }
 
 Row describe(const Engine& e, const std::string& impl, const std::string& backend, const RuntimeInfo& info) {
   Row r;
   r.set("impl", impl).set("backend", backend).set("isa", std::string(e.isa()));
   r.set("threads", std::int64_t{e.threads()}).set("d_model", e.config().d_out).set("heads", e.config().num_heads);
-  r.set("causal", e.config().causal);
+  r.set("causal", e.config().causal());
   r.set("commit", info.git_commit).set("cpu_model", info.cpu_model);
   return r;
 }

@@ -21,19 +21,20 @@ struct ProfileOptions {
 };
 
 int run_profile(const ProfileOptions& o) {
-  Config c = Config::gpt2_small();
+  LayerConfig c = LayerConfig::gpt2_small();
   const std::int64_t batch = 8, seq = 1024;
-  c.threads = o.threads;
+  RunOptions run;
+  run.threads = o.threads;
   auto backend = parse_backend(o.backend);
   auto isa = parse_isa(o.isa);
   if (!backend.ok() || !isa.ok()) {
     std::cerr << "attn profile: " << (backend.ok() ? isa.status() : backend.status()).to_string() << "\n";
     return 2;
   }
-  c.backend = *backend;
-  c.isa = *isa;
+  run.backend = *backend;
+  run.isa = *isa;
   Result<Weights> w = init_weights_like_torch(c, 123);
-  Result<Engine> engine = w.ok() ? Engine::create(c, w.value()) : Result<Engine>(w.status());
+  Result<Engine> engine = w.ok() ? Engine::create(c, w.value(), run) : Result<Engine>(w.status());
   if (!engine.ok()) {
     std::cerr << "attn profile: " << engine.status().to_string() << "\n";
     return 1;

@@ -118,7 +118,7 @@ int run(const RunArgs& args) {
   if (!file.ok()) return fail(file.status());
   Result<io::Layer> layer = io::load_layer(file.value(), options.value());
   if (!layer.ok()) return fail(layer.status());
-  Config config = layer->config;
+  LayerConfig config = layer->config;
 
   Result<Tensor> x = io::read_npy(args.input);
   if (!x.ok()) return fail(x.status());
@@ -135,11 +135,12 @@ int run(const RunArgs& args) {
     return fail(args.input + ": seq_len " + std::to_string(seq_len) + " exceeds context_length " +
                 std::to_string(config.context_length) + " (raise it with --context-length)");
   }
-  config.threads = args.threads;
-  config.backend = backend.value();
-  config.isa = isa.value();
+  RunOptions run;
+  run.threads = args.threads;
+  run.backend = backend.value();
+  run.isa = isa.value();
 
-  Result<Engine> engine = Engine::create(config, layer->weights);
+  Result<Engine> engine = Engine::create(config, layer->weights, run);
   if (!engine.ok()) return fail(engine.status());
   if (args.verbose) {
     std::cerr << "attn run: " << args.weights << ": layout "
@@ -148,7 +149,7 @@ int run(const RunArgs& args) {
               << "attn run: " << describe(config) << "\n";
     for (const std::string& note : layer->notes) std::cerr << "attn run:   " << note << "\n";
     std::cerr << "attn run: kernels " << engine->isa() << ", " << engine->threads() << " threads ("
-              << to_string(config.backend) << ")\n";
+              << to_string(run.backend) << ")\n";
   }
   Tensor y(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out} : Shape{xs[0], config.d_out});
   const Status status = args.decode ? decode(engine.value(), x.value(), y) : engine->forward(x->view(), y.view());

@@ -62,13 +62,13 @@ struct LayerArgs {
 
 /// Returns e.g. "variant mha, d_in 768, d_out 768, num_heads 12 (head_dim 64), context_length
 /// 1024, qkv_bias true, causal true".
-inline std::string describe(const Config& c) {
+inline std::string describe(const LayerConfig& c) {
   return std::string("variant ") + to_string(c.variant) + ", d_in " + std::to_string(c.d_in) +
          ", d_out " + std::to_string(c.d_out) + ", num_heads " + std::to_string(c.num_heads) +
          " (head_dim " + std::to_string(c.head_dim()) + "), context_length " +
          (c.context_length > 0 ? std::to_string(c.context_length) : std::string("unknown")) +
          ", qkv_bias " + (c.qkv_bias ? "true" : "false") + ", causal " +
-         (c.causal ? "true" : "false");
+         (c.causal() ? "true" : "false");
 }
 
 }  // namespace attn::tools

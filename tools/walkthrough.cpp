@@ -82,7 +82,7 @@ Tensor batch_of_two() {
 }
 
 // Runs the fast engine; the walkthrough's configurations are always valid.
-Tensor run_engine(const Config& config, const Weights& weights, const Tensor& x, std::ostream& out) {
+Tensor run_engine(const LayerConfig& config, const Weights& weights, const Tensor& x, std::ostream& out) {
   Result<Engine> engine = Engine::create(config, weights);
   Shape shape = x.shape();
   Tensor y(x.shape().rank() == 3 ? Shape{shape[0], shape[1], config.d_out} : Shape{shape[0], config.d_out});
@@ -94,7 +94,7 @@ Tensor run_engine(const Config& config, const Weights& weights, const Tensor& x,
   return y;
 }
 
-Weights torch_weights(const Config& config, std::uint64_t seed) {
+Weights torch_weights(const LayerConfig& config, std::uint64_t seed) {
   Result<Weights> w = init_weights_like_torch(config, seed);
   return w.ok() ? std::move(w.value()) : Weights{};
 }
@@ -129,7 +129,7 @@ void section_3_3(std::ostream& out) {
   }
   print_vector(out, "row sums", row_sums);
   print_matrix(out, "context vectors = W X (reference)", reference::matmul(all_weights, x));
-  Config c = Config::chapter(Variant::kSimplified, kDim, kDim, 1, kTokens);
+  LayerConfig c = LayerConfig::chapter(Variant::kSimplified, kDim, kDim, 1, kTokens);
   print_tensor(out, "context vectors (fast engine, variant simplified)", run_engine(c, Weights{}, inputs(), out));
 }
 
@@ -156,17 +156,17 @@ void section_3_4(std::ostream& out) {
   print_vector(out, "weights = softmax(scores / sqrt(d_k))", w2);
   print_vector(out, "context vector z(2)", reference::context_vector(w2, values));
 
-  Config v1 = Config::chapter(Variant::kSelfAttentionV1, 3, 2, 1, kTokens);
+  LayerConfig v1 = LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, kTokens);
   print_tensor(out, "SelfAttention_v1(seed 123) on all six tokens (fast engine)",
                run_engine(v1, torch_weights(v1, 123), inputs(), out));
-  Config v2 = Config::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
+  LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
   print_tensor(out, "SelfAttention_v2(seed 789, nn.Linear without bias) (fast engine)",
                run_engine(v2, torch_weights(v2, 789), inputs(), out));
 }
 
 void exercise_3_1(std::ostream& out) {
   heading(out, "Exercise 3.1: SelfAttention_v1 given SelfAttention_v2's weights (seed 123)");
-  Config v2 = Config::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
+  LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
   const Weights w2 = torch_weights(v2, 123);
   auto transposed = [](const Tensor& t) {
     Tensor r(Shape{t.shape()[1], t.shape()[0]});
@@ -175,7 +175,7 @@ void exercise_3_1(std::ostream& out) {
     return r;
   };
   Result<Weights> w1 = Weights::from_input_major(transposed(w2.w_query), transposed(w2.w_key), transposed(w2.w_value));
-  Config v1 = Config::chapter(Variant::kSelfAttentionV1, 3, 2, 1, kTokens);
+  LayerConfig v1 = LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, kTokens);
   print_tensor(out, "SelfAttention_v2 (seed 123)", run_engine(v2, w2, inputs(), out));
   print_tensor(out, "SelfAttention_v1 with W = v2's weights transposed",
                run_engine(v1, w1.ok() ? w1.value() : Weights{}, inputs(), out));
@@ -183,7 +183,7 @@ void exercise_3_1(std::ostream& out) {
 
 void section_3_5(std::ostream& out) {
   heading(out, "3.5 Causal attention (SelfAttention_v2's weights, seed 789)");
-  Config v2 = Config::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
+  LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
   const Weights w = torch_weights(v2, 789);
   const Matrix x = to_matrix(inputs());
   const Matrix q = reference::linear(x, to_matrix(w.w_query)), k = reference::linear(x, to_matrix(w.w_key));
@@ -202,7 +202,7 @@ void section_3_5(std::ostream& out) {
   TorchGenerator gen2(123);
   print_matrix(out, "Dropout(0.5) on the causal weights (seed 123)", reference::dropout(causal, 0.5, gen2));
 
-  Config ca = Config::chapter(Variant::kCausalAttention, 3, 2, 1, kTokens);
+  LayerConfig ca = LayerConfig::chapter(Variant::kCausalAttention, 3, 2, 1, kTokens);
   print_tensor(out, "CausalAttention(d_in 3, d_out 2, context_length 6, dropout 0, seed 123) on the batch",
                run_engine(ca, torch_weights(ca, 123), batch_of_two(), out));
   Tensor seven(Shape{7, 3});
@@ -213,10 +213,10 @@ void section_3_5(std::ostream& out) {
 
 void section_3_6(std::ostream& out) {
   heading(out, "3.6 Multi-head attention (seed 123)");
-  Config wrapper = Config::chapter(Variant::kMultiHeadWrapper, 3, 4, 2, kTokens);
+  LayerConfig wrapper = LayerConfig::chapter(Variant::kMultiHeadWrapper, 3, 4, 2, kTokens);
   print_tensor(out, "MultiHeadAttentionWrapper(2 heads of d_out 2), outputs concatenated",
                run_engine(wrapper, torch_weights(wrapper, 123), batch_of_two(), out));
-  Config mha = Config::chapter(Variant::kMultiHeadAttention, 3, 2, 2, kTokens);
+  LayerConfig mha = LayerConfig::chapter(Variant::kMultiHeadAttention, 3, 2, 2, kTokens);
   print_tensor(out, "MultiHeadAttention(d_out 2, 2 heads: head_dim 1, out_proj)",
                run_engine(mha, torch_weights(mha, 123), batch_of_two(), out));
 
@@ -231,14 +231,14 @@ void section_3_6(std::ostream& out) {
 
 void exercise_3_2(std::ostream& out) {
   heading(out, "Exercise 3.2: the wrapper with d_out 1 per head (seed 123)");
-  Config wrapper = Config::chapter(Variant::kMultiHeadWrapper, 3, 2, 2, kTokens);
+  LayerConfig wrapper = LayerConfig::chapter(Variant::kMultiHeadWrapper, 3, 2, 2, kTokens);
   print_tensor(out, "MultiHeadAttentionWrapper(2 heads of d_out 1)",
                run_engine(wrapper, torch_weights(wrapper, 123), batch_of_two(), out));
 }
 
 void exercise_3_3(std::ostream& out) {
   heading(out, "Exercise 3.3: GPT-2 small's attention (d 768, 12 heads, context 1024)");
-  Config c = Config::chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
+  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
   const Weights w = torch_weights(c, 123);
   const std::int64_t params = w.w_query.numel() + w.w_key.numel() + w.w_value.numel() + w.w_out.numel() + w.b_out.numel();
   out << "parameters (qkv_bias=False, as in the chapter): " << params << "\n";

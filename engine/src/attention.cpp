@@ -1,143 +1,215 @@
-// Scheduling of the attention kernels (see attention.hpp).
+// The attention stage (see attention.hpp): kernels scheduled over (sequence, head, ...) tasks.
 #include "attention.hpp"
 
 #include <algorithm>
 
+#include "engine_state.hpp"
 #include "kernels/kernels.hpp"
+#include "kernels/visibility.hpp"
+#include "session_state.hpp"
 
 namespace attn::detail {
+namespace {
 
-void run_fused_attention(const EngineState& st, Workspace& ws, const AttentionJob& job) {
-  const std::size_t heads = static_cast<std::size_t>(st.config.num_heads);
-  const std::size_t q_block = st.mask.q_block();
-  const std::size_t n_qb = (job.seq_len_q + q_block - 1) / q_block;
-  // Causal blocks cost more the later they are: pair block i with block n-1-i so that every
-  // task does about the same work, whatever order the scheduler runs them in.
-  const std::size_t pairs = (n_qb + 1) / 2;
-  auto body = [&](std::size_t begin, std::size_t end, int worker) {
-    kernels::AttentionArgs a;
-    a.ld_q = job.q.ld;
-    a.ld_k = job.k.ld;
-    a.ld_v = job.v.ld;
-    a.ld_out = job.out.ld;
-    a.head_dim = st.head_dim;
-    a.seq_len_q = job.seq_len_q;
-    a.seq_len_kv = job.seq_len_kv;
-    a.scale = st.scale;
-    a.causal = st.config.causal;
-    a.window = static_cast<std::size_t>(st.config.window);
-    a.scratch = ws.worker_scratch(worker, st.worker_scratch_floats);
-    for (std::size_t t = begin; t < end; ++t) {
-      const std::size_t bh = t / pairs, pair = t % pairs;
-      const std::size_t b = bh / heads, h = bh % heads;
-      a.q = job.q.at(b, h);
-      a.k = job.k.at(b, h);
-      a.v = job.v.at(b, h);
-      a.out = job.out.at(b, h);
-      const std::size_t blocks[2] = {pair, n_qb - 1 - pair};
-      for (int i = 0; i < (blocks[0] == blocks[1] ? 1 : 2); ++i) {
-        a.q_begin = blocks[i] * q_block;
-        a.q_end = std::min(job.seq_len_q, a.q_begin + q_block);
-        kernels::flash_attention(st.isa, a);
-      }
-    }
-  };
-  st.scheduler->parallel_for(job.batch * heads * pairs, 1, body);
+// Where one (sequence, head) reads and writes.
+struct HeadIo {
+  const float* q = nullptr;
+  const float* k = nullptr;
+  const float* v = nullptr;
+  std::ptrdiff_t ld_q = 0;
+  std::ptrdiff_t ld_kv = 0;
+  float* out = nullptr;
+};
+
+HeadIo head_io(const EngineState& st, const SequenceCall& s, const AttentionIo& io, std::size_t h) {
+  const auto ld = static_cast<std::ptrdiff_t>(st.activation_cols);
+  const auto col = static_cast<std::ptrdiff_t>(h * st.head_dim);
+  const float* row = io.activations + static_cast<std::ptrdiff_t>(s.first_row) * ld + col;
+  HeadIo r;
+  r.q = row;
+  r.ld_q = ld;
+  r.out = io.out + static_cast<std::ptrdiff_t>(s.first_row) * io.ld_out + col;
+  if (s.cache != nullptr) {
+    const auto head = static_cast<std::ptrdiff_t>(h * static_cast<std::size_t>(st.config.context_length) * st.head_dim);
+    r.k = s.cache->k_cache.data() + head;
+    r.v = s.cache->v_cache.data() + head;
+    r.ld_kv = static_cast<std::ptrdiff_t>(st.head_dim);
+  } else {
+    // Without projections (3.3) q = k = v = x.
+    const std::ptrdiff_t k_col = st.config.has_projections() ? st.config.d_out : 0;
+    r.k = row + k_col;
+    r.v = row + 2 * k_col;
+    r.ld_kv = ld;
+  }
+  return r;
 }
 
-Status run_unfused_attention(const EngineState& st, Workspace& ws, const AttentionJob& job) {
+// The sequence that task t belongs to (tasks numbered from sequences[i].first_task on).
+const SequenceCall& sequence_of(std::span<SequenceCall> sequences, std::size_t t) {
+  auto it = std::upper_bound(sequences.begin(), sequences.end(), t,
+                             [](std::size_t task, const SequenceCall& s) { return task < s.first_task; });
+  return *(it - 1);
+}
+
+}  // namespace
+
+void run_flash_attention(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
+                         const AttentionIo& io) {
+  const std::size_t num_heads = static_cast<std::size_t>(st.config.num_heads);
+  // Causal blocks cost more the later they are: pair block i with block n-1-i so that every
+  // task does about the same work, whatever order the scheduler runs them in.
+  auto pairs_of = [&](const SequenceCall& s) {
+    return (kernels::flash_attention_block_count(st.isa, s.new_tokens, st.head_dim) + 1) / 2;
+  };
+  std::size_t tasks = 0;
+  for (SequenceCall& s : sequences) {
+    s.first_task = tasks;
+    tasks += num_heads * pairs_of(s);
+  }
+  auto body = [&](std::size_t begin, std::size_t end, int worker) {
+    kernels::AttentionArgs a;
+    a.head_dim = st.head_dim;
+    a.scale = st.scale;
+    a.causal = st.causal;
+    a.window = static_cast<std::size_t>(st.config.window);
+    a.scratch = ws.worker_scratch(worker, st.worker_scratch_floats);
+    a.ld_out = io.ld_out;
+    for (std::size_t t = begin; t < end; ++t) {
+      const SequenceCall& s = sequence_of(sequences, t);
+      const std::size_t pairs = pairs_of(s), local = t - s.first_task;
+      const HeadIo h = head_io(st, s, io, local / pairs);
+      a.q = h.q;
+      a.ld_q = h.ld_q;
+      a.k = h.k;
+      a.v = h.v;
+      a.ld_k = a.ld_v = h.ld_kv;
+      a.out = h.out;
+      a.seq_len_q = s.new_tokens;
+      a.seq_len_kv = s.kv_len;
+      const std::size_t n_blocks = kernels::flash_attention_block_count(st.isa, s.new_tokens, st.head_dim);
+      const std::size_t first = local % pairs, last = n_blocks - 1 - first;
+      kernels::flash_attention_blocks(st.isa, a, first, first + 1);
+      if (last != first) kernels::flash_attention_blocks(st.isa, a, last, last + 1);
+    }
+  };
+  st.scheduler->parallel_for(tasks, 1, body);
+}
+
+Status run_unfused_attention(const EngineState& st, Workspace& ws,
+                             std::span<SequenceCall> sequences, const AttentionIo& io) {
   const kernels::Isa isa = st.isa;
-  const std::size_t heads = static_cast<std::size_t>(st.config.num_heads), hd = st.head_dim;
-  const std::size_t tq = job.seq_len_q, tkv = job.seq_len_kv;
-  const std::size_t ld_s = round_up_floats(tkv);
-  const std::size_t k_packed = round_up_floats(kernels::gemm_packed_floats(isa, tkv, hd));
-  const std::size_t v_packed = round_up_floats(kernels::gemm_packed_floats(isa, hd, tkv));
-  const std::size_t scores = mul_or_max(tq, ld_s);
+  const std::size_t num_heads = static_cast<std::size_t>(st.config.num_heads);
+  const std::size_t head_dim = st.head_dim;
+  std::size_t max_q = 0, max_kv = 0, tasks = 0;
+  for (SequenceCall& s : sequences) {
+    max_q = std::max(max_q, s.new_tokens);
+    max_kv = std::max(max_kv, s.kv_len);
+    s.first_task = tasks;
+    tasks += num_heads;
+  }
+  const std::size_t ld_s = round_up_floats(max_kv);
+  const std::size_t k_packed = round_up_floats(kernels::gemm_packed_floats(isa, max_kv, head_dim));
+  const std::size_t v_packed = round_up_floats(kernels::gemm_packed_floats(isa, head_dim, max_kv));
+  const std::size_t scores = mul_or_max(max_q, ld_s);
   const std::size_t per_worker = scores > SIZE_MAX / 4 ? SIZE_MAX : scores + k_packed + v_packed;
   const std::size_t floats = mul_or_max(per_worker, static_cast<std::size_t>(st.workers));
-  if (Status s = grow(st, ws, ws.extra, floats, "the unfused path's scores"); !s.ok()) return s;
+  if (Status e = grow(ws, ws.extra, floats, "the unfused path's scores", st.workspace_limit()); !e.ok()) {
+    return e;
+  }
   auto body = [&](std::size_t begin, std::size_t end, int worker) {
-    float* s = ws.extra.data() + per_worker * worker;
-    float* kp = s + tq * ld_s;
-    float* vp = kp + k_packed;
+    float* scores_buf = ws.extra.data() + per_worker * static_cast<std::size_t>(worker);
+    float* k_pack = scores_buf + max_q * ld_s;
+    float* v_pack = k_pack + k_packed;
     for (std::size_t t = begin; t < end; ++t) {
-      const std::size_t b = t / heads, h = t % heads;
-      // S = Q Kᵀ: K [tkv, hd] is the "weight" operand, packed like nn.Linear's [n, k].
-      kernels::gemm_pack_b(isa, job.k.at(b, h), job.k.ld, 1, tkv, hd, kp);
-      // O = P V: V [tkv, hd] read as [n = hd, k = tkv].
-      kernels::gemm_pack_b(isa, job.v.at(b, h), 1, job.v.ld, hd, tkv, vp);
+      const SequenceCall& s = sequence_of(sequences, t);
+      const HeadIo h = head_io(st, s, io, t - s.first_task);
+      const std::size_t seq_len_q = s.new_tokens, kv_len = s.kv_len;
+      // S = Q Kᵀ: K [kv_len, head_dim] is the "weight" operand, packed like nn.Linear's [n, k].
+      kernels::gemm_pack_b(isa, h.k, h.ld_kv, 1, kv_len, head_dim, k_pack);
+      // O = P V: V [kv_len, head_dim] read as [n = head_dim, k = kv_len].
+      kernels::gemm_pack_b(isa, h.v, 1, h.ld_kv, head_dim, kv_len, v_pack);
       kernels::GemmArgs g;
       g.scratch = ws.worker_scratch(worker, st.worker_scratch_floats);
-      g.a = job.q.at(b, h);
-      g.lda = job.q.ld;
-      g.packed_b = kp;
-      g.n_total = g.n = tkv;
-      g.m = tq;
-      g.k = hd;
-      g.c = s;
+      g.a = h.q;
+      g.lda = h.ld_q;
+      g.packed_b = k_pack;
+      g.n_total = g.n = kv_len;
+      g.m = seq_len_q;
+      g.k = head_dim;
+      g.c = scores_buf;
       g.ldc = static_cast<std::ptrdiff_t>(ld_s);
       kernels::gemm(isa, g);
-      kernels::masked_softmax_rows(isa, s, static_cast<std::ptrdiff_t>(ld_s), tq, tkv, st.scale,
-                                   st.config.causal, static_cast<std::ptrdiff_t>(tkv) - static_cast<std::ptrdiff_t>(tq),
+      kernels::masked_softmax_rows(isa, scores_buf, static_cast<std::ptrdiff_t>(ld_s), seq_len_q, kv_len,
+                                   st.scale, st.causal,
+                                   static_cast<std::ptrdiff_t>(kv_len) - static_cast<std::ptrdiff_t>(seq_len_q),
                                    static_cast<std::size_t>(st.config.window));
-      g.a = s;
+      g.a = scores_buf;
       g.lda = static_cast<std::ptrdiff_t>(ld_s);
-      g.packed_b = vp;
-      g.n_total = g.n = hd;
-      g.k = tkv;
-      g.c = job.out.at(b, h);
-      g.ldc = job.out.ld;
+      g.packed_b = v_pack;
+      g.n_total = g.n = head_dim;
+      g.k = kv_len;
+      g.c = h.out;
+      g.ldc = io.ld_out;
       kernels::gemm(isa, g);
     }
   };
-  st.scheduler->parallel_for(job.batch * heads, 1, body);
+  st.scheduler->parallel_for(tasks, 1, body);
   return {};
 }
 
-Status run_decode(const EngineState& st, Workspace& ws, const DecodeJob& job) {
+Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
+                  const AttentionIo& io, double* cache_bytes) {
   constexpr std::size_t kChunk = kernels::kDecodeChunk;
-  const std::size_t heads = static_cast<std::size_t>(st.config.num_heads), hd = st.head_dim;
+  const std::size_t num_heads = static_cast<std::size_t>(st.config.num_heads);
+  const std::size_t head_dim = st.head_dim;
+  const auto window = static_cast<std::size_t>(st.config.window);
+  // The keys a sequence's one new query sees, and the chunks they span.
+  auto keys_of = [&](const SequenceCall& s) {
+    return kernels::visible_keys(0, 1, s.kv_len, /*causal=*/true, window);
+  };
+  auto chunks_of = [&](kernels::KeyRange keys) { return (keys.end - 1) / kChunk - keys.begin / kChunk + 1; };
   std::size_t max_chunks = 1;
-  for (std::size_t s = 0; s < job.count; ++s) {
-    const DecodeSequence& seq = job.sequences[s];
-    max_chunks = std::max(max_chunks, (seq.kv_end - 1) / kChunk - seq.kv_begin / kChunk + 1);
+  double bytes = 0;
+  for (const SequenceCall& s : sequences) {
+    const kernels::KeyRange keys = keys_of(s);
+    max_chunks = std::max(max_chunks, chunks_of(keys));
+    bytes += 2.0 * static_cast<double>(keys.size() * head_dim * sizeof(float)) * static_cast<double>(num_heads);
   }
-  const std::size_t slots = job.count * heads * max_chunks;
+  const std::size_t slots = sequences.size() * num_heads * max_chunks;
   // Partial outputs [slots, head_dim], then the partial (max, sum) pairs.
-  const std::size_t floats = round_up_floats(slots * hd) + slots * 2;
-  if (Status s = grow(st, ws, ws.extra, floats, "decode partials"); !s.ok()) return s;
-  float* outs = ws.extra.data();
-  auto* partials = reinterpret_cast<kernels::DecodePartial*>(outs + round_up_floats(slots * hd));
+  const std::size_t floats = round_up_floats(slots * head_dim) + slots * 2;
+  if (Status e = grow(ws, ws.extra, floats, "decode partials", st.workspace_limit()); !e.ok()) return e;
+  float* partial_outs = ws.extra.data();
+  auto* partials = reinterpret_cast<kernels::DecodePartial*>(partial_outs + round_up_floats(slots * head_dim));
   static_assert(sizeof(kernels::DecodePartial) == 2 * sizeof(float));
 
-  const auto head_stride = static_cast<std::ptrdiff_t>(job.capacity * hd);
   auto chunk_body = [&](std::size_t begin, std::size_t end, int) {
     for (std::size_t t = begin; t < end; ++t) {
-      const std::size_t c = t % max_chunks, sh = t / max_chunks;
-      const std::size_t s = sh / heads, h = sh % heads;
-      const DecodeSequence& seq = job.sequences[s];
-      const std::size_t first = seq.kv_begin / kChunk + c;
-      if (first > (seq.kv_end - 1) / kChunk) continue;  // this sequence has fewer chunks
-      const std::size_t k0 = std::max(seq.kv_begin, first * kChunk);
-      const std::size_t k1 = std::min(seq.kv_end, (first + 1) * kChunk);
-      const std::ptrdiff_t off = static_cast<std::ptrdiff_t>(h) * head_stride + static_cast<std::ptrdiff_t>(k0 * hd);
-      kernels::decode_chunk(st.isa, job.q.at(s, h), seq.k_cache + off, static_cast<std::ptrdiff_t>(hd),
-                            seq.v_cache + off, static_cast<std::ptrdiff_t>(hd), k1 - k0, hd, st.scale,
-                            outs + t * hd, partials + t);
+      const std::size_t chunk = t % max_chunks, sh = t / max_chunks;
+      const SequenceCall& s = sequences[sh / num_heads];
+      const kernels::KeyRange keys = keys_of(s);
+      const std::size_t first = keys.begin / kChunk + chunk;
+      if (first > (keys.end - 1) / kChunk) continue;  // this sequence has fewer chunks
+      const std::size_t k0 = std::max(keys.begin, first * kChunk);
+      const std::size_t k1 = std::min(keys.end, (first + 1) * kChunk);
+      const HeadIo h = head_io(st, s, io, sh % num_heads);
+      const auto row0 = static_cast<std::ptrdiff_t>(k0) * h.ld_kv;
+      kernels::decode_chunk(st.isa, h.q, h.k + row0, h.ld_kv, h.v + row0, h.ld_kv, k1 - k0, head_dim,
+                            st.scale, partial_outs + t * head_dim, partials + t);
     }
   };
   st.scheduler->parallel_for(slots, 1, chunk_body);
   auto merge_body = [&](std::size_t begin, std::size_t end, int) {
     for (std::size_t sh = begin; sh < end; ++sh) {
-      const std::size_t s = sh / heads, h = sh % heads;
-      const DecodeSequence& seq = job.sequences[s];
-      const std::size_t n = (seq.kv_end - 1) / kChunk - seq.kv_begin / kChunk + 1;
-      kernels::decode_merge(st.isa, outs + sh * max_chunks * hd, partials + sh * max_chunks, n, hd,
-                            job.out.at(s, h));
+      const SequenceCall& s = sequences[sh / num_heads];
+      const HeadIo h = head_io(st, s, io, sh % num_heads);
+      kernels::decode_merge(st.isa, partial_outs + sh * max_chunks * head_dim, partials + sh * max_chunks,
+                            chunks_of(keys_of(s)), head_dim, h.out);
     }
   };
   // The merge is tiny: one grain of many (sequence, head) pairs per task.
-  st.scheduler->parallel_for(job.count * heads, 16, merge_body);
+  st.scheduler->parallel_for(sequences.size() * num_heads, 16, merge_body);
+  if (cache_bytes != nullptr) *cache_bytes = bytes;
   return {};
 }
 

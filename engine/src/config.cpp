@@ -1,7 +1,9 @@
-// Config presets, validation and names.
+// LayerConfig presets, validation of layers and run options, and names.
 #include "attn/config.hpp"
 
 #include <string>
+
+#include "kernels/isa.hpp"
 
 namespace attn {
 namespace {
@@ -24,35 +26,42 @@ Status check_range(const char* name, std::int64_t value, std::int64_t lo, std::i
 
 }  // namespace
 
-Config Config::chapter(Variant variant, std::int64_t d_in, std::int64_t d_out,
-                       std::int64_t num_heads, std::int64_t context_length) {
-  Config c;
+LayerConfig LayerConfig::chapter(Variant variant, std::int64_t d_in, std::int64_t d_out,
+                                 std::int64_t num_heads, std::int64_t context_length) {
+  LayerConfig c;
   c.variant = variant;
   c.d_in = d_in;
   c.d_out = d_out;
   c.num_heads = num_heads;
   c.context_length = context_length;
-  c.causal = variant == Variant::kCausalAttention || variant == Variant::kMultiHeadWrapper ||
-             variant == Variant::kMultiHeadAttention;
   return c;
 }
 
-Config Config::gpt2_small() {
-  Config c = chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
+LayerConfig LayerConfig::gpt2_small() {
+  LayerConfig c = chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
   c.qkv_bias = true;
   return c;
 }
 
-Status validate(const Config& c) {
+bool LayerConfig::causal() const noexcept {
+  switch (mask) {
+    case Mask::kNone:
+      return false;
+    case Mask::kCausal:
+      return true;
+    case Mask::kVariant:
+      break;
+  }
+  return variant == Variant::kCausalAttention || variant == Variant::kMultiHeadWrapper ||
+         variant == Variant::kMultiHeadAttention;
+}
+
+Status validate(const LayerConfig& c) {
   if (Status s = check_range("d_in", c.d_in, 1, kMaxFeatures); !s.ok()) return s;
   if (Status s = check_range("d_out", c.d_out, 1, kMaxFeatures); !s.ok()) return s;
   if (Status s = check_range("num_heads", c.num_heads, 1, kMaxFeatures); !s.ok()) return s;
   if (Status s = check_range("context_length", c.context_length, 1, kMaxContext); !s.ok()) return s;
   if (Status s = check_range("window", c.window, 0, kMaxContext); !s.ok()) return s;
-  if (Status s = check_range("threads", c.threads, 0, kMaxThreads); !s.ok()) return s;
-  if (c.max_workspace_bytes < 0) {
-    return invalid("max_workspace_bytes = " + std::to_string(c.max_workspace_bytes) + " must be >= 0");
-  }
   if (c.d_out % c.num_heads != 0) {
     return invalid("d_out = " + std::to_string(c.d_out) + " is not divisible by num_heads = " +
                    std::to_string(c.num_heads));
@@ -72,8 +81,26 @@ Status validate(const Config& c) {
   if ((c.variant == Variant::kSimplified || c.variant == Variant::kSelfAttentionV1) && c.qkv_bias) {
     return invalid(std::string("variant ") + to_string(c.variant) + " has no bias; qkv_bias must be false");
   }
-  if (c.window > 0 && !c.causal) {
-    return invalid("window = " + std::to_string(c.window) + " needs causal attention");
+  // CausalAttention and the wrapper of CausalAttention heads are causal by definition. (3.3
+  // and 3.4 have no mask unless asked: section 3.5.1 masks v2's weights itself.)
+  if ((c.variant == Variant::kCausalAttention || c.variant == Variant::kMultiHeadWrapper) &&
+      c.mask == Mask::kNone) {
+    return invalid(std::string("variant ") + to_string(c.variant) + " contradicts mask none: " +
+                   to_string(c.variant) +
+                   " is causal by definition (use mask variant or causal, or variant mha or v2 "
+                   "for attention without a mask)");
+  }
+  if (c.window > 0 && !c.causal()) {
+    return invalid("window = " + std::to_string(c.window) + " needs causal attention (variant " +
+                   to_string(c.variant) + ", mask " + to_string(c.mask) + ")");
+  }
+  return {};
+}
+
+Status validate(const RunOptions& o) {
+  if (Status s = check_range("threads", o.threads, 0, kMaxThreads); !s.ok()) return s;
+  if (o.max_workspace_bytes < 0) {
+    return invalid("max_workspace_bytes = " + std::to_string(o.max_workspace_bytes) + " must be >= 0");
   }
   return {};
 }
@@ -108,18 +135,22 @@ const char* to_string(Backend b) noexcept {
   return "unknown";
 }
 
-const char* to_string(Isa isa) noexcept {
-  switch (isa) {
-    case Isa::kAuto:
-      return "auto";
-    case Isa::kSse2:
-      return "sse2";
-    case Isa::kAvx2:
-      return "avx2";
-    case Isa::kAvx512:
-      return "avx512";
+const char* to_string(Mask m) noexcept {
+  switch (m) {
+    case Mask::kVariant:
+      return "variant";
+    case Mask::kNone:
+      return "none";
+    case Mask::kCausal:
+      return "causal";
   }
   return "unknown";
+}
+
+const char* to_string(Isa isa) noexcept {
+  const std::optional<kernels::Isa> k = kernels::from_public(isa);
+  if (isa == Isa::kAuto) return "auto";
+  return k ? kernels::isa_name(*k) : "unknown";
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #include <limits>
 #include <string>
 
+#include "kernels/visibility.hpp"
 #include "shapes.hpp"
 
 namespace attn::reference {
@@ -169,10 +170,11 @@ Matrix dropout(const Matrix& x, double p, TorchGenerator& gen) {
 Matrix attention_weights(const Matrix& q, const Matrix& k, const AttentionOptions& o) {
   Matrix s = scale(matmul_transposed(q, k), o.scale);
   for (std::int64_t i = 0; i < s.rows; ++i) {
-    const std::int64_t limit = i + k.rows - q.rows;
+    const kernels::KeyRange keys = kernels::visible_keys(
+        static_cast<std::size_t>(i), static_cast<std::size_t>(q.rows), static_cast<std::size_t>(k.rows),
+        o.causal, static_cast<std::size_t>(o.window));
     for (std::int64_t j = 0; j < s.cols; ++j) {
-      const bool visible = !o.causal || (j <= limit && (o.window == 0 || j > limit - o.window));
-      if (!visible) s(i, j) = kNegInf;
+      if (!keys.contains(static_cast<std::size_t>(j))) s(i, j) = kNegInf;
     }
   }
   return softmax_rows(s);
@@ -188,7 +190,7 @@ Matrix attention(const Matrix& q, const Matrix& k, const Matrix& v, const Attent
   return out;
 }
 
-Result<Output> forward(const Config& config, const Weights& weights, ConstTensorView x) {
+Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstTensorView x) {
   if (Status s = validate(config, weights); !s.ok()) return s;
   Result<detail::BatchShape> shape = detail::check_input(config, x);
   if (!shape.ok()) return shape.status();
@@ -196,7 +198,7 @@ Result<Output> forward(const Config& config, const Weights& weights, ConstTensor
   const std::int64_t d_in = config.d_in, d_out = config.d_out, hd = config.head_dim();
 
   AttentionOptions opt;
-  opt.causal = config.causal;
+  opt.causal = config.causal();
   opt.window = config.window;
   opt.scale = config.variant == Variant::kSimplified ? 1.0 : 1.0 / std::sqrt(double(hd));
 

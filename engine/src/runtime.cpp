@@ -23,22 +23,9 @@ const char* build_version() noexcept;  // generated: build_info.cpp
 
 namespace {
 
-Isa from_kernel_isa(kernels::Isa isa) {
-  switch (isa) {
-    case kernels::Isa::kAvx512:
-      return Isa::kAvx512;
-    case kernels::Isa::kAvx2:
-      return Isa::kAvx2;
-    case kernels::Isa::kSse2:
-      return Isa::kSse2;
-  }
-  return Isa::kSse2;
-}
-
 std::string supported_list() {
   std::string s;
-  for (int i = kernels::kIsaCount - 1; i >= 0; --i) {
-    const auto k = static_cast<kernels::Isa>(i);
+  for (kernels::Isa k : kernels::kAllIsas) {
     if (!kernels::isa_supported(k)) continue;
     s += s.empty() ? "" : ", ";
     s += kernels::isa_name(k);
@@ -58,9 +45,9 @@ Result<Isa> resolve_isa(Isa requested) {
       isa = *parsed;
     }
   }
-  if (isa == Isa::kAuto) return from_kernel_isa(kernels::best_isa());
-  const auto k = static_cast<kernels::Isa>(static_cast<int>(isa) - 1);
-  if (!kernels::isa_supported(k)) {
+  if (isa == Isa::kAuto) return kernels::to_public(kernels::best_isa());
+  const std::optional<kernels::Isa> k = kernels::from_public(isa);
+  if (!k || !kernels::isa_supported(*k)) {
     return Status(ErrorCode::kUnsupported, std::string("instruction set ") + to_string(isa) +
                                                " is not available on this CPU or in this build (available: " +
                                                supported_list() + ")");
@@ -82,8 +69,7 @@ RuntimeInfo runtime_info() {
   }
   Result<Isa> isa = resolve_isa(Isa::kAuto);
   info.default_isa = isa.ok() ? to_string(*isa) : isa.status().message();
-  for (int i = kernels::kIsaCount - 1; i >= 0; --i) {
-    const auto k = static_cast<kernels::Isa>(i);
+  for (kernels::Isa k : kernels::kAllIsas) {
     if (kernels::isa_supported(k)) info.isas.emplace_back(kernels::isa_name(k));
   }
   info.cpus = detail::available_cpus();
@@ -93,7 +79,7 @@ RuntimeInfo runtime_info() {
 namespace {
 kernels::Isa kernel_isa_or_best(Isa isa) {
   Result<Isa> r = resolve_isa(isa);
-  return r.ok() ? static_cast<kernels::Isa>(static_cast<int>(*r) - 1) : kernels::best_isa();
+  return r.ok() ? kernels::from_public(*r).value_or(kernels::best_isa()) : kernels::best_isa();
 }
 }  // namespace
 

@@ -8,7 +8,7 @@ namespace {
 Status invalid(std::string message) { return {ErrorCode::kInvalidArgument, std::move(message)}; }
 }  // namespace
 
-Result<BatchShape> check_input(const Config& config, ConstTensorView x) {
+Result<BatchShape> check_input(const LayerConfig& config, ConstTensorView x) {
   const Shape& s = x.shape;
   if (s.rank() != 2 && s.rank() != 3) {
     return invalid("x must be [batch, seq_len, d_in] or [seq_len, d_in], got shape " + s.to_string());

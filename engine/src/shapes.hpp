@@ -23,7 +23,7 @@ struct BatchShape {
 
 /// Checks x against `config`: rank 2 or 3, every size >= 1, last dim d_in, seq_len <=
 /// context_length, data present, no overflow. Errors name the parameter and the values.
-Result<BatchShape> check_input(const Config& config, ConstTensorView x);
+Result<BatchShape> check_input(const LayerConfig& config, ConstTensorView x);
 
 /// Checks that `out` has `want` shape and data.
 Status check_output(TensorView out, const Shape& want);

@@ -60,7 +60,7 @@ Result<Weights> Weights::from_input_major(const Tensor& w_query, const Tensor& w
   return w;
 }
 
-Status validate(const Config& config, const Weights& w) {
+Status validate(const LayerConfig& config, const Weights& w) {
   if (Status s = validate(config); !s.ok()) return s;
   const std::int64_t d_in = config.d_in, d_out = config.d_out;
   struct Named {
@@ -93,7 +93,7 @@ Status validate(const Config& config, const Weights& w) {
   return {};
 }
 
-Result<Weights> init_weights_like_torch(const Config& config, std::uint64_t seed) {
+Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t seed) {
   if (Status s = validate(config); !s.ok()) return s;
   TorchGenerator gen(seed);
   const std::int64_t d_in = config.d_in, d_out = config.d_out;

@@ -1,52 +1,51 @@
-// Per-call buffers, pooled per engine so that steady-state calls allocate nothing.
+// Per-call buffers, pooled per engine so that steady-state calls allocate nothing, and the
+// policy that grows them (within RunOptions::max_workspace_bytes) and names what failed.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "attn/status.hpp"
 #include "buffer.hpp"
-
-namespace attn {
-struct SessionState;
-}
+#include "sequence_call.hpp"
 
 namespace attn::detail {
 
-/// One sequence of a decode step: its key/value cache ([heads, capacity, head_dim] each)
-/// and the visible key range [kv_begin, kv_end).
-struct DecodeSequence {
-  const float* k_cache = nullptr;
-  const float* v_cache = nullptr;
-  std::size_t kv_begin = 0;
-  std::size_t kv_end = 0;
-};
-
-/// The buffers one forward() or step() call uses. Only one call holds a workspace at a time.
+/// The buffers one call uses. Only one call holds a workspace at a time.
 struct Workspace {
-  AlignedBuffer activations;  ///< projections: [tokens, 3 * d_out] (or a copy of x)
+  AlignedBuffer activations;  ///< projections: [tokens, activation_cols] (or a copy of x)
   AlignedBuffer scratch;      ///< workers x per-worker kernel scratch
   AlignedBuffer extra;        ///< the unfused path's scores, decode partials
-  std::vector<SessionState*> session_states;  ///< a batched step's sessions
-  std::vector<DecodeSequence> sequences;      ///< and their cache ranges
-
-  /// Makes room for a step over n sequences; false if allocation fails.
-  bool reserve_sequences(std::size_t n) noexcept {
-    try {
-      if (session_states.size() < n) session_states.resize(n);
-      if (sequences.size() < n) sequences.resize(n);
-      return true;
-    } catch (...) {
-      return false;
-    }
-  }
+  std::vector<SequenceCall> sequences;  ///< the call's plan (see plan.hpp)
 
   /// Per-worker scratch of `floats_per_worker` floats for worker w (64-byte aligned).
   float* worker_scratch(int w, std::size_t floats_per_worker) const noexcept {
     return scratch.data() + static_cast<std::size_t>(w) * floats_per_worker;
   }
+  /// Returns the bytes the three buffers hold.
+  std::size_t buffer_bytes() const noexcept {
+    return activations.bytes() + scratch.bytes() + extra.bytes();
+  }
 };
+
+/// Returns a * b, or SIZE_MAX when the product overflows (which no allocation satisfies).
+inline std::size_t mul_or_max(std::size_t a, std::size_t b) noexcept {
+  std::size_t r = 0;
+  return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+/// Allocation failure as a Status naming what was being allocated and its size in bytes
+/// (SIZE_MAX: a size past 2^64).
+Status out_of_memory(const char* what, std::size_t bytes);
+
+/// Grows one of ws's buffers to `floats`, keeping the whole workspace within `limit_bytes`
+/// (0: no limit). A refused call frees every buffer, so that what it grew cannot refuse later
+/// calls that fit. Errors name `what`, the bytes and the limit.
+Status grow(Workspace& ws, AlignedBuffer& buffer, std::size_t floats, const char* what,
+            std::size_t limit_bytes);
 
 /// A free list of workspaces. acquire() reuses one when available (no allocation), else
 /// creates one; the list keeps every workspace ever created, so after warm-up with the
@@ -74,26 +73,12 @@ class WorkspacePool {
   };
 
   /// Returns a workspace, or an empty lease when memory runs out.
-  Lease acquire() noexcept {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!free_.empty()) {
-        std::unique_ptr<Workspace> ws = std::move(free_.back());
-        free_.pop_back();
-        return Lease(this, std::move(ws));
-      }
-    }
-    return Lease(this, std::unique_ptr<Workspace>(new (std::nothrow) Workspace()));
-  }
+  Lease acquire() noexcept;
 
  private:
   static constexpr std::size_t kReserved = 64;  // concurrent callers before the list regrows
 
-  void release(std::unique_ptr<Workspace> ws) noexcept {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (free_.size() < free_.capacity()) free_.push_back(std::move(ws));
-    // else: more than kReserved concurrent callers; drop it rather than allocate here.
-  }
+  void release(std::unique_ptr<Workspace> ws) noexcept;
 
   std::mutex mu_;
   std::vector<std::unique_ptr<Workspace>> free_;

@@ -17,6 +17,7 @@
 
 #include "kernels/impl/simd_math.hpp"
 #include "kernels/kernels.hpp"
+#include "kernels/visibility.hpp"
 
 namespace attn::kernels {
 
@@ -49,19 +50,12 @@ struct MaskedSoftmaxRows {
                                     std::size_t cols, float scale, bool causal,
                                     std::ptrdiff_t visible_offset,
                                     std::size_t window) const noexcept {
-    const auto n_cols = static_cast<std::ptrdiff_t>(cols);
     for (std::size_t r = 0; r < rows; ++r) {
       float* row = s + static_cast<std::ptrdiff_t>(r) * ld;
-      std::ptrdiff_t lo = 0, hi = n_cols;  // visible columns [lo, hi)
-      if (causal) {
-        const std::ptrdiff_t limit = static_cast<std::ptrdiff_t>(r) + visible_offset;
-        hi = std::min(n_cols, std::max<std::ptrdiff_t>(limit + 1, 0));
-        if (window > 0)
-          lo = std::max<std::ptrdiff_t>(0, limit - static_cast<std::ptrdiff_t>(window) + 1);
-        lo = std::min(lo, hi);
-      }
-      softmax_row(Arch{}, row, static_cast<std::size_t>(lo), static_cast<std::size_t>(hi), cols,
-                  scale * kLog2e);
+      const KeyRange keys =
+          causal ? keys_up_to(static_cast<std::int64_t>(r) + visible_offset, cols, window)
+                 : KeyRange{0, cols};
+      softmax_row(Arch{}, row, keys.begin, keys.end, cols, scale * kLog2e);
     }
   }
 

@@ -41,20 +41,21 @@ bool small(const attn::Shape& s) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   Bytes in(data, size);
-  attn::Config c;
+  attn::LayerConfig c;
   c.variant = static_cast<attn::Variant>(in.byte() % 6);
   c.d_in = in.size();
   c.d_out = in.size();
   c.num_heads = in.size();
   c.context_length = in.size();
   c.qkv_bias = in.byte() & 1;
-  c.causal = in.byte() & 1;
+  c.mask = static_cast<attn::Mask>(in.byte() % 3);
   c.window = in.size();
-  c.backend = attn::Backend::kSerial;
-  c.threads = static_cast<int>(in.byte() % 3);
+  attn::RunOptions run;
+  run.backend = attn::Backend::kSerial;
+  run.threads = static_cast<int>(in.byte() % 3);
   const std::int64_t limit = in.size();
-  c.max_workspace_bytes = (in.byte() & 1) ? 0 : (limit > 0 && limit < (std::int64_t{1} << 40) ? limit * 64 : limit);
-  if (!attn::validate(c).ok()) return 0;
+  run.max_workspace_bytes = (in.byte() & 1) ? 0 : (limit > 0 && limit < (std::int64_t{1} << 40) ? limit * 64 : limit);
+  if (!attn::validate(c).ok() || !attn::validate(run).ok()) return 0;
   // Weights: drawn when the config is small enough, else left empty (create must refuse).
   attn::Weights w;
   std::int64_t n_in = 0, n_out = 0;
@@ -64,7 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (drawn.ok()) w = std::move(drawn.value());
     if (in.byte() == 0xAB) w.w_key = attn::Tensor(attn::Shape{c.d_out + 1, c.d_in});  // a wrong shape
   }
-  auto engine = attn::Engine::create(c, w);
+  auto engine = attn::Engine::create(c, w, run);
   if (!engine.ok()) return 0;
   // Input and output shapes, sometimes inconsistent with the config.
   const int rank = 2 + in.byte() % 2;

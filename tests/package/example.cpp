@@ -9,7 +9,7 @@
 #include <vector>
 
 int main(int argc, char** argv) {
-  attn::Config config = attn::Config::gpt2_small();  // d 768, 12 heads, context 1024, causal
+  attn::LayerConfig config = attn::LayerConfig::gpt2_small();  // d 768, 12 heads, context 1024, causal
   attn::Weights weights;
   if (argc > 1) {
     auto file = attn::io::SafetensorsFile::open(argv[1]);
@@ -22,8 +22,9 @@ int main(int argc, char** argv) {
     if (!w.ok()) return 1;
     weights = std::move(*w);
   }
-  config.threads = 2;  // 0 (default): the CPUs this process may run on
-  attn::Result<attn::Engine> engine = attn::Engine::create(config, weights);
+  attn::RunOptions run;
+  run.threads = 2;  // 0 (default): the CPUs this process may run on
+  attn::Result<attn::Engine> engine = attn::Engine::create(config, weights, run);
   if (!engine.ok()) {  // the message names the field or tensor and the values
     std::fprintf(stderr, "%s\n", engine.status().to_string().c_str());
     return 1;

@@ -5,7 +5,7 @@
 #include <cstdio>
 
 int main() {
-  attn::Config config = attn::Config::chapter(attn::Variant::kMultiHeadAttention, 3, 2, 2, 6);
+  attn::LayerConfig config = attn::LayerConfig::chapter(attn::Variant::kMultiHeadAttention, 3, 2, 2, 6);
   auto weights = attn::init_weights_like_torch(config, 123);
   auto engine = weights.ok() ? attn::Engine::create(config, weights.value()) : weights.status();
   if (!engine.ok()) {

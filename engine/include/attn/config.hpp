@@ -1,10 +1,12 @@
-// What an engine computes: the chapter variant, its sizes and how it is scheduled.
+// What an engine computes (LayerConfig: the chapter variant, its sizes and its mask) and how
+// it runs (RunOptions: threads, backend, instruction set, memory limit).
 #pragma once
 
 #include <cstdint>
 #include <string_view>
 
 #include "attn/export.hpp"
+#include "attn/isa.hpp"
 #include "attn/status.hpp"
 
 namespace attn {
@@ -19,54 +21,70 @@ enum class Variant {
   kMultiHeadAttention,  ///< 3.6.2: weight splits, head_dim = d_out / num_heads, out_proj.
 };
 
-/// How forward() spreads its work over cores. Each backend gives bit-identical results.
+/// Which (query, key) pairs a layer lets through.
+enum class Mask {
+  kVariant,  ///< the chapter's choice for the variant: causal for kCausalAttention and the
+             ///< multi-head variants, none for 3.3 and 3.4 (default)
+  kNone,     ///< every token sees every token (as nn.MultiheadAttention without a mask);
+             ///< contradicts kCausalAttention and kMultiHeadWrapper, which validate() refuses
+  kCausal,   ///< token i sees tokens <= i (section 3.5.1 masks 3.3/3.4's weights this way)
+};
+
+/// How work is spread over cores. Each backend gives bit-identical results.
 enum class Backend {
   kTbb,     ///< oneTBB, inside a task_arena the engine owns (default)
   kOpenMp,  ///< OpenMP parallel regions, for servers that already run OpenMP
   kSerial,  ///< the calling thread only
 };
 
-/// Which instruction set the kernels use. kAuto: the ATTN_ISA environment variable when set
-/// (sse2, avx2, avx512), else the best one this CPU supports.
-enum class Isa { kAuto, kSse2, kAvx2, kAvx512 };
-
-/// Engine configuration. Sizes are signed so that a negative value is reported, not wrapped.
-struct ATTN_API Config {
+/// What the layer is: the variant, its sizes and its mask. Sizes are signed so that a negative
+/// value is reported, not wrapped. validate() rejects a mask that contradicts the variant.
+struct ATTN_API LayerConfig {
   Variant variant = Variant::kMultiHeadAttention;
   std::int64_t d_in = 0;            ///< features per input token
   std::int64_t d_out = 0;           ///< features per output token (all heads together)
   std::int64_t num_heads = 1;       ///< heads; head_dim = d_out / num_heads
   std::int64_t context_length = 0;  ///< the most tokens one sequence may have
   bool qkv_bias = false;            ///< query/key/value projections have a bias
-  bool causal = true;               ///< token i attends to tokens <= i only
-  std::int64_t window = 0;          ///< > 0: token i attends to at most the last `window` tokens
-  Backend backend = Backend::kTbb;
-  int threads = 0;                  ///< worker threads; 0 = $ATTN_THREADS if set, else the
-                                    ///< CPUs in this process's affinity mask
-  Isa isa = Isa::kAuto;
-  /// > 0: the most bytes of per-call buffers (activations, kernel scratch, the unfused
-  /// path's scores, decode partials) one call may use; larger requests fail with
-  /// kResourceExhausted instead of allocating. 0: no limit beyond available memory.
-  std::int64_t max_workspace_bytes = 0;
+  Mask mask = Mask::kVariant;       ///< which pairs are visible (see Mask)
+  std::int64_t window = 0;          ///< > 0: token i attends to at most the last `window`
+                                    ///< tokens (needs a causal mask)
 
-  /// Returns the chapter's configuration of `variant`: causal for kCausalAttention and the
-  /// multi-head variants, not for 3.3/3.4; d_out is the total output width.
-  static Config chapter(Variant variant, std::int64_t d_in, std::int64_t d_out,
-                        std::int64_t num_heads = 1, std::int64_t context_length = 1024);
+  /// Returns the chapter's configuration of `variant` (mask kVariant); d_out is the total
+  /// output width.
+  static LayerConfig chapter(Variant variant, std::int64_t d_in, std::int64_t d_out,
+                             std::int64_t num_heads = 1, std::int64_t context_length = 1024);
   /// Returns GPT-2 small's attention: d 768, 12 heads, context 1024, qkv_bias, causal.
-  static Config gpt2_small();
+  static LayerConfig gpt2_small();
 
   std::int64_t head_dim() const noexcept { return num_heads > 0 ? d_out / num_heads : 0; }
+  /// True when token i sees only tokens <= i (the mask, resolved for the variant).
+  bool causal() const noexcept;
   /// True when the variant has query/key/value projections (all but kSimplified).
   bool has_projections() const noexcept { return variant != Variant::kSimplified; }
   /// True when the variant has an output projection (kMultiHeadAttention only).
   bool has_out_proj() const noexcept { return variant == Variant::kMultiHeadAttention; }
 };
 
+/// How an engine runs. None of these change the output bits.
+struct ATTN_API RunOptions {
+  Backend backend = Backend::kTbb;
+  int threads = 0;  ///< worker threads; 0 = $ATTN_THREADS if set, else the CPUs in this
+                    ///< process's affinity mask
+  Isa isa = Isa::kAuto;
+  /// > 0: the most bytes of per-call buffers (activations, kernel scratch, the unfused
+  /// path's scores, decode partials) one call may use; larger requests fail with
+  /// kResourceExhausted instead of allocating. 0: no limit beyond available memory.
+  std::int64_t max_workspace_bytes = 0;
+};
+
+/// Checks every field and their combination; the error names the fields and their values.
+ATTN_API Status validate(const LayerConfig& config);
 /// Checks every field; the error names the field and its value.
-ATTN_API Status validate(const Config& config);
+ATTN_API Status validate(const RunOptions& options);
 
 ATTN_API const char* to_string(Variant v) noexcept;
+ATTN_API const char* to_string(Mask m) noexcept;
 ATTN_API const char* to_string(Backend b) noexcept;
 ATTN_API const char* to_string(Isa isa) noexcept;
 /// Parses "simplified", "v1", "v2", "causal", "wrapper", "mha".

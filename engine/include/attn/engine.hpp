@@ -55,9 +55,10 @@ struct StepStats {
 /// Copying an Engine is cheap: copies share the packed weights and the thread pool.
 class ATTN_API Engine {
  public:
-  /// Validates `config` and `weights` (errors name the field or tensor and the values), packs
-  /// the weights and creates the thread arena.
-  static Result<Engine> create(const Config& config, const Weights& weights);
+  /// Validates `config`, `weights` and `options` (errors name the field or tensor and the
+  /// values), packs the weights and creates the thread arena.
+  static Result<Engine> create(const LayerConfig& config, const Weights& weights,
+                               const RunOptions& options = {});
 
   /// x: [batch, seq_len, d_in] or [seq_len, d_in] -> out: same rank, last dim d_out.
   /// Fails, with `out` untouched, when a shape is wrong, seq_len > context_length, a size is
@@ -76,7 +77,10 @@ class ATTN_API Engine {
   Status step(std::span<Session* const> sessions, ConstTensorView x, TensorView out,
               StepStats* stats = nullptr) const;
 
-  const Config& config() const noexcept;
+  /// Returns what the layer is.
+  const LayerConfig& config() const noexcept;
+  /// Returns how the engine runs, as given to create() (threads() says how many run).
+  const RunOptions& options() const noexcept;
   /// Returns the instruction set the kernels run: "sse2", "avx2" or "avx512".
   const char* isa() const noexcept;
   /// Returns the number of worker threads forward() may use.
@@ -89,6 +93,9 @@ class ATTN_API Engine {
  private:
   friend class Session;
   explicit Engine(std::shared_ptr<const EngineState> state);
+  // The batched step of Engine::step and Session::step.
+  static Status step_sessions(const EngineState& st, std::span<Session* const> sessions,
+                              ConstTensorView x, TensorView out, StepStats* stats);
   std::shared_ptr<const EngineState> state_;
 };
 
@@ -97,7 +104,7 @@ class ATTN_API Engine {
 /// Engine::new_session: 2 * d_out * context_length * 4 bytes), so a new token costs one query
 /// against the cache instead of a forward over the whole prefix. The causal mask aligns
 /// bottom-right: a new token sees every cached position and itself (the last `window`
-/// positions when Config::window > 0). Appending past context_length is an error.
+/// positions when LayerConfig::window > 0). Appending past context_length is an error.
 /// Thread safety: one session is used by one thread at a time; different sessions of one
 /// engine may run concurrently.
 class ATTN_API Session {

@@ -1,5 +1,5 @@
 // Files in and out: safetensors weights, .npy activations, and attention layers saved from
-// PyTorch (the chapter's classes, nn.MultiheadAttention, GPT-2) mapped onto Config + Weights.
+// PyTorch (the chapter's classes, nn.MultiheadAttention, GPT-2) mapped onto LayerConfig + Weights.
 #pragma once
 
 #include <cstddef>
@@ -189,14 +189,14 @@ struct LayerOptions {
 
 /// An attention layer read from a file.
 struct Layer {
-  Config config;  ///< context_length 0 when neither the options, the file nor a mask give it
+  LayerConfig config;  ///< context_length 0 when neither the options, the file nor a mask give it
   Weights weights;
   LayerLocation location;
   std::vector<std::string> tensors;  ///< the file's tensors that were read
   std::vector<std::string> notes;    ///< where num_heads, context_length and causal came from
 };
 
-/// Reads the layer at options.layout/prefix (see find_layer) into Config + Weights in nn.Linear
+/// Reads the layer at options.layout/prefix (see find_layer) into LayerConfig + Weights in nn.Linear
 /// layout (the wrapper's heads stacked by rows, GPT-2's Conv1D weights transposed). Masks are
 /// checked to be the causal pattern. Errors name the file and tensor: a missing tensor, a shape
 /// that disagrees with another or with the options, num_heads unknown for a multi-head layout

@@ -97,6 +97,6 @@ struct Output {
 /// The oracle: runs `config`'s variant the way the chapter's classes do (the wrapper runs
 /// its heads one by one and concatenates, MultiHeadAttention splits one projection and
 /// applies out_proj), in float64. x: [batch, seq_len, d_in] or [seq_len, d_in].
-ATTN_API Result<Output> forward(const Config& config, const Weights& weights, ConstTensorView x);
+ATTN_API Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstTensorView x);
 
 }  // namespace attn::reference

@@ -16,7 +16,7 @@ namespace attn {
 /// does not use stay empty.
 struct ATTN_API Weights {
   Tensor w_query, w_key, w_value;  ///< [d_out, d_in]; empty for Variant::kSimplified
-  Tensor b_query, b_key, b_value;  ///< [d_out] when Config::qkv_bias, else empty
+  Tensor b_query, b_key, b_value;  ///< [d_out] when LayerConfig::qkv_bias, else empty
   Tensor w_out;                    ///< [d_out, d_out]: kMultiHeadAttention's out_proj.weight
   Tensor b_out;                    ///< [d_out]: out_proj.bias
 
@@ -28,12 +28,12 @@ struct ATTN_API Weights {
 
 /// Checks that `weights` has exactly the tensors `config` needs, with the right shapes.
 /// The error names the tensor and both shapes.
-ATTN_API Status validate(const Config& config, const Weights& weights);
+ATTN_API Status validate(const LayerConfig& config, const Weights& weights);
 
 /// Draws weights the way the chapter's PyTorch code does after torch.manual_seed(seed):
 /// SelfAttention_v1 uses torch.rand(d_in, d_out) per matrix; the other variants create
 /// nn.Linear layers in constructor order (W_query, W_key, W_value, then out_proj; the
 /// wrapper head by head). The same seed gives the book's weights bit for bit.
-ATTN_API Result<Weights> init_weights_like_torch(const Config& config, std::uint64_t seed);
+ATTN_API Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t seed);
 
 }  // namespace attn

@@ -38,7 +38,7 @@ Result<int> metadata_bool(const SafetensorsFile& file, const char* key) {
 // The precedence is documented in layer_reader.hpp.
 Status resolve_config(const LayerReader& r, const LayerOptions& o, const Found& found,
                       Layer& layer) {
-  Config& c = layer.config;
+  LayerConfig& c = layer.config;
   const Layout layout = layer.location.layout;
   const SafetensorsFile& file = r.file();
   Result<std::int64_t> meta_heads = metadata_int(file, "num_heads");
@@ -103,19 +103,20 @@ Status resolve_config(const LayerReader& r, const LayerOptions& o, const Found& 
         "context_length unknown (not in the file; attn run uses the input's seq_len)");
   }
 
-  const bool default_causal =
-      layout != Layout::kSelfAttentionV1 && layout != Layout::kSelfAttentionV2;
+  // Unset, the mask is the variant's (causal except for v1 and v2); a value from the options
+  // or the metadata that contradicts the variant is refused by validate() with both named.
+  const auto mask_of = [](bool causal) { return causal ? Mask::kCausal : Mask::kNone; };
   if (o.causal) {
-    c.causal = *o.causal;
-    layer.notes.push_back(std::string("causal = ") + (c.causal ? "true" : "false") +
+    c.mask = mask_of(*o.causal);
+    layer.notes.push_back(std::string("causal = ") + (c.causal() ? "true" : "false") +
                           " (from the options)");
   } else if (*meta_causal >= 0) {
-    c.causal = *meta_causal == 1;
-    layer.notes.push_back(std::string("causal = ") + (c.causal ? "true" : "false") +
+    c.mask = mask_of(*meta_causal == 1);
+    layer.notes.push_back(std::string("causal = ") + (c.causal() ? "true" : "false") +
                           " (from __metadata__)");
   } else {
-    c.causal = default_causal;
-    layer.notes.push_back(std::string("causal = ") + (c.causal ? "true" : "false") +
+    c.mask = Mask::kVariant;
+    layer.notes.push_back(std::string("causal = ") + (c.causal() ? "true" : "false") +
                           " (default of layout " + to_string(layout) + ")");
   }
   return {};

@@ -1,4 +1,4 @@
-// Reads one attention layer from a safetensors file into Config + Weights (nn.Linear layout):
+// Reads one attention layer from a safetensors file into LayerConfig + Weights (nn.Linear layout):
 // the chapter's classes, nn.MultiheadAttention and GPT-2's Conv1D attention.
 #include <algorithm>
 #include <charconv>
@@ -65,7 +65,7 @@ Result<std::int64_t> check_mask(LayerReader& r, std::string_view name, bool gpt2
 }
 
 // Reads q, k, v as nn.Linear weights [d_out, d_in] named <q|k|v><suffix> plus optional biases.
-Status read_linear_qkv(LayerReader& r, const std::string& head, Config& c, Weights& w) {
+Status read_linear_qkv(LayerReader& r, const std::string& head, LayerConfig& c, Weights& w) {
   const std::string q = head + "W_query.weight", k = head + "W_key.weight",
                     v = head + "W_value.weight";
   Result<Tensor> wq = r.get_matrix(q, -1, -1, "[d_out, d_in]");
@@ -95,7 +95,7 @@ Status read_linear_qkv(LayerReader& r, const std::string& head, Config& c, Weigh
   return {};
 }
 
-Status read_v1(LayerReader& r, Config& c, Weights& w) {
+Status read_v1(LayerReader& r, LayerConfig& c, Weights& w) {
   Result<Tensor> wq =
       r.get_matrix("W_query", -1, -1, "[d_in, d_out] (SelfAttention_v1: q = x W_query)");
   if (!wq.ok()) return wq.status();
@@ -126,7 +126,7 @@ Status read_out_proj(LayerReader& r, std::string_view weight, std::string_view b
   return {};
 }
 
-Status read_wrapper(LayerReader& r, Config& c, Weights& w, Found& found) {
+Status read_wrapper(LayerReader& r, LayerConfig& c, Weights& w, Found& found) {
   std::int64_t heads = 0;
   while (r.has("heads." + std::to_string(heads) + ".W_query.weight")) ++heads;
   // A gap (heads.0, heads.2) would silently drop heads: report it.
@@ -144,10 +144,10 @@ Status read_wrapper(LayerReader& r, Config& c, Weights& w, Found& found) {
     }
   }
   std::vector<Weights> parts(static_cast<std::size_t>(heads));
-  Config head0;
+  LayerConfig head0;
   for (std::int64_t h = 0; h < heads; ++h) {
     const std::string head = "heads." + std::to_string(h) + ".";
-    Config ch;
+    LayerConfig ch;
     if (Status s = read_linear_qkv(r, head, ch, parts[h]); !s.ok()) return s;
     if (h == 0) head0 = ch;
     if (ch.d_in != head0.d_in || ch.d_out != head0.d_out || ch.qkv_bias != head0.qkv_bias) {
@@ -193,7 +193,7 @@ Status read_wrapper(LayerReader& r, Config& c, Weights& w, Found& found) {
   return {};
 }
 
-Status read_torch_mha(LayerReader& r, Config& c, Weights& w) {
+Status read_torch_mha(LayerReader& r, LayerConfig& c, Weights& w) {
   for (const char* name : {"q_proj_weight", "bias_k", "bias_v"}) {
     if (r.has(name)) {
       return r.fail(ErrorCode::kUnsupported,
@@ -221,7 +221,7 @@ Status read_torch_mha(LayerReader& r, Config& c, Weights& w) {
   return read_out_proj(r, "out_proj.weight", "out_proj.bias", false, w, d);
 }
 
-Status read_gpt2(LayerReader& r, Config& c, Weights& w, Found& found) {
+Status read_gpt2(LayerReader& r, LayerConfig& c, Weights& w, Found& found) {
   const std::string sub = r.has("attn.c_attn.weight") ? "attn." : "";
   Result<Tensor> qkv =
       r.get_matrix(sub + "c_attn.weight", -1, -1, "[d, 3 * d] (Conv1D: y = x W + b)");
@@ -280,7 +280,7 @@ Result<Layer> load_layer(const SafetensorsFile& file, const LayerOptions& option
     Layer layer;
     layer.location = loc.value();
     LayerReader r(file, layer.location);
-    Config& c = layer.config;
+    LayerConfig& c = layer.config;
     Weights& w = layer.weights;
     Found found;
     c.variant = variant_of(layer.location.layout);
@@ -319,7 +319,7 @@ Result<Layer> load_layer(const SafetensorsFile& file, const LayerOptions& option
     if (Status rs = detail::resolve_config(r, options, found, layer); !rs.ok()) return rs;
 
     // The engine's own checks (d_out divisible by num_heads, ...), with the file named.
-    Config check = c;
+    LayerConfig check = c;
     if (check.context_length == 0) check.context_length = 1;
     if (Status v = validate(check, w); !v.ok()) {
       return r.fail(v.code(),
