@@ -23,37 +23,37 @@ using bench::Buffer;
 void BM_FlashAttention(benchmark::State& state) {
   const k::Isa isa = bench::kernel_isa();
   const auto seq = static_cast<std::size_t>(state.range(0));
-  const auto hd = static_cast<std::size_t>(state.range(1));
+  const auto head_dim = static_cast<std::size_t>(state.range(1));
   const bool causal = state.range(2) != 0;
-  Buffer q(seq * hd, 1), kk(seq * hd, 2), v(seq * hd, 3), out(seq * hd, 4);
-  Buffer scratch(k::flash_attention_scratch_floats(isa, hd));
+  Buffer q(seq * head_dim, 1), kk(seq * head_dim, 2), v(seq * head_dim, 3), out(seq * head_dim, 4);
+  Buffer scratch(k::flash_attention_scratch_floats(isa, head_dim));
   k::AttentionArgs a;
   a.q = q.get();
-  a.ld_q = static_cast<std::ptrdiff_t>(hd);
+  a.ld_q = static_cast<std::ptrdiff_t>(head_dim);
   a.k = kk.get();
   a.ld_k = a.ld_q;
   a.v = v.get();
   a.ld_v = a.ld_q;
   a.out = out.get();
   a.ld_out = a.ld_q;
-  a.head_dim = hd;
+  a.head_dim = head_dim;
   a.seq_len_q = seq;
   a.seq_len_kv = seq;
-  a.scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  a.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   a.causal = causal;
   a.scratch = scratch.get();
-  const std::size_t n_blocks = k::flash_attention_block_count(isa, seq, hd);
+  const std::size_t n_blocks = k::flash_attention_block_count(isa, seq, head_dim);
   const double peak = bench::peak_gflops();
   for (auto _ : state) {
     k::flash_attention_blocks(isa, a, 0, n_blocks);
     benchmark::ClobberMemory();
   }
-  const double flops = 4.0 * static_cast<double>(hd) * k::visible_pairs(seq, seq, causal, 0);
+  const double flops = 4.0 * static_cast<double>(head_dim) * k::visible_pairs(seq, seq, causal, 0);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * seq));
   bench::report_rate(state, "GFLOP/s", flops * 1e-9, "peak_frac", peak);
 }
 BENCHMARK(BM_FlashAttention)
-    ->ArgNames({"seq", "hd", "causal"})
+    ->ArgNames({"seq_len", "head_dim", "causal"})
     ->ArgsProduct({{128, 256, 512, 1024, 2048, 4096}, {64, 128}, {1}})
     ->Args({2048, 64, 0})
     ->Args({2048, 128, 0})
@@ -67,12 +67,12 @@ void BM_Decode(benchmark::State& state) {
   const k::Isa isa = bench::kernel_isa();
   const auto keys = static_cast<std::size_t>(state.range(0));
   const auto heads = static_cast<std::size_t>(state.range(1));
-  constexpr std::size_t hd = 64;
-  const std::size_t set_floats = heads * keys * hd;
+  constexpr std::size_t head_dim = 64;
+  const std::size_t set_floats = heads * keys * head_dim;
   const std::size_t copies = std::max<std::size_t>(1, (128u << 20) / (set_floats * sizeof(float)));
-  Buffer kk(copies * set_floats, 5), v(copies * set_floats, 6), q(heads * hd, 7), out(heads * hd);
+  Buffer kk(copies * set_floats, 5), v(copies * set_floats, 6), q(heads * head_dim, 7), out(heads * head_dim);
   const std::size_t chunks = (keys + k::kDecodeChunk - 1) / k::kDecodeChunk;
-  Buffer partial_out(chunks * hd);
+  Buffer partial_out(chunks * head_dim);
   std::vector<k::DecodePartial> partials(chunks);
   const float scale = 0.125f;
   std::size_t copy = 0;
@@ -84,11 +84,11 @@ void BM_Decode(benchmark::State& state) {
     for (std::size_t h = 0; h < heads; ++h) {
       for (std::size_t c = 0; c < chunks; ++c) {
         const std::size_t j0 = c * k::kDecodeChunk;
-        k::decode_chunk(isa, q.get() + h * hd, kc + (h * keys + j0) * hd, hd,
-                        vc + (h * keys + j0) * hd, hd, std::min(k::kDecodeChunk, keys - j0), hd,
-                        scale, partial_out.get() + c * hd, &partials[c]);
+        k::decode_chunk(isa, q.get() + h * head_dim, kc + (h * keys + j0) * head_dim, head_dim,
+                        vc + (h * keys + j0) * head_dim, head_dim, std::min(k::kDecodeChunk, keys - j0), head_dim,
+                        scale, partial_out.get() + c * head_dim, &partials[c]);
       }
-      k::decode_merge(isa, partial_out.get(), partials.data(), chunks, hd, out.get() + h * hd);
+      k::decode_merge(isa, partial_out.get(), partials.data(), chunks, head_dim, out.get() + h * head_dim);
     }
     benchmark::ClobberMemory();
   }
@@ -97,7 +97,7 @@ void BM_Decode(benchmark::State& state) {
   bench::report_rate(state, "GB/s", bytes * 1e-9, "bw_frac", bw);
 }
 BENCHMARK(BM_Decode)
-    ->ArgNames({"keys", "heads"})
+    ->ArgNames({"kv_len", "num_heads"})
     ->ArgsProduct({{1024, 2048, 4096, 8192, 16384}, {12}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);

@@ -17,18 +17,18 @@ namespace {
 
 namespace k = attn::kernels;
 
-// Q, K, V of one head stored like the engine's activations: [seq, 3 * hd + pad] with Q, K, V
-// at column offsets 0, hd, 2 hd (pad makes the row stride odd, so nothing is aligned).
+// Q, K, V of one head stored like the engine's activations: [seq, 3 * head_dim + pad] with Q, K, V
+// at column offsets 0, head_dim, 2 head_dim (pad makes the row stride odd, so nothing is aligned).
 struct Qkv {
-  std::size_t seq_q, seq_kv, hd, ld;
-  std::vector<float> q, kv;  // q: [seq_q, ld]; kv: [seq_kv, ld] with K at 0 and V at hd
+  std::size_t seq_q, seq_kv, head_dim, ld;
+  std::vector<float> q, kv;  // q: [seq_q, ld]; kv: [seq_kv, ld] with K at 0 and V at head_dim
   float* k() { return kv.data(); }
-  float* v() { return kv.data() + hd; }
+  float* v() { return kv.data() + head_dim; }
 };
 
-Qkv make_qkv(std::size_t seq_q, std::size_t seq_kv, std::size_t hd, std::uint64_t seed,
+Qkv make_qkv(std::size_t seq_q, std::size_t seq_kv, std::size_t head_dim, std::uint64_t seed,
              float amplitude = 1.0f) {
-  Qkv x{seq_q, seq_kv, hd, 2 * hd + 3, {}, {}};
+  Qkv x{seq_q, seq_kv, head_dim, 2 * head_dim + 3, {}, {}};
   x.q = test::random_floats(seq_q * x.ld, seed, -amplitude, amplitude);
   x.kv = test::random_floats(seq_kv * x.ld, seed + 1, -amplitude, amplitude);
   return x;
@@ -42,19 +42,19 @@ k::AttentionArgs args_of(Qkv& x, bool causal, std::size_t window) {
   a.ld_k = static_cast<std::ptrdiff_t>(x.ld);
   a.v = x.v();
   a.ld_v = static_cast<std::ptrdiff_t>(x.ld);
-  a.head_dim = x.hd;
+  a.head_dim = x.head_dim;
   a.seq_len_q = x.seq_q;
   a.seq_len_kv = x.seq_kv;
   a.q_begin = 0;
   a.q_end = x.seq_q;
-  a.scale = 1.0f / std::sqrt(static_cast<float>(x.hd));
+  a.scale = 1.0f / std::sqrt(static_cast<float>(x.head_dim));
   a.causal = causal;
   a.window = window;
   return a;
 }
 
 // Runs the kernel over all rows in calls of `split` rows (0: the kernel's q_block, as the
-// engine does); returns [seq_q, hd].
+// engine does); returns [seq_q, head_dim].
 std::vector<float> run(k::Isa isa, k::AttentionArgs a, std::size_t split = 0) {
   std::vector<float> out(a.seq_len_q * a.head_dim, -7.0f);
   std::vector<float> scratch(k::flash_attention_scratch_floats(isa, a.head_dim) + 16);
@@ -77,16 +77,16 @@ std::vector<double> reference(const k::AttentionArgs& a) {
   return want;
 }
 
-bool row_has_nan(const std::vector<float>& out, std::size_t hd, std::size_t i) {
-  for (std::size_t d = 0; d < hd; ++d)
-    if (std::isnan(out[i * hd + d])) return true;
+bool row_has_nan(const std::vector<float>& out, std::size_t head_dim, std::size_t i) {
+  for (std::size_t d = 0; d < head_dim; ++d)
+    if (std::isnan(out[i * head_dim + d])) return true;
   return false;
 }
 
 // Square self-attention of `seq` rows: every instruction set against the float64 reference.
-void check_all_isas(int seq, int hd, bool causal, int seed) {
-  CAPTURE(seq, hd, causal);
-  auto x = make_qkv(seq, seq, hd, seed);
+void check_all_isas(int seq, int head_dim, bool causal, int seed) {
+  CAPTURE(seq, head_dim, causal);
+  auto x = make_qkv(seq, seq, head_dim, seed);
   const auto a = args_of(x, causal, 0);
   const auto want = reference(a);
   for (const auto isa : test::supported_isas()) {
@@ -99,23 +99,23 @@ void check_all_isas(int seq, int hd, bool causal, int seed) {
 
 TEST_CASE("flash attention matches the reference over sequence lengths", "[kernels][attention]") {
   const auto seq = GENERATE(1, 2, 5, 63, 64, 65, 127, 129);
-  const auto hd = GENERATE(1, 3, 64, 80);
+  const auto head_dim = GENERATE(1, 3, 64, 80);
   const bool causal = GENERATE(false, true);
-  check_all_isas(seq, hd, causal, 1000 * seq + hd);
+  check_all_isas(seq, head_dim, causal, 1000 * seq + head_dim);
 }
 
 TEST_CASE("flash attention matches the reference over head dims", "[kernels][attention]") {
-  const auto hd = GENERATE(1, 2, 3, 8, 63, 64, 80, 128, 256);
+  const auto head_dim = GENERATE(1, 2, 3, 8, 63, 64, 80, 128, 256);
   const auto seq = GENERATE(65, 129);
   const bool causal = GENERATE(false, true);
-  check_all_isas(seq, hd, causal, 77 * seq + hd);
+  check_all_isas(seq, head_dim, causal, 77 * seq + head_dim);
 }
 
 TEST_CASE("flash attention on a long sequence", "[kernels][attention]") {
-  const auto hd = GENERATE(1, 64);
+  const auto head_dim = GENERATE(1, 64);
   const bool causal = GENERATE(false, true);
-  CAPTURE(hd, causal);
-  auto x = make_qkv(1000, 1000, hd, 5 + hd);
+  CAPTURE(head_dim, causal);
+  auto x = make_qkv(1000, 1000, head_dim, 5 + head_dim);
   const auto a = args_of(x, causal, 0);
   const auto want = reference(a);
   for (const auto isa : test::supported_isas()) {
@@ -131,9 +131,9 @@ TEST_CASE("flash attention: bottom-right alignment, windows and fully masked row
       std::pair<std::size_t, std::size_t>{1, 300}, std::pair<std::size_t, std::size_t>{37, 300},
       std::pair<std::size_t, std::size_t>{130, 129}, std::pair<std::size_t, std::size_t>{300, 200});
   const auto window = GENERATE(as<std::size_t>{}, 0, 1, 5, 64, 130);
-  const auto hd = GENERATE(as<std::size_t>{}, 8, 64);
-  CAPTURE(lens.first, lens.second, window, hd);
-  auto x = make_qkv(lens.first, lens.second, hd, lens.first * 7 + lens.second + window);
+  const auto head_dim = GENERATE(as<std::size_t>{}, 8, 64);
+  CAPTURE(lens.first, lens.second, window, head_dim);
+  auto x = make_qkv(lens.first, lens.second, head_dim, lens.first * 7 + lens.second + window);
   const auto a = args_of(x, true, window);
   const auto want = reference(a);
   for (const auto isa : test::supported_isas()) {
@@ -146,7 +146,7 @@ TEST_CASE("flash attention: bottom-right alignment, windows and fully masked row
       for (std::size_t j = 0; j < a.seq_len_kv; ++j)
         any = any || k::reference::visible(i, j, a.seq_len_q, a.seq_len_kv, true, window);
       if (!any)
-        for (std::size_t d = 0; d < hd; ++d) REQUIRE(got[i * hd + d] == 0.0f);
+        for (std::size_t d = 0; d < head_dim; ++d) REQUIRE(got[i * head_dim + d] == 0.0f);
     }
   }
 }
@@ -154,10 +154,10 @@ TEST_CASE("flash attention: bottom-right alignment, windows and fully masked row
 TEST_CASE("flash attention with large logits", "[kernels][attention]") {
   // Inputs x3 make scores 9x larger (up to ~25 at head_dim 64): the softmax is then close to
   // one-hot and errors of the float scores (relative ~1e-7 of |s|) are amplified by |s|.
-  const auto hd = GENERATE(8, 64, 128);
+  const auto head_dim = GENERATE(8, 64, 128);
   const bool causal = GENERATE(false, true);
-  CAPTURE(hd, causal);
-  auto x = make_qkv(200, 200, hd, 99 + hd, 3.0f);
+  CAPTURE(head_dim, causal);
+  auto x = make_qkv(200, 200, head_dim, 99 + head_dim, 3.0f);
   const auto a = args_of(x, causal, 0);
   const auto want = reference(a);
   for (const auto isa : test::supported_isas()) {
@@ -174,12 +174,12 @@ TEST_CASE(
       GENERATE(std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity());
   const bool in_value = GENERATE(false, true);
   const auto window = GENERATE(as<std::size_t>{}, 0, 20);
-  const auto hd = GENERATE(as<std::size_t>{}, 3, 64);
-  CAPTURE(bad, in_value, window, hd);
+  const auto head_dim = GENERATE(as<std::size_t>{}, 3, 64);
+  CAPTURE(bad, in_value, window, head_dim);
   const std::size_t seq = 150, poisoned = 70;  // a key in the middle of a kv-block
-  auto x = make_qkv(seq, seq, hd, 4242 + hd);
+  auto x = make_qkv(seq, seq, head_dim, 4242 + head_dim);
   auto clean = x;
-  for (std::size_t d = 0; d < hd; ++d) (in_value ? x.v() : x.k())[poisoned * x.ld + d] = bad;
+  for (std::size_t d = 0; d < head_dim; ++d) (in_value ? x.v() : x.k())[poisoned * x.ld + d] = bad;
   const auto a = args_of(x, true, window);
   const auto a_clean = args_of(clean, true, window);
   const auto want = reference(a);  // float64, same masking: NaN/inf where it must be
@@ -192,9 +192,9 @@ TEST_CASE(
       CAPTURE(i);
       if (!k::reference::visible(i, poisoned, seq, seq, true, window)) {
         // Bit-identical to the run without the poisoned key.
-        REQUIRE(std::memcmp(&got[i * hd], &got_clean[i * hd], hd * sizeof(float)) == 0);
+        REQUIRE(std::memcmp(&got[i * head_dim], &got_clean[i * head_dim], head_dim * sizeof(float)) == 0);
       } else if (std::isnan(bad)) {
-        REQUIRE(row_has_nan(got, hd, i));
+        REQUIRE(row_has_nan(got, head_dim, i));
       }
     }
   }
@@ -204,34 +204,34 @@ TEST_CASE("flash attention: NaN in future keys and values of a causal call is ig
           "[kernels][attention]") {
   // 100 queries over a 260-key cache: row i sees keys <= i + 160, so rows [0, 40) see keys
   // <= 199. Keys 200.. are NaN in both K and V and only rows [0, 40) are computed.
-  const std::size_t hd = 64;
-  auto x = make_qkv(100, 260, hd, 31);
+  const std::size_t head_dim = 64;
+  auto x = make_qkv(100, 260, head_dim, 31);
   for (std::size_t j = 200; j < 260; ++j)
-    for (std::size_t d = 0; d < 2 * hd; ++d) x.kv[j * x.ld + d] = std::nanf("");
+    for (std::size_t d = 0; d < 2 * head_dim; ++d) x.kv[j * x.ld + d] = std::nanf("");
   auto a = args_of(x, true, 0);
   auto want = reference(a);
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
-    std::vector<float> out(40 * hd);
-    std::vector<float> scratch(k::flash_attention_scratch_floats(isa, hd) + 16);
+    std::vector<float> out(40 * head_dim);
+    std::vector<float> scratch(k::flash_attention_scratch_floats(isa, head_dim) + 16);
     auto b = a;
     b.q_begin = 0;
     b.q_end = 40;
     b.out = out.data();
-    b.ld_out = hd;
+    b.ld_out = head_dim;
     auto addr = reinterpret_cast<std::uintptr_t>(scratch.data());
     b.scratch = scratch.data() + ((64 - addr % 64) % 64) / sizeof(float);
     k::flash_attention(isa, b);
     REQUIRE(test::max_error(std::span<const float>(out),
-                            std::span<const double>(want.data(), 40 * hd)) <= 1.0);
+                            std::span<const double>(want.data(), 40 * head_dim)) <= 1.0);
   }
 }
 
 TEST_CASE("flash attention: any q-row split gives the same bits", "[kernels][attention]") {
-  const auto hd = GENERATE(3, 64, 80);
+  const auto head_dim = GENERATE(3, 64, 80);
   const auto mode = GENERATE(0, 1, 2);  // full, causal, causal + window
-  CAPTURE(hd, mode);
-  auto x = make_qkv(300, 333, hd, 555 + hd);
+  CAPTURE(head_dim, mode);
+  auto x = make_qkv(300, 333, head_dim, 555 + head_dim);
   const auto a = args_of(x, mode > 0, mode == 2 ? 45 : 0);
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
@@ -245,23 +245,23 @@ TEST_CASE("flash attention: any q-row split gives the same bits", "[kernels][att
 }
 
 TEST_CASE("flash attention: out may alias q", "[kernels][attention]") {
-  const auto hd = GENERATE(8, 64, 80);
-  CAPTURE(hd);
-  auto x = make_qkv(200, 200, hd, 9 + hd);
+  const auto head_dim = GENERATE(8, 64, 80);
+  CAPTURE(head_dim);
+  auto x = make_qkv(200, 200, head_dim, 9 + head_dim);
   const auto a = args_of(x, true, 0);
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
     const auto want = run(isa, a);
     auto y = x;  // out written over Q in place, row stride ld
     auto b = args_of(y, true, 0);
-    std::vector<float> scratch(k::flash_attention_scratch_floats(isa, hd) + 16);
+    std::vector<float> scratch(k::flash_attention_scratch_floats(isa, head_dim) + 16);
     auto addr = reinterpret_cast<std::uintptr_t>(scratch.data());
     b.scratch = scratch.data() + ((64 - addr % 64) % 64) / sizeof(float);
     b.out = y.q.data();
     b.ld_out = b.ld_q;
-    k::flash_attention_blocks(isa, b, 0, k::flash_attention_block_count(isa, 200, hd));
+    k::flash_attention_blocks(isa, b, 0, k::flash_attention_block_count(isa, 200, head_dim));
     for (std::size_t i = 0; i < 200; ++i)
-      REQUIRE(std::memcmp(&y.q[i * y.ld], &want[i * hd], hd * sizeof(float)) == 0);
+      REQUIRE(std::memcmp(&y.q[i * y.ld], &want[i * head_dim], head_dim * sizeof(float)) == 0);
   }
 }
 

@@ -17,18 +17,18 @@ namespace k = attn::kernels;
 
 // Decodes one query against n keys: chunks of kDecodeChunk, then the merge.
 std::vector<float> decode(k::Isa isa, const std::vector<float>& q, const float* kp, const float* vp,
-                          std::ptrdiff_t ld, std::size_t n, std::size_t hd, float scale) {
+                          std::ptrdiff_t ld, std::size_t n, std::size_t head_dim, float scale) {
   const std::size_t chunks = (n + k::kDecodeChunk - 1) / k::kDecodeChunk;
-  std::vector<float> partial_out(chunks * hd, -3.0f);
+  std::vector<float> partial_out(chunks * head_dim, -3.0f);
   std::vector<k::DecodePartial> partials(chunks);
   for (std::size_t c = 0; c < chunks; ++c) {
     const std::size_t j0 = c * k::kDecodeChunk;
     k::decode_chunk(isa, q.data(), kp + j0 * ld, ld, vp + j0 * ld, ld,
-                    std::min(k::kDecodeChunk, n - j0), hd, scale, &partial_out[c * hd],
+                    std::min(k::kDecodeChunk, n - j0), head_dim, scale, &partial_out[c * head_dim],
                     &partials[c]);
   }
-  std::vector<float> out(hd, -5.0f);
-  k::decode_merge(isa, partial_out.data(), partials.data(), chunks, hd, out.data());
+  std::vector<float> out(head_dim, -5.0f);
+  k::decode_merge(isa, partial_out.data(), partials.data(), chunks, head_dim, out.data());
   return out;
 }
 
@@ -36,80 +36,80 @@ std::vector<float> decode(k::Isa isa, const std::vector<float>& q, const float* 
 
 TEST_CASE("decode chunks + merge match the reference", "[kernels][decode]") {
   const auto n = GENERATE(1, 5, 17, 511, 512, 513, 1000, 2055);
-  const auto hd = GENERATE(1, 3, 64, 80, 128);
-  CAPTURE(n, hd);
-  const std::size_t ld = 2 * hd + 1;  // K at column 0, V at column hd: strided, unaligned
-  const auto q = test::random_floats(hd, 3 * n + hd);
-  const auto kv = test::random_floats(n * ld, 5 * n + hd);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  std::vector<double> want(hd);
-  k::reference::decode(q.data(), kv.data(), ld, kv.data() + hd, ld, n, hd, scale, want.data());
+  const auto head_dim = GENERATE(1, 3, 64, 80, 128);
+  CAPTURE(n, head_dim);
+  const std::size_t ld = 2 * head_dim + 1;  // K at column 0, V at column head_dim: strided, unaligned
+  const auto q = test::random_floats(head_dim, 3 * n + head_dim);
+  const auto kv = test::random_floats(n * ld, 5 * n + head_dim);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  std::vector<double> want(head_dim);
+  k::reference::decode(q.data(), kv.data(), ld, kv.data() + head_dim, ld, n, head_dim, scale, want.data());
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
-    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + hd, ld, n, hd, scale), want) <=
+    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + head_dim, ld, n, head_dim, scale), want) <=
             1.0);
   }
 }
 
 TEST_CASE("decode with large logits", "[kernels][decode]") {
   const auto n = GENERATE(100, 1500);
-  const std::size_t hd = 64, ld = 2 * hd;
+  const std::size_t head_dim = 64, ld = 2 * head_dim;
   CAPTURE(n);
-  const auto q = test::random_floats(hd, 11, -3.0f, 3.0f);
+  const auto q = test::random_floats(head_dim, 11, -3.0f, 3.0f);
   const auto kv = test::random_floats(n * ld, 12, -3.0f, 3.0f);
-  std::vector<double> want(hd);
-  k::reference::decode(q.data(), kv.data(), ld, kv.data() + hd, ld, n, hd, 0.125f, want.data());
+  std::vector<double> want(head_dim);
+  k::reference::decode(q.data(), kv.data(), ld, kv.data() + head_dim, ld, n, head_dim, 0.125f, want.data());
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
-    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + hd, ld, n, hd, 0.125f), want) <=
+    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + head_dim, ld, n, head_dim, 0.125f), want) <=
             1.0);
   }
 }
 
 TEST_CASE("decode: a NaN key poisons the output, the merge of nothing is 0", "[kernels][decode]") {
-  const std::size_t hd = 64, n = 1200, ld = 2 * hd;
-  const auto q = test::random_floats(hd, 1);
+  const std::size_t head_dim = 64, n = 1200, ld = 2 * head_dim;
+  const auto q = test::random_floats(head_dim, 1);
   auto kv = test::random_floats(n * ld, 2);
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
     auto bad = kv;
     bad[700 * ld + 5] = std::numeric_limits<float>::quiet_NaN();  // one key, second chunk
-    for (float x : decode(isa, q, bad.data(), bad.data() + hd, ld, n, hd, 0.125f))
+    for (float x : decode(isa, q, bad.data(), bad.data() + head_dim, ld, n, head_dim, 0.125f))
       REQUIRE(std::isnan(x));
     // Every score NaN in one chunk: that chunk's max is -inf after NaN-dropping maxima, and
     // the NaN must still reach the output through its sum.
     auto all_bad = kv;
     for (std::size_t j = 512; j < 1024; ++j)
       all_bad[j * ld] = std::numeric_limits<float>::quiet_NaN();
-    for (float x : decode(isa, q, all_bad.data(), all_bad.data() + hd, ld, n, hd, 0.125f))
+    for (float x : decode(isa, q, all_bad.data(), all_bad.data() + head_dim, ld, n, head_dim, 0.125f))
       REQUIRE(std::isnan(x));
-    std::vector<float> out(hd, 1.0f);
-    k::decode_merge(isa, nullptr, nullptr, 0, hd, out.data());
+    std::vector<float> out(head_dim, 1.0f);
+    k::decode_merge(isa, nullptr, nullptr, 0, head_dim, out.data());
     for (float x : out) REQUIRE(x == 0.0f);
   }
 }
 
 TEST_CASE("decode merge: one chunk is its own normalised output; chunk order is fixed",
           "[kernels][decode]") {
-  const std::size_t hd = 80, n = 7 * k::kDecodeChunk + 3, ld = hd;
-  const auto q = test::random_floats(hd, 7);
+  const std::size_t head_dim = 80, n = 7 * k::kDecodeChunk + 3, ld = head_dim;
+  const auto q = test::random_floats(head_dim, 7);
   const auto kk = test::random_floats(n * ld, 8);
   const auto vv = test::random_floats(n * ld, 9);
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
-    std::vector<float> part(hd), out(hd);
+    std::vector<float> part(head_dim), out(head_dim);
     k::DecodePartial p;
-    k::decode_chunk(isa, q.data(), kk.data(), ld, vv.data(), ld, 300, hd, 0.1f, part.data(), &p);
-    k::decode_merge(isa, part.data(), &p, 1, hd, out.data());
-    std::vector<double> want(hd);
-    k::reference::decode(q.data(), kk.data(), ld, vv.data(), ld, 300, hd, 0.1f, want.data());
+    k::decode_chunk(isa, q.data(), kk.data(), ld, vv.data(), ld, 300, head_dim, 0.1f, part.data(), &p);
+    k::decode_merge(isa, part.data(), &p, 1, head_dim, out.data());
+    std::vector<double> want(head_dim);
+    k::reference::decode(q.data(), kk.data(), ld, vv.data(), ld, 300, head_dim, 0.1f, want.data());
     REQUIRE(test::max_error(out, want) <= 1.0);
     // Many chunks: the same bits on every run (no dependence on anything but the chunking).
-    const auto a = decode(isa, q, kk.data(), vv.data(), ld, n, hd, 0.1f);
-    const auto b = decode(isa, q, kk.data(), vv.data(), ld, n, hd, 0.1f);
-    REQUIRE(std::memcmp(a.data(), b.data(), hd * sizeof(float)) == 0);
-    std::vector<double> want_n(hd);
-    k::reference::decode(q.data(), kk.data(), ld, vv.data(), ld, n, hd, 0.1f, want_n.data());
+    const auto a = decode(isa, q, kk.data(), vv.data(), ld, n, head_dim, 0.1f);
+    const auto b = decode(isa, q, kk.data(), vv.data(), ld, n, head_dim, 0.1f);
+    REQUIRE(std::memcmp(a.data(), b.data(), head_dim * sizeof(float)) == 0);
+    std::vector<double> want_n(head_dim);
+    k::reference::decode(q.data(), kk.data(), ld, vv.data(), ld, n, head_dim, 0.1f, want_n.data());
     REQUIRE(test::max_error(a, want_n) <= 1.0);
   }
 }

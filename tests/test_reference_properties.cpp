@@ -65,7 +65,7 @@ TEST_CASE("dropout keeps about 1-p of a large matrix and scales survivors by 1/(
 }
 
 TEST_CASE("the wrapper equals MultiHeadAttention when the weights are arranged to match", "[reference]") {
-  const std::int64_t d_in = 5, heads = 3, hd = 2, d_out = heads * hd, seq = 7;
+  const std::int64_t d_in = 5, heads = 3, head_dim = 2, d_out = heads * head_dim, seq = 7;
   LayerConfig wrap = LayerConfig::chapter(Variant::kMultiHeadWrapper, d_in, d_out, heads, 16);
   wrap.qkv_bias = true;
   auto w = attn::init_weights_like_torch(wrap, 7);

@@ -195,12 +195,12 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
   Result<detail::BatchShape> shape = detail::check_input(config, x);
   if (!shape.ok()) return shape.status();
   const std::int64_t batch = shape->batch, seq_len = shape->seq_len;
-  const std::int64_t d_in = config.d_in, d_out = config.d_out, hd = config.head_dim();
+  const std::int64_t d_in = config.d_in, d_out = config.d_out, head_dim = config.head_dim();
 
   AttentionOptions opt;
   opt.causal = config.causal();
   opt.window = config.window;
-  opt.scale = config.variant == Variant::kSimplified ? 1.0 : 1.0 / std::sqrt(double(hd));
+  opt.scale = config.variant == Variant::kSimplified ? 1.0 : 1.0 / std::sqrt(double(head_dim));
 
   Output result;
   result.shape = shape->output_shape(d_out);
@@ -217,21 +217,21 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
       const Matrix v = linear(xb, rows_of(weights.w_value, 0, d_out), bias_of(weights.b_value, 0, d_out));
       Matrix heads(seq_len, d_out);
       for (std::int64_t h = 0; h < config.num_heads; ++h) {
-        const Matrix o = attention(columns(q, h * hd, hd), columns(k, h * hd, hd),
-                                   columns(v, h * hd, hd), opt);
+        const Matrix o = attention(columns(q, h * head_dim, head_dim), columns(k, h * head_dim, head_dim),
+                                   columns(v, h * head_dim, head_dim), opt);
         for (std::int64_t i = 0; i < seq_len; ++i)
-          for (std::int64_t d = 0; d < hd; ++d) heads(i, h * hd + d) = o(i, d);
+          for (std::int64_t d = 0; d < head_dim; ++d) heads(i, h * head_dim + d) = o(i, d);
       }
       context = linear(heads, rows_of(weights.w_out, 0, d_out), bias_of(weights.b_out, 0, d_out));
     } else {
       // Single-head variants and the wrapper: each head is its own small module.
       for (std::int64_t h = 0; h < config.num_heads; ++h) {
-        const Matrix q = linear(xb, rows_of(weights.w_query, h * hd, hd), bias_of(weights.b_query, h * hd, hd));
-        const Matrix k = linear(xb, rows_of(weights.w_key, h * hd, hd), bias_of(weights.b_key, h * hd, hd));
-        const Matrix v = linear(xb, rows_of(weights.w_value, h * hd, hd), bias_of(weights.b_value, h * hd, hd));
+        const Matrix q = linear(xb, rows_of(weights.w_query, h * head_dim, head_dim), bias_of(weights.b_query, h * head_dim, head_dim));
+        const Matrix k = linear(xb, rows_of(weights.w_key, h * head_dim, head_dim), bias_of(weights.b_key, h * head_dim, head_dim));
+        const Matrix v = linear(xb, rows_of(weights.w_value, h * head_dim, head_dim), bias_of(weights.b_value, h * head_dim, head_dim));
         const Matrix o = attention(q, k, v, opt);
         for (std::int64_t i = 0; i < seq_len; ++i)
-          for (std::int64_t d = 0; d < hd; ++d) context(i, h * hd + d) = o(i, d);
+          for (std::int64_t d = 0; d < head_dim; ++d) context(i, h * head_dim + d) = o(i, d);
       }
     }
     result.values.insert(result.values.end(), context.values.begin(), context.values.end());

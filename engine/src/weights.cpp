@@ -113,7 +113,7 @@ Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t
       return Weights::from_input_major(wq, wk, wv);
     }
     case Variant::kMultiHeadWrapper: {
-      const std::int64_t hd = config.head_dim();
+      const std::int64_t head_dim = config.head_dim();
       w.w_query = w.w_key = w.w_value = Tensor(Shape{d_out, d_in});
       if (config.qkv_bias) w.b_query = w.b_key = w.b_value = Tensor(Shape{d_out});
       for (std::int64_t h = 0; h < config.num_heads; ++h) {
@@ -121,9 +121,9 @@ Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t
         Tensor* bs[] = {&w.b_query, &w.b_key, &w.b_value};
         for (int i = 0; i < 3; ++i) {
           Tensor wt, bt;
-          linear(hd, config.qkv_bias, wt, bt);
-          put_rows(*ws[i], wt, h * hd);
-          if (config.qkv_bias) put_rows(*bs[i], bt, h * hd);
+          linear(head_dim, config.qkv_bias, wt, bt);
+          put_rows(*ws[i], wt, h * head_dim);
+          if (config.qkv_bias) put_rows(*bs[i], bt, h * head_dim);
         }
       }
       break;

@@ -87,12 +87,12 @@ struct FlashAttention {
     using B = typename T::B;
     constexpr std::size_t L = T::kLanes;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    const std::size_t hd = a.head_dim;
-    const std::size_t qb = q_block_for(hd);
+    const std::size_t head_dim = a.head_dim;
+    const std::size_t qb = q_block_for(head_dim);
     const std::size_t n_tiles = (r1 - r0 + L - 1) / L;
     float* qt = a.scratch;
-    float* ot = qt + round16(qb * hd);
-    float* m = ot + round16(qb * hd);
+    float* ot = qt + round16(qb * head_dim);
+    float* m = ot + round16(qb * head_dim);
     float* l = m + round16(qb);
     float* s = l + round16(qb);
 
@@ -100,10 +100,10 @@ struct FlashAttention {
     const float c = a.scale * kLog2e;
     for (std::size_t t = 0; t < n_tiles; ++t) {
       const std::size_t i0 = r0 + t * L;
-      T::pack_q(a.q + static_cast<std::ptrdiff_t>(i0) * a.ld_q, a.ld_q, std::min(L, r1 - i0), hd, c,
-                qt + t * hd * L);
+      T::pack_q(a.q + static_cast<std::ptrdiff_t>(i0) * a.ld_q, a.ld_q, std::min(L, r1 - i0), head_dim, c,
+                qt + t * head_dim * L);
     }
-    std::fill(ot, ot + n_tiles * hd * L, 0.0f);
+    std::fill(ot, ot + n_tiles * head_dim * L, 0.0f);
     std::fill(m, m + n_tiles * L, kNegInf);
     std::fill(l, l + n_tiles * L, 0.0f);
 
@@ -115,7 +115,7 @@ struct FlashAttention {
     // Keys any row of the chunk can see.
     const std::int64_t hi_all = a.causal ? std::min(kv - 1, i_last + shift) : kv - 1;
     const std::int64_t lo_all = windowed ? std::max<std::int64_t>(0, i_first + shift - win + 1) : 0;
-    const auto nk = static_cast<std::int64_t>(kv_block_for(hd));
+    const auto nk = static_cast<std::int64_t>(kv_block_for(head_dim));
 
     for (std::int64_t j0 = lo_all / nk * nk; j0 <= hi_all; j0 += nk) {
       const std::int64_t j1 = std::min(kv, j0 + nk) - 1;
@@ -134,25 +134,25 @@ struct FlashAttention {
         }
         if (hi < lo) continue;
         const auto n = static_cast<std::size_t>(hi - lo + 1);
-        const auto h =
+        const auto full_begin =
             static_cast<std::size_t>(std::clamp<std::int64_t>(f_lo - lo, 0, hi - lo + 1));
-        const auto tb = static_cast<std::size_t>(
-            std::clamp<std::int64_t>(f_hi + 1 - lo, static_cast<std::int64_t>(h), hi - lo + 1));
+        const auto full_end = static_cast<std::size_t>(
+            std::clamp<std::int64_t>(f_hi + 1 - lo, static_cast<std::int64_t>(full_begin), hi - lo + 1));
         typename T::LaneLimits lim;
         for (std::size_t v = 0; v < T::kQv; ++v) {
           lim.lim[v] =
               xsimd::batch<float, Arch>(static_cast<float>(i0 + shift)) + lane_iota<Arch>(v);
           lim.lim_lo[v] = windowed ? lim.lim[v] - B(static_cast<float>(win)) : B(kNegInf);
         }
-        tile_block(Arch{}, a, qt + t * hd * L, ot + t * hd * L, m + t * L, l + t * L, s,
-                   static_cast<std::size_t>(lo), n, h, tb, lim);
+        tile_block(Arch{}, a, qt + t * head_dim * L, ot + t * head_dim * L, m + t * L, l + t * L, s,
+                   static_cast<std::size_t>(lo), n, full_begin, full_end, lim);
       }
     }
 
     // out = O / l (written only now, so out may alias q).
     for (std::size_t t = 0; t < n_tiles; ++t) {
       const std::size_t i0 = r0 + t * L;
-      T::store_out(ot + t * hd * L, l + t * L, std::min(L, r1 - i0), hd,
+      T::store_out(ot + t * head_dim * L, l + t * L, std::min(L, r1 - i0), head_dim,
                    a.out + static_cast<std::ptrdiff_t>(i0) * a.ld_out, a.ld_out);
     }
   }
@@ -168,23 +168,23 @@ struct FlashAttention {
   // One tile against keys [j_first, j_first + n) of one kv-block.
   template <class Arch>
   static void tile_block(Arch, const AttentionArgs& a, const float* qt, float* ot, float* m,
-                         float* l, float* s, std::size_t j_first, std::size_t n, std::size_t h,
-                         std::size_t tb, const typename AttnTile<Arch>::LaneLimits& lim) noexcept {
+                         float* l, float* s, std::size_t j_first, std::size_t n, std::size_t full_begin,
+                         std::size_t full_end, const typename AttnTile<Arch>::LaneLimits& lim) noexcept {
     using T = AttnTile<Arch>;
     constexpr std::size_t L = T::kLanes;
-    const std::size_t hd = a.head_dim;
+    const std::size_t head_dim = a.head_dim;
     const float* k = a.k + static_cast<std::ptrdiff_t>(j_first) * a.ld_k;
     const auto jf = static_cast<float>(j_first);
     typename T::B vmax[T::kQv], alpha[T::kQv];
     for (auto& x : vmax) x = typename T::B(-std::numeric_limits<float>::infinity());
     T::for_each_group(n, [&](std::size_t r, auto rows) {
       T::template qk<decltype(rows)::value>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k, a.ld_k,
-                                            hd, s + r * L, r, h, tb, lim, jf, vmax);
+                                            head_dim, s + r * L, r, full_begin, full_end, lim, jf, vmax);
     });
     T::softmax(s, n, vmax, m, l, alpha);
     const float* v = a.v + static_cast<std::ptrdiff_t>(j_first) * a.ld_v;
-    T::for_each_group(hd, [&](std::size_t d, auto rows) {
-      T::template pv<decltype(rows)::value>(s, v + d, a.ld_v, n, h, tb, ot + d * L, alpha, lim, jf);
+    T::for_each_group(head_dim, [&](std::size_t d, auto rows) {
+      T::template pv<decltype(rows)::value>(s, v + d, a.ld_v, n, full_begin, full_end, ot + d * L, alpha, lim, jf);
     });
   }
 };

@@ -69,11 +69,11 @@ struct AttnTile {
   }
 
   /// qt[d][lane] = q[lane][d] * c for lanes < rows (0 for the other lanes up to kLanes),
-  /// d < hd; q rows at stride ld_q, qt rows at stride kLanes. Blocks of 4 rows x W dims are
+  /// d < head_dim; q rows at stride ld_q, qt rows at stride kLanes. Blocks of 4 rows x W dims are
   /// transposed in registers (a scalar transpose cost ~15% of a 128-token causal call).
-  static void pack_q(const float* q, std::ptrdiff_t ld_q, std::size_t rows, std::size_t hd, float c,
+  static void pack_q(const float* q, std::ptrdiff_t ld_q, std::size_t rows, std::size_t head_dim, float c,
                      float* qt) noexcept {
-    const std::size_t hd_w = hd / kW * kW;
+    const std::size_t hd_w = head_dim / kW * kW;
     std::size_t l0 = 0;
     for (; l0 + 4 <= rows; l0 += 4) {
       const float* q0 = q + static_cast<std::ptrdiff_t>(l0) * ld_q;
@@ -84,23 +84,23 @@ struct AttnTile {
         transpose4_in_blocks(x, t);
         scatter_blocks(t, qt + d0 * kLanes + l0, kLanes);
       }
-      for (std::size_t d = hd_w; d < hd; ++d)
+      for (std::size_t d = hd_w; d < head_dim; ++d)
         for (std::size_t i = 0; i < 4; ++i)
           qt[d * kLanes + l0 + i] = q0[static_cast<std::ptrdiff_t>(i) * ld_q + d] * c;
     }
     for (; l0 < kLanes; ++l0) {
       const float* qi = q + static_cast<std::ptrdiff_t>(l0) * ld_q;
-      for (std::size_t d = 0; d < hd; ++d) qt[d * kLanes + l0] = l0 < rows ? qi[d] * c : 0.0f;
+      for (std::size_t d = 0; d < head_dim; ++d) qt[d * kLanes + l0] = l0 < rows ? qi[d] * c : 0.0f;
     }
   }
 
   /// out[lane][d] = ot[d][lane] / l[lane] for lanes < rows (0 where l == 0: no visible key;
   /// NaN stays NaN), transposed back in registers as pack_q.
-  static void store_out(const float* ot, const float* l, std::size_t rows, std::size_t hd,
+  static void store_out(const float* ot, const float* l, std::size_t rows, std::size_t head_dim,
                         float* out, std::ptrdiff_t ld_out) noexcept {
     alignas(64) float inv[kLanes];
     for (std::size_t i = 0; i < kLanes; ++i) inv[i] = l[i] == 0.0f ? 0.0f : 1.0f / l[i];
-    const std::size_t hd4 = hd / 4 * 4;
+    const std::size_t hd4 = head_dim / 4 * 4;
     std::size_t w0 = 0;
     for (; w0 + kW <= rows; w0 += kW) {
       const B iv = B::load_aligned(inv + w0);
@@ -113,11 +113,11 @@ struct AttnTile {
         scatter_blocks(t, o0 + d0, ld_out);
       }
       for (std::size_t lane = w0; lane < w0 + kW; ++lane)
-        for (std::size_t d = hd4; d < hd; ++d)
+        for (std::size_t d = hd4; d < head_dim; ++d)
           out[static_cast<std::ptrdiff_t>(lane) * ld_out + d] = ot[d * kLanes + lane] * inv[lane];
     }
     for (std::size_t lane = w0; lane < rows; ++lane)
-      for (std::size_t d = 0; d < hd; ++d)
+      for (std::size_t d = 0; d < head_dim; ++d)
         out[static_cast<std::ptrdiff_t>(lane) * ld_out + d] = ot[d * kLanes + lane] * inv[lane];
   }
 
@@ -139,11 +139,11 @@ struct AttnTile {
   }
 
   /// s[r][lane] = sum_d qt[d][lane] * k[r][d] for N keys (rows of k at stride ld_k), keys
-  /// j0 .. j0 + N - 1 of the tile. Keys outside [h, tb) get -inf on the lanes that may not see
+  /// j0 .. j0 + N - 1 of the tile. Keys outside [full_begin, full_end) get -inf on the lanes that may not see
   /// them; vmax (kQv vectors) takes the lane-wise max of what is stored.
   template <std::size_t N>
-  static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t hd, float* s,
-                 std::size_t j0, std::size_t h, std::size_t tb, const LaneLimits& lim,
+  static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t head_dim, float* s,
+                 std::size_t j0, std::size_t full_begin, std::size_t full_end, const LaneLimits& lim,
                  float j_first, B* vmax) noexcept {
     B acc[N][kQv];
     const float* kr[N];
@@ -151,7 +151,7 @@ struct AttnTile {
       kr[r] = k + static_cast<std::ptrdiff_t>(r) * ld_k;
       for (std::size_t v = 0; v < kQv; ++v) acc[r][v] = B(0.0f);
     }
-    for (std::size_t d = 0; d < hd; ++d) {
+    for (std::size_t d = 0; d < head_dim; ++d) {
       B q[kQv];
       for (std::size_t v = 0; v < kQv; ++v) q[v] = B::load_aligned(qt + d * kLanes + v * kW);
       for (std::size_t r = 0; r < N; ++r) {
@@ -162,7 +162,7 @@ struct AttnTile {
     const B neg_inf(-std::numeric_limits<float>::infinity());
     for (std::size_t r = 0; r < N; ++r) {
       const std::size_t j = j0 + r;
-      if (j < h || j >= tb) [[unlikely]] {
+      if (j < full_begin || j >= full_end) [[unlikely]] {
         for (std::size_t v = 0; v < kQv; ++v)
           acc[r][v] =
               xsimd::select(lim.visible(j_first + static_cast<float>(j), v), acc[r][v], neg_inf);
@@ -175,20 +175,20 @@ struct AttnTile {
   }
 
   /// ot[r][lane] = alpha[lane] * ot[r][lane] + sum_j v[j][r] * p[j][lane] for N head dims,
-  /// keys j = 0 .. n-1 in order. Keys outside [h, tb) are masked for some lanes: there the
+  /// keys j = 0 .. n-1 in order. Keys outside [full_begin, full_end) are masked for some lanes: there the
   /// update is skipped per lane (select), so a NaN/Inf value of a masked key never meets its
   /// zero probability (0 * NaN).
   template <std::size_t N>
-  static void pv(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n, std::size_t h,
-                 std::size_t tb, float* ot, const B* alpha, const LaneLimits& lim,
+  static void pv(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n, std::size_t full_begin,
+                 std::size_t full_end, float* ot, const B* alpha, const LaneLimits& lim,
                  float j_first) noexcept {
     B acc[N][kQv];
     for (std::size_t r = 0; r < N; ++r)
       for (std::size_t c = 0; c < kQv; ++c)
         acc[r][c] = B::load_aligned(ot + r * kLanes + c * kW) * alpha[c];
-    pv_keys<N, true>(acc, p, v, ld_v, 0, h, lim, j_first);
-    pv_keys<N, false>(acc, p, v, ld_v, h, tb, lim, j_first);
-    pv_keys<N, true>(acc, p, v, ld_v, tb, n, lim, j_first);
+    pv_keys<N, true>(acc, p, v, ld_v, 0, full_begin, lim, j_first);
+    pv_keys<N, false>(acc, p, v, ld_v, full_begin, full_end, lim, j_first);
+    pv_keys<N, true>(acc, p, v, ld_v, full_end, n, lim, j_first);
     for (std::size_t r = 0; r < N; ++r)
       for (std::size_t c = 0; c < kQv; ++c) acc[r][c].store_aligned(ot + r * kLanes + c * kW);
   }

@@ -69,10 +69,10 @@ struct DecodeChunk {
   // (8-key groups with scalar stores measured 25% slower in L2.)
   template <class Arch>
   static void scores(Arch, const float* q, const float* k, std::ptrdiff_t ld_k, std::size_t n,
-                     std::size_t hd, float c, float* s) noexcept {
+                     std::size_t head_dim, float c, float* s) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
-    const std::size_t hd_vec = hd / W * W;
+    const std::size_t hd_vec = head_dim / W * W;
     std::size_t j = 0;
     for (; j + W <= n; j += W) {
       B acc[W];
@@ -88,10 +88,10 @@ struct DecodeChunk {
       }
       alignas(64) float dots[W];
       for (std::size_t r = 0; r < W; ++r) dots[r] = xsimd::hadd(acc[r]);
-      if (hd_vec < hd) {
+      if (hd_vec < head_dim) {
         for (std::size_t r = 0; r < W; ++r) {
           const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
-          for (std::size_t d = hd_vec; d < hd; ++d) dots[r] += q[d] * kr[d];
+          for (std::size_t d = hd_vec; d < head_dim; ++d) dots[r] += q[d] * kr[d];
         }
       }
       (B::load_aligned(dots) * B(c)).store_aligned(s + j);
@@ -103,7 +103,7 @@ struct DecodeChunk {
         acc = xsimd::fma(B::load_unaligned(kr + d), B::load_unaligned(q + d), acc);
       }
       float t = xsimd::hadd(acc);
-      for (std::size_t d = hd_vec; d < hd; ++d) t += q[d] * kr[d];
+      for (std::size_t d = hd_vec; d < head_dim; ++d) t += q[d] * kr[d];
       s[j] = t * c;
     }
   }
@@ -143,20 +143,20 @@ struct DecodeChunk {
   // out = alpha * out + sum_j p[j] * v_j over n keys.
   template <class Arch>
   static void accumulate(Arch, const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
-                         std::size_t hd, float alpha, float* out) noexcept {
+                         std::size_t head_dim, float alpha, float* out) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
     if (alpha != 1.0f) {  // the max grew: rescale what was accumulated
-      for (std::size_t d = 0; d < hd; ++d) out[d] *= alpha;
+      for (std::size_t d = 0; d < head_dim; ++d) out[d] *= alpha;
     }
-    const std::size_t hd_vec = hd / W * W;
+    const std::size_t hd_vec = head_dim / W * W;
     for (std::size_t d0 = 0; d0 < hd_vec; d0 += kSlice * W) {
       const std::size_t nv = std::min(kSlice, (hd_vec - d0) / W);
       with_count<Arch>(nv, [&](auto c) {
         accumulate_slice<Arch, decltype(c)::value>(p, v + d0, ld_v, n, out + d0);
       });
     }
-    for (std::size_t d = hd_vec; d < hd; ++d) {
+    for (std::size_t d = hd_vec; d < head_dim; ++d) {
       float o = out[d];
       for (std::size_t j = 0; j < n; ++j) o += p[j] * v[static_cast<std::ptrdiff_t>(j) * ld_v + d];
       out[d] = o;

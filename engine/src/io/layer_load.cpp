@@ -170,9 +170,9 @@ Status read_wrapper(LayerReader& r, LayerConfig& c, Weights& w, Found& found) {
       found.context_source = "the mask buffer '" + r.full(head + "mask") + "'";
     }
   }
-  const std::int64_t hd = head0.d_out;
+  const std::int64_t head_dim = head0.d_out;
   c.d_in = head0.d_in;
-  c.d_out = hd * heads;
+  c.d_out = head_dim * heads;
   c.qkv_bias = head0.qkv_bias;
   found.num_heads = heads;
   auto stack = [&](Tensor Weights::*member, bool matrix) {
