@@ -4,8 +4,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "attn/chapter/random.hpp"
+#include "attn/chapter/reference.hpp"
 #include "attn/engine.hpp"
-#include "attn/reference.hpp"
 #include "helpers.hpp"
 
 namespace test {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "attn/engine.hpp"
-#include "attn/reference.hpp"
+#include "attn/chapter/reference.hpp"
 #include "kernels/isa.hpp"
 
 namespace test {

@@ -7,9 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "attn/chapter/reference.hpp"
 #include "attn/engine.hpp"
-#include "attn/io.hpp"
-#include "attn/reference.hpp"
+#include "attn/layer.hpp"
+#include "attn/npy.hpp"
+#include "attn/safetensors.hpp"
 #include "helpers.hpp"
 #include "io_helpers.hpp"
 
