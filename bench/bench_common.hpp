@@ -9,18 +9,25 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <string_view>
 
-#include "attn/runtime.hpp"
 #include "kernels/isa.hpp"
 #include "kernels/kernels.hpp"
 
 namespace bench {
 
-/// The instruction set the kernel benchmarks run: ATTN_ISA when set, else the best one.
+/// The instruction set the kernel benchmarks run: ATTN_ISA when it names one this CPU runs
+/// ("sse2", "avx2", "avx512"), else the best one. Read from the kernel library alone: this
+/// suite does not link libattn (one copy of the kernels per process).
 inline attn::kernels::Isa kernel_isa() {
-  auto isa = attn::resolve_isa(attn::Isa::kAuto);
-  if (!isa.ok()) return attn::kernels::best_isa();
-  return attn::kernels::from_public(*isa).value_or(attn::kernels::best_isa());
+  const char* env = std::getenv("ATTN_ISA");
+  if (env == nullptr) return attn::kernels::best_isa();
+  for (attn::kernels::Isa isa : attn::kernels::kAllIsas) {
+    if (std::string_view(env) == attn::kernels::isa_name(isa) && attn::kernels::isa_supported(isa)) {
+      return isa;
+    }
+  }
+  return attn::kernels::best_isa();
 }
 
 /// 64-byte aligned float buffer filled with small pseudo-random values in [-0.5, 0.5).

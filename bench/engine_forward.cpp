@@ -3,6 +3,7 @@
 
 #include <random>
 
+#include "attn/chapter/random.hpp"
 #include "attn/engine.hpp"
 
 namespace {

@@ -4,11 +4,41 @@
 #include <cstdint>
 #include <vector>
 
+#include "attn/chapter/random.hpp"
+#include "attn/chapter/reference.hpp"
 #include "attn/engine.hpp"
-#include "attn/reference.hpp"
+#include "attn/runtime.hpp"
 #include "helpers.hpp"
 
 namespace test {
+
+/// The instruction sets this machine can run, as the public API names them (the tests cover
+/// every one of them).
+inline std::vector<attn::Isa> supported_isas() {
+  std::vector<attn::Isa> isas;
+  for (const attn::Isa isa : {attn::Isa::kSse2, attn::Isa::kAvx2, attn::Isa::kAvx512}) {
+    if (attn::resolve_isa(isa).ok()) isas.push_back(isa);
+  }
+  return isas;
+}
+
+/// The threaded backends the tests may use. libtbb and libgomp are not built with
+/// ThreadSanitizer, so their internal hand-offs look like races to it: under TSan none are
+/// used (the serial backend with many caller threads still exercises the engine's own
+/// synchronisation).
+inline std::vector<attn::Backend> threaded_backends() {
+#if defined(__SANITIZE_THREAD__)
+  return {};
+#else
+  return {attn::Backend::kTbb, attn::Backend::kOpenMp};
+#endif
+}
+
+/// The backend a multi-threaded test should use: TBB, or serial under TSan.
+inline attn::Backend threaded_backend() {
+  const auto b = threaded_backends();
+  return b.empty() ? attn::Backend::kSerial : b.front();
+}
 
 /// A config with random weights drawn the PyTorch way, and a random input.
 struct EngineCase {

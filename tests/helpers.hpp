@@ -1,4 +1,5 @@
-// Test helpers: seeded random data and error measures against float64 references.
+// Test helpers: seeded random data and error measures against float64 references. Free of
+// attn and kernel headers: both test executables use it (kernel_helpers.hpp, engine_fixture.hpp).
 #pragma once
 
 #include <cmath>
@@ -8,10 +9,6 @@
 #include <random>
 #include <span>
 #include <vector>
-
-#include "attn/engine.hpp"
-#include "attn/reference.hpp"
-#include "kernels/isa.hpp"
 
 namespace test {
 
@@ -58,33 +55,6 @@ double max_abs_diff(std::span<const G> got, std::initializer_list<double> want) 
   std::size_t i = 0;
   for (double w : want) worst = std::max(worst, std::abs(static_cast<double>(got[i++]) - w));
   return worst;
-}
-
-/// The instruction sets this machine can run (the tests cover every one of them).
-inline std::vector<attn::kernels::Isa> supported_isas() {
-  std::vector<attn::kernels::Isa> isas;
-  for (attn::kernels::Isa isa : attn::kernels::kAllIsas) {
-    if (attn::kernels::isa_supported(isa)) isas.push_back(isa);
-  }
-  return isas;
-}
-
-/// The threaded backends the tests may use. libtbb and libgomp are not built with
-/// ThreadSanitizer, so their internal hand-offs look like races to it: under TSan none are
-/// used (the serial backend with many caller threads still exercises the engine's own
-/// synchronisation).
-inline std::vector<attn::Backend> threaded_backends() {
-#if defined(__SANITIZE_THREAD__)
-  return {};
-#else
-  return {attn::Backend::kTbb, attn::Backend::kOpenMp};
-#endif
-}
-
-/// The backend a multi-threaded test should use: TBB, or serial under TSan.
-inline attn::Backend threaded_backend() {
-  const auto b = threaded_backends();
-  return b.empty() ? attn::Backend::kSerial : b.front();
 }
 
 }  // namespace test

@@ -14,7 +14,7 @@
 #include <string_view>
 #include <vector>
 
-#include "attn/io.hpp"
+#include "attn/safetensors.hpp"
 
 namespace test {
 

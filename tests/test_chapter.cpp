@@ -5,9 +5,9 @@
 #include <cmath>
 #include <vector>
 
+#include "attn/chapter/random.hpp"
+#include "attn/chapter/reference.hpp"
 #include "attn/engine.hpp"
-#include "attn/random.hpp"
-#include "attn/reference.hpp"
 #include "helpers.hpp"
 
 using attn::LayerConfig;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <tuple>
 
+#include "attn/chapter/random.hpp"
 #include "attn/runtime.hpp"
 #include "engine_fixture.hpp"
 

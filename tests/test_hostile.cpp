@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include "attn/chapter/random.hpp"
+#include "attn/chapter/reference.hpp"
 #include "attn/runtime.hpp"
 #include "engine_fixture.hpp"
 

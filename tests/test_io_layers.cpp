@@ -7,9 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "attn/chapter/reference.hpp"
 #include "attn/engine.hpp"
-#include "attn/io.hpp"
-#include "attn/reference.hpp"
+#include "attn/layer.hpp"
+#include "attn/npy.hpp"
+#include "attn/safetensors.hpp"
+#include "engine_fixture.hpp"
 #include "helpers.hpp"
 #include "io_helpers.hpp"
 
@@ -22,18 +25,6 @@ using attn::io::Layout;
 using attn::io::SafetensorsFile;
 
 namespace {
-
-attn::Isa to_api_isa(attn::kernels::Isa isa) {
-  switch (isa) {
-    case attn::kernels::Isa::kSse2:
-      return attn::Isa::kSse2;
-    case attn::kernels::Isa::kAvx2:
-      return attn::Isa::kAvx2;
-    case attn::kernels::Isa::kAvx512:
-      return attn::Isa::kAvx512;
-  }
-  return attn::Isa::kAuto;
-}
 
 SafetensorsFile open_fixture(const std::string& name) {
   auto file = SafetensorsFile::open(test::data_path(name + ".safetensors"));
@@ -161,8 +152,8 @@ TEST_CASE("io: layers saved from PyTorch match PyTorch's outputs on every instru
     REQUIRE(ref.ok());
     CHECK(test::max_error(ref->values, want.values()) <= 1.0);
     for (const auto isa : test::supported_isas()) {
-      CAPTURE(attn::kernels::isa_name(isa));
-      const Tensor got = run(layer.value(), x, to_api_isa(isa));
+      CAPTURE(attn::to_string(isa));
+      const Tensor got = run(layer.value(), x, isa);
       CHECK(got.shape().to_string() == want.shape().to_string());
       CHECK(test::max_error(got.values(), want.values()) <= 1.0);
     }

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "attn/io.hpp"
+#include "attn/npy.hpp"
 #include "io_helpers.hpp"
 
 using attn::ErrorCode;

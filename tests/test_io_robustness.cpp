@@ -7,7 +7,9 @@
 #include <random>
 #include <vector>
 
-#include "attn/io.hpp"
+#include "attn/layer.hpp"
+#include "attn/npy.hpp"
+#include "attn/safetensors.hpp"
 #include "io_helpers.hpp"
 
 namespace {

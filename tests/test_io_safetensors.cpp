@@ -6,10 +6,12 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
-#include "attn/io.hpp"
+#include "attn/safetensors.hpp"
 #include "io_helpers.hpp"
 
 using attn::ErrorCode;
@@ -17,6 +19,12 @@ using attn::Shape;
 using attn::Tensor;
 using attn::io::DType;
 using attn::io::SafetensorsFile;
+
+// Only open() and from_bytes() make a SafetensorsFile: its state is an opaque type behind a
+// private constructor.
+static_assert(!std::is_default_constructible_v<SafetensorsFile>);
+static_assert(!std::is_constructible_v<SafetensorsFile,
+                                       std::shared_ptr<const attn::io::detail::SafetensorsData>>);
 
 namespace {
 

@@ -10,7 +10,7 @@
 #include <memory>
 #include <vector>
 
-#include "helpers.hpp"
+#include "kernel_helpers.hpp"
 #include "kernels/kernels.hpp"
 #include "kernels/reference.hpp"
 

@@ -8,7 +8,7 @@
 #include <limits>
 #include <vector>
 
-#include "helpers.hpp"
+#include "kernel_helpers.hpp"
 #include "kernels/kernels.hpp"
 #include "kernels/reference.hpp"
 

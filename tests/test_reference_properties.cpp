@@ -4,9 +4,9 @@
 
 #include <cmath>
 
+#include "attn/chapter/random.hpp"
+#include "attn/chapter/reference.hpp"
 #include "attn/engine.hpp"
-#include "attn/random.hpp"
-#include "attn/reference.hpp"
 #include "helpers.hpp"
 #include "kernels/visibility.hpp"
 

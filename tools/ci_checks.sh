@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The reliability jobs CI runs after the README's test command: the test suite under
+# The jobs CI runs after the README's test command: the GEMM blocking sweep built (it is not
+# part of the default build, so only this notices when it breaks), the test suite under
 # ASan+UBSan and under TSan, then every libFuzzer harness for a bounded time on its
-# committed seed corpus. Usage: tools/ci_checks.sh [asan] [tsan] [fuzz]  (default: all)
+# committed seed corpus. Usage: tools/ci_checks.sh [sweep] [asan] [tsan] [fuzz]  (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=("$@")
-[ ${#jobs[@]} -gt 0 ] || jobs=(asan tsan fuzz)
+[ ${#jobs[@]} -gt 0 ] || jobs=(sweep asan tsan fuzz)
 fuzz_seconds=${ATTN_FUZZ_SECONDS:-60}
 
 for job in "${jobs[@]}"; do
   echo "ci: === $job ===" >&2
   case "$job" in
+    sweep)
+      cmake --preset sweep >/dev/null
+      cmake --build --preset sweep
+      ;;
     asan | tsan)
       cmake --preset "$job" >/dev/null
       cmake --build --preset "$job"

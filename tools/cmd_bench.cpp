@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "attn/chapter/random.hpp"
 #include "attn/engine.hpp"
+#include "attn/probe.hpp"
 #include "attn/runtime.hpp"
 #include "bench_report.hpp"
 #include "commands.hpp"

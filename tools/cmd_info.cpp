@@ -6,7 +6,9 @@
 #include <memory>
 #include <string>
 
-#include "attn/io.hpp"
+#include "attn/layer.hpp"
+#include "attn/npy.hpp"
+#include "attn/safetensors.hpp"
 #include "commands.hpp"
 #include "layer_args.hpp"
 

@@ -7,6 +7,7 @@
 #include <random>
 #include <string>
 
+#include "attn/chapter/random.hpp"
 #include "attn/engine.hpp"
 #include "commands.hpp"
 

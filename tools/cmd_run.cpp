@@ -9,7 +9,9 @@
 #include <algorithm>
 
 #include "attn/engine.hpp"
-#include "attn/io.hpp"
+#include "attn/layer.hpp"
+#include "attn/npy.hpp"
+#include "attn/safetensors.hpp"
 #include "commands.hpp"
 #include "layer_args.hpp"
 

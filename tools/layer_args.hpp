@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-#include "attn/io.hpp"
+#include "attn/layer.hpp"
 
 namespace attn::tools {
 

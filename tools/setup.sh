@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config git
   libxsimd-dev libtbb-dev libbenchmark-dev catch2 libcli11-dev nlohmann-json3-dev
+  clang-format  # Debian 12: version 14, what tools/check_format.sh enforces
   "$@"
 )
 

@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "attn/chapter/random.hpp"
+#include "attn/chapter/reference.hpp"
 #include "attn/engine.hpp"
-#include "attn/random.hpp"
-#include "attn/reference.hpp"
 #include "attn/weights.hpp"
 
 namespace attn::tools {

@@ -1,13 +1,11 @@
-// Developer tool (not built by CMake): times the GEMM driver with other register tiles and
-// block sizes than GemmBlocking's, to re-tune them on a new machine. Each case runs once per
-// round, round-robin, and keeps its best time, so a noisy shared machine still gives a fair
-// comparison; the FMA peak is measured in every round too. Build and run one ISA at a time:
+// Developer tool: times the GEMM driver with other register tiles and block sizes than
+// GemmBlocking's, to re-tune them on a new machine. Each case runs once per round, round-robin,
+// and keeps its best time, so a noisy shared machine still gives a fair comparison; the FMA
+// peak is measured in every round too. Built only on request, one executable per ISA
+// (SWEEP_ISA 0/1/2 = sse2/avx2/avx512, with that ISA's kernel flags; bench/sweep/CMakeLists.txt):
 //
-//   g++ -std=c++20 -O3 -DNDEBUG -I. -mavx512f -mavx512cd -mavx512dq -mavx512bw -mavx512vl \
-//       -mavx2 -mfma -DSWEEP_ISA=2 bench/sweep/gemm_blocking_sweep.cpp -o /tmp/sweep512
-//   g++ -std=c++20 -O3 -DNDEBUG -I. -mavx2 -mfma -DSWEEP_ISA=1 bench/sweep/... -o /tmp/sweep2
-//   g++ -std=c++20 -O3 -DNDEBUG -I. -DSWEEP_ISA=0 bench/sweep/... -o /tmp/sweep_sse2
-//   flock /tmp/attn-bench.lock /tmp/sweep512 [rounds]
+//   cmake --preset sweep && cmake --build --preset sweep
+//   flock /tmp/attn-bench.lock build/sweep/bench/sweep/attn_gemm_sweep_avx2 [rounds]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

@@ -1,5 +1,5 @@
 // PyTorch-compatible draws (see ../shared/book/ch03-reference.md for the recipe).
-#include "attn/random.hpp"
+#include "attn/chapter/random.hpp"
 
 #include <cmath>
 

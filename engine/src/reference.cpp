@@ -1,5 +1,5 @@
-// The float64 reference: chapter 3 written plainly (see attn/reference.hpp).
-#include "attn/reference.hpp"
+// The float64 reference: chapter 3 written plainly (see attn/chapter/reference.hpp).
+#include "attn/chapter/reference.hpp"
 
 #include <cmath>
 #include <limits>

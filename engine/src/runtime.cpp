@@ -1,5 +1,6 @@
 // Instruction-set resolution and the build/machine description.
 #include "attn/runtime.hpp"
+#include "attn/probe.hpp"
 
 #include <algorithm>
 #include <atomic>

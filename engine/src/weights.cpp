@@ -1,9 +1,9 @@
 // Weight validation, SelfAttention_v1 conversion and PyTorch-compatible initialisation.
+#include "attn/chapter/random.hpp"
 #include "attn/weights.hpp"
 
 #include <string>
 
-#include "attn/random.hpp"
 
 namespace attn {
 namespace {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include "attn/chapter/random.hpp"
 #include "attn/engine.hpp"
 
 namespace {

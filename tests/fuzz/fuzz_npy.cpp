@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <span>
 
-#include "attn/io.hpp"
+#include "attn/npy.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);

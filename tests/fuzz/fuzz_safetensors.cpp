@@ -4,7 +4,8 @@
 #include <cstdint>
 #include <span>
 
-#include "attn/io.hpp"
+#include "attn/layer.hpp"
+#include "attn/safetensors.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(data), size);

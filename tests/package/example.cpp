@@ -1,8 +1,10 @@
 // The README's embedding example, built against the installed package and run by
 // tests/package/run.sh. With a safetensors file as argument it loads that layer; without one
 // it uses seeded weights in GPT-2 small's shape.
+#include <attn/chapter/random.hpp>
 #include <attn/engine.hpp>
-#include <attn/io.hpp>
+#include <attn/layer.hpp>
+#include <attn/safetensors.hpp>
 
 #include <cmath>
 #include <cstdio>

@@ -1,6 +1,8 @@
-// Uses the installed attn like a user: create an engine, run forward, check an error.
-#include <attn/engine.hpp>
-#include <attn/runtime.hpp>
+// Uses the installed attn like a user: create an engine, run forward, check an error. Also
+// checks that the umbrella and the io.hpp compatibility header compile outside the tree.
+#include <attn/attn.hpp>
+#include <attn/chapter/random.hpp>
+#include <attn/io.hpp>
 
 #include <cstdio>
 

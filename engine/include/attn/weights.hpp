@@ -30,10 +30,4 @@ struct ATTN_API Weights {
 /// The error names the tensor and both shapes.
 ATTN_API Status validate(const LayerConfig& config, const Weights& weights);
 
-/// Draws weights the way the chapter's PyTorch code does after torch.manual_seed(seed):
-/// SelfAttention_v1 uses torch.rand(d_in, d_out) per matrix; the other variants create
-/// nn.Linear layers in constructor order (W_query, W_key, W_value, then out_proj; the
-/// wrapper head by head). The same seed gives the book's weights bit for bit.
-ATTN_API Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t seed);
-
 }  // namespace attn

@@ -6,7 +6,7 @@
 #include <optional>
 #include <string_view>
 
-#include "attn/io.hpp"
+#include "attn/safetensors.hpp"
 
 namespace attn::io::detail {
 

@@ -4,7 +4,7 @@
 #include <optional>
 #include <set>
 
-#include "attn/io.hpp"
+#include "attn/layer.hpp"
 #include "io/file_bytes.hpp"
 
 namespace attn::io {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <charconv>
 
-#include "attn/io.hpp"
+#include "attn/layer.hpp"
 #include "io/file_bytes.hpp"
 #include "io/layer_reader.hpp"
 

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "attn/io.hpp"
+#include "attn/layer.hpp"
 #include "io/file_bytes.hpp"
 
 namespace attn::io::detail {

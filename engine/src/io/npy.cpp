@@ -5,7 +5,7 @@
 #include <cstring>
 #include <optional>
 
-#include "attn/io.hpp"
+#include "attn/npy.hpp"
 #include "io/file_bytes.hpp"
 
 namespace attn::io {

@@ -5,14 +5,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "attn/io.hpp"
+#include "attn/safetensors.hpp"
 #include "io/dtype.hpp"
 #include "io/file_bytes.hpp"
 #include "io/safetensors_header.hpp"
 
 namespace attn::io {
 
-struct SafetensorsFile::Impl {
+struct detail::SafetensorsData {
   std::string name;
   std::unique_ptr<detail::FileBytes> file;
   std::span<const std::byte> data;  // the data area, after the header
@@ -25,8 +25,8 @@ namespace {
 
 constexpr std::size_t kLengthBytes = 8;  // the little-endian u64 header length
 
-Result<std::shared_ptr<SafetensorsFile::Impl>> build(std::unique_ptr<detail::FileBytes> file,
-                                                     std::string name) {
+Result<std::shared_ptr<detail::SafetensorsData>> build(std::unique_ptr<detail::FileBytes> file,
+                                                       std::string name) {
   const std::span<const std::byte> bytes = file->bytes();
   auto corrupt = [&](const std::string& message) {
     return detail::file_error(ErrorCode::kCorruptData, name, message);
@@ -57,7 +57,7 @@ Result<std::shared_ptr<SafetensorsFile::Impl>> build(std::unique_ptr<detail::Fil
       detail::parse_safetensors_header(text, data_bytes, name);
   if (!header.ok()) return header.status();
 
-  auto impl = std::make_shared<SafetensorsFile::Impl>();
+  auto impl = std::make_shared<detail::SafetensorsData>();
   impl->name = std::move(name);
   impl->data = bytes.subspan(kLengthBytes + header_bytes);
   impl->tensors = std::move(header->tensors);
@@ -76,13 +76,14 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
 
 }  // namespace
 
-SafetensorsFile::SafetensorsFile(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+SafetensorsFile::SafetensorsFile(std::shared_ptr<const detail::SafetensorsData> data)
+    : impl_(std::move(data)) {}
 
 Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
   return detail::guard(path, [&]() -> Result<SafetensorsFile> {
     Result<std::unique_ptr<detail::FileBytes>> file = detail::FileBytes::map(path);
     if (!file.ok()) return file.status();
-    Result<std::shared_ptr<Impl>> impl = build(std::move(file.value()), path);
+    Result<std::shared_ptr<detail::SafetensorsData>> impl = build(std::move(file.value()), path);
     if (!impl.ok()) return impl.status();
     return SafetensorsFile(std::move(impl.value()));
   });
@@ -91,7 +92,8 @@ Result<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
 Result<SafetensorsFile> SafetensorsFile::from_bytes(std::span<const std::byte> bytes,
                                                     std::string name) {
   return detail::guard(name, [&]() -> Result<SafetensorsFile> {
-    Result<std::shared_ptr<Impl>> impl = build(detail::FileBytes::copy(bytes), name);
+    Result<std::shared_ptr<detail::SafetensorsData>> impl =
+        build(detail::FileBytes::copy(bytes), name);
     if (!impl.ok()) return impl.status();
     return SafetensorsFile(std::move(impl.value()));
   });

@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-#include "attn/io.hpp"
+#include "attn/safetensors.hpp"
 
 namespace attn::io::detail {
 

@@ -1,14 +1,15 @@
-// The float64 reference: chapter 3's steps written plainly, and the oracle every fast path
-// is tested against. Clear rather than fast: O(seq_len^2) memory, single-threaded.
+// Teaching aid (attn/chapter/): the float64 reference, chapter 3's steps written plainly, and
+// the oracle every fast path is tested against. Clear rather than fast: O(seq_len^2) memory,
+// single-threaded.
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "attn/chapter/random.hpp"
 #include "attn/config.hpp"
 #include "attn/export.hpp"
-#include "attn/random.hpp"
 #include "attn/status.hpp"
 #include "attn/tensor.hpp"
 #include "attn/weights.hpp"

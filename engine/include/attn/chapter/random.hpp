@@ -1,13 +1,17 @@
-// A random generator that reproduces PyTorch's CPU generator, so that a seed gives the
-// chapter's weights and dropout masks bit for bit.
+// Teaching aid (attn/chapter/): a random generator that reproduces PyTorch's CPU generator,
+// and the chapter's weights drawn with it, so that a seed gives the book's weights and dropout
+// masks bit for bit.
 #pragma once
 
 #include <cstdint>
 #include <random>
 #include <span>
 
+#include "attn/config.hpp"
 #include "attn/export.hpp"
+#include "attn/status.hpp"
 #include "attn/tensor.hpp"
+#include "attn/weights.hpp"
 
 namespace attn {
 
@@ -40,5 +44,11 @@ class ATTN_API TorchGenerator {
  private:
   std::mt19937 engine_;
 };
+
+/// Draws weights the way the chapter's PyTorch code does after torch.manual_seed(seed):
+/// SelfAttention_v1 uses torch.rand(d_in, d_out) per matrix; the other variants create
+/// nn.Linear layers in constructor order (W_query, W_key, W_value, then out_proj; the
+/// wrapper head by head). The same seed gives the book's weights bit for bit.
+ATTN_API Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t seed);
 
 }  // namespace attn

@@ -1,0 +1,91 @@
+// Attention layers saved from PyTorch (the chapter's classes, nn.MultiheadAttention, GPT-2)
+// found in a safetensors file and mapped onto LayerConfig + Weights.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attn/config.hpp"
+#include "attn/export.hpp"
+#include "attn/safetensors.hpp"
+#include "attn/status.hpp"
+#include "attn/weights.hpp"
+
+namespace attn::io {
+
+/// How an attention layer's tensors are named and laid out in a file. Names after the
+/// layer's prefix:
+///   kSelfAttentionV1:   W_query, W_key, W_value                    [d_in, d_out] (q = x W)
+///   kSelfAttentionV2:   W_query.weight, W_key.weight, W_value.weight [d_out, d_in], optional .bias
+///   kCausalAttention:   as v2, plus the `mask` buffer [context_length, context_length]
+///   kMultiHeadWrapper:  heads.{i}.W_query.weight [head_dim, d_in] ... (+ .bias, heads.{i}.mask)
+///   kMultiHeadAttention (the chapter's): as v2, plus out_proj.weight [d_out, d_out],
+///                       out_proj.bias and the `mask` buffer
+///   kTorchMultiheadAttention (nn.MultiheadAttention): in_proj_weight [3d, d], in_proj_bias [3d],
+///                       out_proj.weight [d, d], out_proj.bias
+///   kGpt2:              [attn.]c_attn.weight [d, 3d] (Conv1D: y = x W + b, q|k|v along the last
+///                       axis), c_attn.bias [3d], c_proj.weight [d, d], c_proj.bias, optional
+///                       attn.bias mask [1, 1, n_ctx, n_ctx]
+enum class Layout {
+  kAuto,
+  kSelfAttentionV1,
+  kSelfAttentionV2,
+  kCausalAttention,
+  kMultiHeadWrapper,
+  kMultiHeadAttention,
+  kTorchMultiheadAttention,
+  kGpt2,
+};
+
+/// Returns "auto", "v1", "v2", "causal", "wrapper", "mha", "torch-mha" or "gpt2".
+ATTN_API const char* to_string(Layout layout) noexcept;
+/// Parses the names to_string gives.
+ATTN_API Result<Layout> parse_layout(std::string_view name);
+
+/// Where one attention layer lives in a file.
+struct LayerLocation {
+  Layout layout = Layout::kAuto;
+  std::string prefix;  ///< "" or a tensor-name prefix ending in '.', e.g. "h.1."
+};
+
+/// Finds the layer under `prefix` ("h.1" and "h.1." are the same). With kAuto the layout is
+/// taken from __metadata__["layout"], else from the tensor names. With an empty prefix and no
+/// layer at the top level, a file holding exactly one layer (e.g. only h.0.attn.*) gives it;
+/// several give kInvalidArgument listing the prefixes to choose from.
+ATTN_API Result<LayerLocation> find_layer(const SafetensorsFile& file,
+                                          Layout layout = Layout::kAuto,
+                                          std::string_view prefix = {});
+
+/// What load_layer may not find in a file, or should override. A value given here wins; unset,
+/// it comes from what the tensors imply (the wrapper's head count, a mask buffer's size), then
+/// __metadata__ ("num_heads" for multi-head layouts, "context_length", "causal"), then the
+/// layout's default (one head; causal except for v1 and v2). A given value that contradicts
+/// the tensors (e.g. num_heads for a wrapper with another head count) is an error.
+struct LayerOptions {
+  Layout layout = Layout::kAuto;
+  std::string prefix;
+  std::optional<std::int64_t> num_heads;
+  std::optional<std::int64_t> context_length;
+  std::optional<bool> causal;
+};
+
+/// An attention layer read from a file.
+struct Layer {
+  LayerConfig config;  ///< context_length 0 when neither the options, the file nor a mask give it
+  Weights weights;
+  LayerLocation location;
+  std::vector<std::string> tensors;  ///< the file's tensors that were read
+  std::vector<std::string> notes;    ///< where num_heads, context_length and causal came from
+};
+
+/// Reads the layer at options.layout/prefix (see find_layer) into LayerConfig + Weights in nn.Linear
+/// layout (the wrapper's heads stacked by rows, GPT-2's Conv1D weights transposed). Masks are
+/// checked to be the causal pattern. Errors name the file and tensor: a missing tensor, a shape
+/// that disagrees with another or with the options, num_heads unknown for a multi-head layout
+/// (kInvalidArgument: "pass num_heads"), a malformed __metadata__ value (kCorruptData).
+ATTN_API Result<Layer> load_layer(const SafetensorsFile& file, const LayerOptions& options = {});
+
+}  // namespace attn::io
