@@ -256,5 +256,5 @@ TEST_CASE("exercise 3.3: GPT-2 small's attention has 2,360,064 parameters", "[bo
   const LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
   const Weights w = torch_weights(c, 123);
   CHECK(w.w_query.numel() + w.w_key.numel() + w.w_value.numel() + w.w_out.numel() + w.b_out.numel() == 2360064);
-  CHECK(c.head_dim() == 64);
+  CHECK(c.resolved_head_dim() == 64);
 }

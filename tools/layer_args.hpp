@@ -65,7 +65,7 @@ struct LayerArgs {
 inline std::string describe(const LayerConfig& c) {
   return std::string("variant ") + to_string(c.variant) + ", d_in " + std::to_string(c.d_in) +
          ", d_out " + std::to_string(c.d_out) + ", num_heads " + std::to_string(c.num_heads) +
-         " (head_dim " + std::to_string(c.head_dim()) + "), context_length " +
+         " (head_dim " + std::to_string(c.resolved_head_dim()) + "), context_length " +
          (c.context_length > 0 ? std::to_string(c.context_length) : std::string("unknown")) +
          ", qkv_bias " + (c.qkv_bias ? "true" : "false") + ", causal " +
          (c.causal() ? "true" : "false");

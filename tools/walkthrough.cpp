@@ -242,7 +242,7 @@ void exercise_3_3(std::ostream& out) {
   const Weights w = torch_weights(c, 123);
   const std::int64_t params = w.w_query.numel() + w.w_key.numel() + w.w_value.numel() + w.w_out.numel() + w.b_out.numel();
   out << "parameters (qkv_bias=False, as in the chapter): " << params << "\n";
-  out << "head_dim: " << c.head_dim() << "\n";
+  out << "head_dim: " << c.resolved_head_dim() << "\n";
   Result<Engine> e = Engine::create(c, w);
   if (e.ok()) {
     out << "packed weights: " << e->weight_bytes() << " bytes; kernels: " << e->isa()

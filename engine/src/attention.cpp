@@ -21,24 +21,26 @@ struct HeadIo {
   float* out = nullptr;
 };
 
+// Query head h reads kv head h / (num_heads / kv_heads).
 HeadIo head_io(const EngineState& st, const SequenceCall& s, const AttentionIo& io, std::size_t h) {
   const auto ld = static_cast<std::ptrdiff_t>(st.activation_cols);
+  const std::size_t kv_head = h / (st.num_heads / st.kv_heads);
+  const float* row = io.activations + static_cast<std::ptrdiff_t>(s.first_row) * ld;
   const auto col = static_cast<std::ptrdiff_t>(h * st.head_dim);
-  const float* row = io.activations + static_cast<std::ptrdiff_t>(s.first_row) * ld + col;
+  const auto kv_col = static_cast<std::ptrdiff_t>(kv_head * st.head_dim);
   HeadIo r;
-  r.q = row;
+  r.q = row + col;
   r.ld_q = ld;
   r.out = io.out + static_cast<std::ptrdiff_t>(s.first_row) * io.ld_out + col;
   if (s.cache != nullptr) {
-    const auto head = static_cast<std::ptrdiff_t>(h * static_cast<std::size_t>(st.config.context_length) * st.head_dim);
+    const auto head = static_cast<std::ptrdiff_t>(kv_head * static_cast<std::size_t>(st.config.context_length) * st.head_dim);
     r.k = s.cache->k_cache.data() + head;
     r.v = s.cache->v_cache.data() + head;
     r.ld_kv = static_cast<std::ptrdiff_t>(st.head_dim);
   } else {
-    // Without projections (3.3) q = k = v = x.
-    const std::ptrdiff_t k_col = st.config.has_projections() ? st.config.d_out : 0;
-    r.k = row + k_col;
-    r.v = row + 2 * k_col;
+    // Without projections (3.3) k_col = v_col = 0: q = k = v = x.
+    r.k = row + static_cast<std::ptrdiff_t>(st.k_col) + kv_col;
+    r.v = row + static_cast<std::ptrdiff_t>(st.v_col) + kv_col;
     r.ld_kv = ld;
   }
   return r;
@@ -173,7 +175,8 @@ Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> 
   for (const SequenceCall& s : sequences) {
     const kernels::KeyRange keys = keys_of(s);
     max_chunks = std::max(max_chunks, chunks_of(keys));
-    bytes += 2.0 * static_cast<double>(keys.size() * head_dim * sizeof(float)) * static_cast<double>(num_heads);
+    // Each kv head's keys and values once (a group's query heads share them in cache).
+    bytes += 2.0 * static_cast<double>(keys.size() * head_dim * sizeof(float)) * static_cast<double>(st.kv_heads);
   }
   const std::size_t slots = sequences.size() * num_heads * max_chunks;
   // Partial outputs [slots, head_dim], then the partial (max, sum) pairs.

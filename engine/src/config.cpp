@@ -1,6 +1,8 @@
 // LayerConfig presets, validation of layers and run options, and names.
 #include "attn/config.hpp"
 
+#include <cmath>
+#include <cstdio>
 #include <string>
 
 #include "kernels/isa.hpp"
@@ -15,6 +17,12 @@ constexpr std::int64_t kMaxContext = std::int64_t{1} << 30;
 constexpr int kMaxThreads = 1024;
 
 Status invalid(std::string message) { return {ErrorCode::kInvalidArgument, std::move(message)}; }
+
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
 
 Status check_range(const char* name, std::int64_t value, std::int64_t lo, std::int64_t hi) {
   if (value < lo || value > hi) {
@@ -43,6 +51,12 @@ LayerConfig LayerConfig::gpt2_small() {
   return c;
 }
 
+double LayerConfig::resolved_scale() const noexcept {
+  if (scale != 0) return scale;
+  if (variant == Variant::kSimplified) return 1.0;
+  return 1.0 / std::sqrt(static_cast<double>(resolved_head_dim()));
+}
+
 bool LayerConfig::causal() const noexcept {
   switch (mask) {
     case Mask::kNone:
@@ -62,9 +76,52 @@ Status validate(const LayerConfig& c) {
   if (Status s = check_range("num_heads", c.num_heads, 1, kMaxFeatures); !s.ok()) return s;
   if (Status s = check_range("context_length", c.context_length, 1, kMaxContext); !s.ok()) return s;
   if (Status s = check_range("window", c.window, 0, kMaxContext); !s.ok()) return s;
-  if (c.d_out % c.num_heads != 0) {
+  if (Status s = check_range("num_kv_heads", c.num_kv_heads, 0, c.num_heads); !s.ok()) return s;
+  if (c.num_kv_heads > 0 && c.num_heads % c.num_kv_heads != 0) {
+    return invalid("num_heads = " + std::to_string(c.num_heads) +
+                   " is not divisible by num_kv_heads = " + std::to_string(c.num_kv_heads));
+  }
+  if (Status s = check_range("head_dim", c.head_dim, 0, kMaxFeatures); !s.ok()) return s;
+  if (c.head_dim == 0 && c.d_out % c.num_heads != 0) {
     return invalid("d_out = " + std::to_string(c.d_out) + " is not divisible by num_heads = " +
-                   std::to_string(c.num_heads));
+                   std::to_string(c.num_heads) + " (or give head_dim)");
+  }
+  if (c.head_dim > 0 && c.num_heads * c.head_dim > kMaxFeatures) {
+    return invalid("num_heads = " + std::to_string(c.num_heads) + " x head_dim = " +
+                   std::to_string(c.head_dim) + " exceeds " + std::to_string(kMaxFeatures));
+  }
+  if (c.variant != Variant::kMultiHeadAttention) {
+    if (c.kv_heads() != c.num_heads) {
+      return invalid(std::string("variant ") + to_string(c.variant) + " has num_kv_heads = num_heads; got num_kv_heads = " +
+                     std::to_string(c.num_kv_heads) + ", num_heads = " + std::to_string(c.num_heads) +
+                     " (grouped-query attention needs variant mha)");
+    }
+    if (c.q_dim() != c.d_out) {
+      return invalid(std::string("variant ") + to_string(c.variant) +
+                     " outputs its heads side by side, so num_heads x head_dim must equal d_out; got " +
+                     std::to_string(c.num_heads) + " x " + std::to_string(c.head_dim) +
+                     " != " + std::to_string(c.d_out));
+    }
+  }
+  if (!std::isfinite(c.scale) || c.scale < 0) {
+    return invalid("scale = " + number(c.scale) + " must be finite and > 0 (0: 1/sqrt(head_dim))");
+  }
+  if (c.rope != Rope::kNone) {
+    if (c.variant == Variant::kSimplified) {
+      return invalid("variant simplified has no projections to rotate: rope must be none");
+    }
+    if (!std::isfinite(c.rope_theta) || c.rope_theta <= 0) {
+      return invalid("rope_theta = " + number(c.rope_theta) + " must be finite and > 0");
+    }
+    const std::int64_t head_dim = c.resolved_head_dim();
+    if (c.rope_dim < 0 || c.rope_dim > head_dim || c.rope_dim % 2 != 0) {
+      return invalid("rope_dim = " + std::to_string(c.rope_dim) + " must be even and in [0, head_dim = " +
+                     std::to_string(head_dim) + "] (0: head_dim)");
+    }
+    if (c.rope_dim == 0 && head_dim % 2 != 0) {
+      return invalid("rope_dim = head_dim = " + std::to_string(head_dim) +
+                     " must be even (give an even rope_dim for a partial rotary)");
+    }
   }
   const bool single_head = c.variant == Variant::kSimplified ||
                            c.variant == Variant::kSelfAttentionV1 ||
@@ -147,6 +204,18 @@ const char* to_string(Mask m) noexcept {
   return "unknown";
 }
 
+const char* to_string(Rope r) noexcept {
+  switch (r) {
+    case Rope::kNone:
+      return "none";
+    case Rope::kNeox:
+      return "neox";
+    case Rope::kGptj:
+      return "gptj";
+  }
+  return "unknown";
+}
+
 const char* to_string(Isa isa) noexcept {
   const std::optional<kernels::Isa> k = kernels::from_public(isa);
   if (isa == Isa::kAuto) return "auto";
@@ -172,6 +241,11 @@ Result<Variant> parse_variant(std::string_view name) {
                                      Variant::kSelfAttentionV2, Variant::kCausalAttention,
                                      Variant::kMultiHeadWrapper, Variant::kMultiHeadAttention};
   return parse("variant", name, kAll);
+}
+
+Result<Rope> parse_rope(std::string_view name) {
+  static constexpr Rope kAll[] = {Rope::kNone, Rope::kNeox, Rope::kGptj};
+  return parse("rope", name, kAll);
 }
 
 Result<Backend> parse_backend(std::string_view name) {

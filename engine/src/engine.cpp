@@ -11,6 +11,7 @@
 #include "kernels/kernels.hpp"
 #include "kernels/visibility.hpp"
 #include "plan.hpp"
+#include "rope.hpp"
 #include "session_state.hpp"
 #include "shapes.hpp"
 
@@ -33,9 +34,13 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
     st->scheduler = std::move(sched.value());
     st->workers = st->scheduler->workers();
     st->causal = config.causal();
-    st->head_dim = static_cast<std::size_t>(config.head_dim());
-    st->scale = config.variant == Variant::kSimplified ? 1.0f
-                                                       : static_cast<float>(1.0 / std::sqrt(double(st->head_dim)));
+    st->head_dim = static_cast<std::size_t>(config.resolved_head_dim());
+    st->num_heads = static_cast<std::size_t>(config.num_heads);
+    st->kv_heads = static_cast<std::size_t>(config.kv_heads());
+    st->q_dim = static_cast<std::size_t>(config.q_dim());
+    st->kv_dim = static_cast<std::size_t>(config.kv_dim());
+    st->scale = static_cast<float>(config.resolved_scale());
+    detail::build_rope_tables(config, *st);
     if (config.has_projections()) {
       const auto& w = weights;
       Status s = config.qkv_bias
@@ -43,9 +48,11 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
                                            {&w.b_query, &w.b_key, &w.b_value}, st->qkv)
                      : detail::pack_linear(st->isa, {&w.w_query, &w.w_key, &w.w_value}, {}, st->qkv);
       if (!s.ok()) return s;
-      st->activation_cols = 3 * static_cast<std::size_t>(config.d_out);
+      st->activation_cols = st->q_dim + 2 * st->kv_dim;
+      st->k_col = st->q_dim;
+      st->v_col = st->q_dim + st->kv_dim;
     } else {
-      st->activation_cols = static_cast<std::size_t>(config.d_in);
+      st->activation_cols = static_cast<std::size_t>(config.d_in);  // q = k = v = x
     }
     if (config.has_out_proj()) {
       Status s = weights.b_out.empty() ? detail::pack_linear(st->isa, {&weights.w_out}, {}, st->out_proj)
@@ -90,7 +97,7 @@ Result<Session> Engine::new_session() const {
   if (!st) return detail::out_of_memory("a session", sizeof(SessionState));
   st->engine = state_;
   const std::size_t floats =
-      detail::mul_or_max(static_cast<std::size_t>(c.d_out), static_cast<std::size_t>(c.context_length));
+      detail::mul_or_max(state_->kv_dim, static_cast<std::size_t>(c.context_length));
   if (!st->k_cache.reserve(floats) || !st->v_cache.reserve(floats)) {
     return detail::out_of_memory("the key/value cache", detail::mul_or_max(2 * floats, sizeof(float)));
   }
@@ -114,8 +121,9 @@ Cost Engine::forward_cost(std::int64_t batch, std::int64_t seq_len) const noexce
   const double b = static_cast<double>(batch), t = static_cast<double>(seq_len);
   const double d_in = static_cast<double>(c.d_in), d_out = static_cast<double>(c.d_out);
   Cost cost;
-  if (c.has_projections()) cost.projection_flops += 2.0 * b * t * d_in * 3.0 * d_out;
-  if (c.has_out_proj()) cost.projection_flops += 2.0 * b * t * d_out * d_out;
+  const double q_dim = static_cast<double>(st.q_dim), kv_dim = static_cast<double>(st.kv_dim);
+  if (c.has_projections()) cost.projection_flops += 2.0 * b * t * d_in * (q_dim + 2.0 * kv_dim);
+  if (c.has_out_proj()) cost.projection_flops += 2.0 * b * t * q_dim * d_out;
   const double pairs = kernels::visible_pairs(static_cast<std::size_t>(seq_len), static_cast<std::size_t>(seq_len),
                                               st.causal, static_cast<std::size_t>(c.window));
   cost.attention_flops = 4.0 * static_cast<double>(st.head_dim) * pairs * b * static_cast<double>(c.num_heads);

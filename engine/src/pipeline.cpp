@@ -8,6 +8,7 @@
 #include "engine_state.hpp"
 #include "plan.hpp"
 #include "projection.hpp"
+#include "rope.hpp"
 #include "session_state.hpp"
 
 namespace attn::detail {
@@ -32,20 +33,18 @@ void project_qkv(const EngineState& st, const Workspace& ws, const float* x, std
 }
 
 // Copies the new rows' keys and values into their sequences' caches
-// ([num_heads, context_length, head_dim] each).
+// ([kv_heads, context_length, head_dim] each).
 void append_kv(const EngineState& st, const Workspace& ws, std::span<const SequenceCall> sequences) {
-  const LayerConfig& c = st.config;
-  const std::size_t num_heads = static_cast<std::size_t>(c.num_heads), head_dim = st.head_dim;
-  const std::size_t context_length = static_cast<std::size_t>(c.context_length);
-  const std::size_t k_col = c.has_projections() ? static_cast<std::size_t>(c.d_out) : 0;
-  const std::size_t v_col = 2 * k_col;
+  const std::size_t head_dim = st.head_dim;
+  const std::size_t context_length = static_cast<std::size_t>(st.config.context_length);
+  const std::size_t k_col = st.k_col, v_col = st.v_col;
   const std::size_t row_bytes = head_dim * sizeof(float);
   for (const SequenceCall& s : sequences) {
     if (s.cache == nullptr) continue;
     const std::size_t first_position = s.kv_len - s.new_tokens;
     for (std::size_t t = 0; t < s.new_tokens; ++t) {
       const float* row = ws.activations.data() + (s.first_row + t) * st.activation_cols;
-      for (std::size_t h = 0; h < num_heads; ++h) {
+      for (std::size_t h = 0; h < st.kv_heads; ++h) {
         const std::size_t at = (h * context_length + first_position + t) * head_dim;
         std::memcpy(s.cache->k_cache.data() + at, row + k_col + h * head_dim, row_bytes);
         std::memcpy(s.cache->v_cache.data() + at, row + v_col + h * head_dim, row_bytes);
@@ -94,6 +93,7 @@ Status Call::run(const float* x, float* out, AttentionPath path, StepStats* stat
   project_qkv(st, ws, x, tokens_);
   const auto t1 = Clock::now();
 
+  apply_rope(st, ws, sequences);
   append_kv(st, ws, sequences);
   // Heads write straight into `out`, or in place over Q when out_proj follows.
   AttentionIo io;

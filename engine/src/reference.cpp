@@ -190,17 +190,45 @@ Matrix attention(const Matrix& q, const Matrix& k, const Matrix& v, const Attent
   return out;
 }
 
+namespace {
+
+// Rotary position embedding of every head of m [seq_len, heads * head_dim] at positions
+// 0..seq_len-1: angles in float32 as the Hugging Face code computes them, the rotation in
+// float64.
+void rotate(const LayerConfig& config, Matrix& m) {
+  const std::int64_t rope_dim = config.resolved_rope_dim();
+  if (rope_dim == 0) return;
+  const std::int64_t head_dim = config.resolved_head_dim(), half = rope_dim / 2;
+  const auto theta = static_cast<float>(config.rope_theta);
+  for (std::int64_t p = 0; p < m.rows; ++p) {
+    for (std::int64_t i = 0; i < half; ++i) {
+      const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
+      const double angle = static_cast<double>(static_cast<float>(p) * inv_freq);
+      const double c = std::cos(angle), s = std::sin(angle);
+      for (std::int64_t h0 = 0; h0 < m.cols; h0 += head_dim) {
+        const std::int64_t a = h0 + (config.rope == Rope::kNeox ? i : 2 * i);
+        const std::int64_t b = h0 + (config.rope == Rope::kNeox ? i + half : 2 * i + 1);
+        const double x0 = m(p, a), x1 = m(p, b);
+        m(p, a) = x0 * c - x1 * s;
+        m(p, b) = x1 * c + x0 * s;
+      }
+    }
+  }
+}
+
+}  // namespace
+
 Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstTensorView x) {
   if (Status s = validate(config, weights); !s.ok()) return s;
   Result<detail::BatchShape> shape = detail::check_input(config, x);
   if (!shape.ok()) return shape.status();
   const std::int64_t batch = shape->batch, seq_len = shape->seq_len;
-  const std::int64_t d_in = config.d_in, d_out = config.d_out, head_dim = config.head_dim();
+  const std::int64_t d_in = config.d_in, d_out = config.d_out, head_dim = config.resolved_head_dim();
 
   AttentionOptions opt;
   opt.causal = config.causal();
   opt.window = config.window;
-  opt.scale = config.variant == Variant::kSimplified ? 1.0 : 1.0 / std::sqrt(double(head_dim));
+  opt.scale = config.resolved_scale();
 
   Output result;
   result.shape = shape->output_shape(d_out);
@@ -211,14 +239,20 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
     if (config.variant == Variant::kSimplified) {
       context = attention(xb, xb, xb, opt);
     } else if (config.variant == Variant::kMultiHeadAttention) {
-      // One projection each, split into heads by columns, then out_proj.
-      const Matrix q = linear(xb, rows_of(weights.w_query, 0, d_out), bias_of(weights.b_query, 0, d_out));
-      const Matrix k = linear(xb, rows_of(weights.w_key, 0, d_out), bias_of(weights.b_key, 0, d_out));
-      const Matrix v = linear(xb, rows_of(weights.w_value, 0, d_out), bias_of(weights.b_value, 0, d_out));
-      Matrix heads(seq_len, d_out);
+      // One projection each, split into heads by columns (query head h reads kv head
+      // h / group), rotated when the layer has rotary embeddings, then out_proj.
+      const std::int64_t q_dim = config.q_dim(), kv_dim = config.kv_dim();
+      const std::int64_t group = config.num_heads / config.kv_heads();
+      Matrix q = linear(xb, rows_of(weights.w_query, 0, q_dim), bias_of(weights.b_query, 0, q_dim));
+      Matrix k = linear(xb, rows_of(weights.w_key, 0, kv_dim), bias_of(weights.b_key, 0, kv_dim));
+      const Matrix v = linear(xb, rows_of(weights.w_value, 0, kv_dim), bias_of(weights.b_value, 0, kv_dim));
+      rotate(config, q);
+      rotate(config, k);
+      Matrix heads(seq_len, q_dim);
       for (std::int64_t h = 0; h < config.num_heads; ++h) {
-        const Matrix o = attention(columns(q, h * head_dim, head_dim), columns(k, h * head_dim, head_dim),
-                                   columns(v, h * head_dim, head_dim), opt);
+        const std::int64_t kv = (h / group) * head_dim;
+        const Matrix o = attention(columns(q, h * head_dim, head_dim), columns(k, kv, head_dim),
+                                   columns(v, kv, head_dim), opt);
         for (std::int64_t i = 0; i < seq_len; ++i)
           for (std::int64_t d = 0; d < head_dim; ++d) heads(i, h * head_dim + d) = o(i, d);
       }
@@ -229,7 +263,10 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
         const Matrix q = linear(xb, rows_of(weights.w_query, h * head_dim, head_dim), bias_of(weights.b_query, h * head_dim, head_dim));
         const Matrix k = linear(xb, rows_of(weights.w_key, h * head_dim, head_dim), bias_of(weights.b_key, h * head_dim, head_dim));
         const Matrix v = linear(xb, rows_of(weights.w_value, h * head_dim, head_dim), bias_of(weights.b_value, h * head_dim, head_dim));
-        const Matrix o = attention(q, k, v, opt);
+        Matrix qr = q, kr = k;
+        rotate(config, qr);
+        rotate(config, kr);
+        const Matrix o = attention(qr, kr, v, opt);
         for (std::int64_t i = 0; i < seq_len; ++i)
           for (std::int64_t d = 0; d < head_dim; ++d) context(i, h * head_dim + d) = o(i, d);
       }

@@ -63,24 +63,26 @@ Result<Weights> Weights::from_input_major(const Tensor& w_query, const Tensor& w
 Status validate(const LayerConfig& config, const Weights& w) {
   if (Status s = validate(config); !s.ok()) return s;
   const std::int64_t d_in = config.d_in, d_out = config.d_out;
+  const std::int64_t q_dim = config.q_dim(), kv_dim = config.kv_dim();
   struct Named {
     const char* name;
     const Tensor& t;
+    std::int64_t rows;  // q_dim for the query, kv_dim for the key and the value
   };
-  const Named qkv[] = {{"w_query", w.w_query}, {"w_key", w.w_key}, {"w_value", w.w_value}};
-  const Named bias[] = {{"b_query", w.b_query}, {"b_key", w.b_key}, {"b_value", w.b_value}};
+  const Named qkv[] = {{"w_query", w.w_query, q_dim}, {"w_key", w.w_key, kv_dim}, {"w_value", w.w_value, kv_dim}};
+  const Named bias[] = {{"b_query", w.b_query, q_dim}, {"b_key", w.b_key, kv_dim}, {"b_value", w.b_value, kv_dim}};
   for (const Named& n : qkv) {
-    Status s = config.has_projections() ? check_tensor(n.name, n.t, Shape{d_out, d_in})
+    Status s = config.has_projections() ? check_tensor(n.name, n.t, Shape{n.rows, d_in})
                                         : check_absent(n.name, n.t, "variant simplified has no weights");
     if (!s.ok()) return s;
   }
   for (const Named& n : bias) {
-    Status s = config.qkv_bias ? check_tensor(n.name, n.t, Shape{d_out})
+    Status s = config.qkv_bias ? check_tensor(n.name, n.t, Shape{n.rows})
                                : check_absent(n.name, n.t, "qkv_bias is false");
     if (!s.ok()) return s;
   }
   if (config.has_out_proj()) {
-    if (Status s = check_tensor("w_out", w.w_out, Shape{d_out, d_out}); !s.ok()) return s;
+    if (Status s = check_tensor("w_out", w.w_out, Shape{d_out, q_dim}); !s.ok()) return s;
     // out_proj without a bias (nn.MultiheadAttention(bias=False)) is allowed.
     if (!w.b_out.empty() || w.b_out.shape().rank() != 0) {
       if (Status s = check_tensor("b_out", w.b_out, Shape{d_out}); !s.ok()) return s;
@@ -113,7 +115,7 @@ Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t
       return Weights::from_input_major(wq, wk, wv);
     }
     case Variant::kMultiHeadWrapper: {
-      const std::int64_t head_dim = config.head_dim();
+      const std::int64_t head_dim = config.resolved_head_dim();
       w.w_query = w.w_key = w.w_value = Tensor(Shape{d_out, d_in});
       if (config.qkv_bias) w.b_query = w.b_key = w.b_value = Tensor(Shape{d_out});
       for (std::int64_t h = 0; h < config.num_heads; ++h) {
@@ -131,12 +133,12 @@ Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t
     case Variant::kSelfAttentionV2:
     case Variant::kCausalAttention:
     case Variant::kMultiHeadAttention:
-      linear(d_out, config.qkv_bias, w.w_query, w.b_query);
-      linear(d_out, config.qkv_bias, w.w_key, w.b_key);
-      linear(d_out, config.qkv_bias, w.w_value, w.b_value);
+      linear(config.q_dim(), config.qkv_bias, w.w_query, w.b_query);
+      linear(config.kv_dim(), config.qkv_bias, w.w_key, w.b_key);
+      linear(config.kv_dim(), config.qkv_bias, w.w_value, w.b_value);
       if (config.has_out_proj()) {
-        w.w_out = gen.linear_weight(d_out, d_out);
-        w.b_out = gen.linear_bias(d_out, d_out);
+        w.w_out = gen.linear_weight(config.q_dim(), d_out);
+        w.b_out = gen.linear_bias(config.q_dim(), d_out);
       }
       break;
   }

@@ -30,6 +30,16 @@ enum class Mask {
   kCausal,   ///< token i sees tokens <= i (section 3.5.1 masks 3.3/3.4's weights this way)
 };
 
+/// Rotary position embeddings, applied to queries and keys after projection at each token's
+/// absolute position (a session's token at position p rotates by p; cached keys are stored
+/// rotated). Frequencies as the Hugging Face code computes them, in float32:
+/// inv_freq[i] = 1 / theta^(2i / rope_dim), angle = position * inv_freq[i].
+enum class Rope {
+  kNone,  ///< no rotary embedding (default)
+  kNeox,  ///< rotate-half (GPT-NeoX, Hugging Face Llama/Mistral/Qwen2): i pairs with i + rope_dim/2
+  kGptj,  ///< interleaved (GPT-J): 2i pairs with 2i + 1
+};
+
 /// How work is spread over cores. Each backend gives bit-identical results.
 enum class Backend {
   kTbb,     ///< oneTBB, inside a task_arena the engine owns (default)
@@ -49,6 +59,19 @@ struct ATTN_API LayerConfig {
   Mask mask = Mask::kVariant;       ///< which pairs are visible (see Mask)
   std::int64_t window = 0;          ///< > 0: token i attends to at most the last `window`
                                     ///< tokens (needs a causal mask)
+  /// Key/value heads (grouped-query attention; 1 is multi-query): query head h reads kv head
+  /// h / (num_heads / num_kv_heads); must divide num_heads. 0: num_heads (every head its own).
+  /// Other than num_heads: kMultiHeadAttention only.
+  std::int64_t num_kv_heads = 0;
+  /// Features per head. 0: d_out / num_heads. Given, the query projection is num_heads *
+  /// head_dim wide and out_proj maps that back to d_out (kMultiHeadAttention only; the other
+  /// variants output the heads themselves, so num_heads * head_dim must equal d_out).
+  std::int64_t head_dim = 0;
+  double scale = 0;             ///< multiplies q·k; 0: 1/sqrt(head_dim) (1 for kSimplified)
+  Rope rope = Rope::kNone;      ///< rotary position embeddings (not with kSimplified)
+  double rope_theta = 10000;    ///< the rotary base
+  std::int64_t rope_dim = 0;    ///< rotated features of each head (even, <= head_dim; the rest
+                                ///< pass through, GPT-NeoX's partial rotary); 0: head_dim
 
   /// Returns the chapter's configuration of `variant` (mask kVariant); d_out is the total
   /// output width.
@@ -57,7 +80,22 @@ struct ATTN_API LayerConfig {
   /// Returns GPT-2 small's attention: d 768, 12 heads, context 1024, qkv_bias, causal.
   static LayerConfig gpt2_small();
 
-  std::int64_t head_dim() const noexcept { return num_heads > 0 ? d_out / num_heads : 0; }
+  /// Returns head_dim, or d_out / num_heads when it is 0.
+  std::int64_t resolved_head_dim() const noexcept {
+    return head_dim > 0 ? head_dim : (num_heads > 0 ? d_out / num_heads : 0);
+  }
+  /// Returns num_kv_heads, or num_heads when it is 0.
+  std::int64_t kv_heads() const noexcept { return num_kv_heads > 0 ? num_kv_heads : num_heads; }
+  /// Returns the width of the query projection (and of the heads side by side).
+  std::int64_t q_dim() const noexcept { return num_heads * resolved_head_dim(); }
+  /// Returns the width of the key (and of the value) projection.
+  std::int64_t kv_dim() const noexcept { return kv_heads() * resolved_head_dim(); }
+  /// Returns the scale of q·k (scale, or its default).
+  double resolved_scale() const noexcept;
+  /// Returns the rotated features of each head (rope_dim, or head_dim when it is 0).
+  std::int64_t resolved_rope_dim() const noexcept {
+    return rope == Rope::kNone ? 0 : (rope_dim > 0 ? rope_dim : resolved_head_dim());
+  }
   /// True when token i sees only tokens <= i (the mask, resolved for the variant).
   bool causal() const noexcept;
   /// True when the variant has query/key/value projections (all but kSimplified).
@@ -85,10 +123,13 @@ ATTN_API Status validate(const RunOptions& options);
 
 ATTN_API const char* to_string(Variant v) noexcept;
 ATTN_API const char* to_string(Mask m) noexcept;
+ATTN_API const char* to_string(Rope r) noexcept;
 ATTN_API const char* to_string(Backend b) noexcept;
 ATTN_API const char* to_string(Isa isa) noexcept;
 /// Parses "simplified", "v1", "v2", "causal", "wrapper", "mha".
 ATTN_API Result<Variant> parse_variant(std::string_view name);
+/// Parses "none", "neox", "gptj".
+ATTN_API Result<Rope> parse_rope(std::string_view name);
 /// Parses "tbb", "openmp", "serial".
 ATTN_API Result<Backend> parse_backend(std::string_view name);
 /// Parses "auto", "sse2", "avx2", "avx512".
