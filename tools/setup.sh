@@ -7,6 +7,7 @@ packages=(
   cmake ninja-build g++ pkg-config git
   libxsimd-dev libtbb-dev libbenchmark-dev catch2 libcli11-dev nlohmann-json3-dev
   clang-format  # Debian 12: version 14, what tools/check_format.sh enforces
+  openmpi-bin libopenmpi-dev  # attn_distributed (heads across processes) and its mpirun tests
   "$@"
 )
 

@@ -21,6 +21,7 @@ enum class ErrorCode {
   kCorruptData,        ///< a file's contents are malformed
   kUnsupported,        ///< well-formed but not supported (a dtype, a format version, an ISA)
   kInternal,           ///< a bug in attn; please report it
+  kUnavailable,        ///< another process did not answer in time (distributed calls)
 };
 
 /// Returns a short lower-case name ("invalid argument", ...).
