@@ -1,6 +1,7 @@
 // Weight validation, SelfAttention_v1 conversion and PyTorch-compatible initialisation.
 #include "attn/weights.hpp"
 
+#include <stdexcept>
 #include <string>
 
 #include "attn/random.hpp"
@@ -93,8 +94,31 @@ Status validate(const Config& config, const Weights& w) {
   return {};
 }
 
+namespace {
+
+Result<Weights> draw_weights_like_torch(const Config& config, std::uint64_t seed);
+
+}  // namespace
+
 Result<Weights> init_weights_like_torch(const Config& config, std::uint64_t seed) {
   if (Status s = validate(config); !s.ok()) return s;
+  // validate() accepts sizes (d up to 2^20 and more) whose weights do not fit in memory:
+  // the allocation failure becomes a Status, never an exception across the API.
+  try {
+    return draw_weights_like_torch(config, seed);
+  } catch (const std::exception&) {
+    const std::uint64_t floats = static_cast<std::uint64_t>(3 * config.d_in + config.d_out) *
+                                 static_cast<std::uint64_t>(config.d_out);  // Q, K, V, out_proj
+    return Status(ErrorCode::kResourceExhausted,
+                  "init_weights_like_torch: cannot allocate the weights of d_in " + std::to_string(config.d_in) +
+                      ", d_out " + std::to_string(config.d_out) + " (about " +
+                      std::to_string(floats * sizeof(float)) + " bytes)");
+  }
+}
+
+namespace {
+
+Result<Weights> draw_weights_like_torch(const Config& config, std::uint64_t seed) {
   TorchGenerator gen(seed);
   const std::int64_t d_in = config.d_in, d_out = config.d_out;
   Weights w;
@@ -142,5 +166,7 @@ Result<Weights> init_weights_like_torch(const Config& config, std::uint64_t seed
   }
   return w;
 }
+
+}  // namespace
 
 }  // namespace attn
