@@ -105,7 +105,7 @@ Status Session::prefill(ConstTensorView x, TensorView out) {
   const std::int64_t tokens = x.shape[0];
   if (tokens < 1) return invalid("prefill: seq_len = " + std::to_string(tokens) + " must be >= 1");
   if (Status e = check_rows(c, x, out, tokens, "prefill"); !e.ok()) return e;
-  if (s.position + tokens > c.context_length) {
+  if (tokens > c.context_length - s.position) {  // position <= context_length: no overflow
     return Status(ErrorCode::kOutOfRange, "prefill: position " + std::to_string(s.position) + " + seq_len " +
                                               std::to_string(tokens) + " exceeds context_length = " +
                                               std::to_string(c.context_length));
