@@ -19,7 +19,6 @@ Timing Timing::of(std::vector<double> ms) {
   t.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
   t.min_ms = ms.front();
   t.max_ms = ms.back();
-  t.p99_ms = ms[std::min(n - 1, static_cast<std::size_t>(std::ceil(0.99 * static_cast<double>(n))) - 1)];
   return t;
 }
 
