@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -47,13 +48,25 @@ class PeakProbe {
   explicit PeakProbe(Isa isa) : isa_(isa) {
     for (int i = 0; i < 3; ++i) probe();
   }
-  void probe() { best_ = std::max(best_, measure_peak_gflops(isa_, kProbeSeconds)); }
+  void probe() {
+    probes_.push_back(measure_peak_gflops(isa_, kProbeSeconds));
+    best_ = std::max(best_, probes_.back());
+  }
   double best() const { return best_; }
+  /// Returns e.g. "12 probes of 0.03 s: 61.2 to 94.9 GFLOP/s, best kept".
+  std::string summary() const {
+    const auto [lo, hi] = std::minmax_element(probes_.begin(), probes_.end());
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%zu probes of %.2g s: %.1f to %.1f GFLOP/s, best kept", probes_.size(),
+                  kProbeSeconds, *lo, *hi);
+    return buf;
+  }
 
  private:
   static constexpr double kProbeSeconds = 0.03;  // long enough for ~100 timed FMA loops
   Isa isa_;
   double best_ = 0;
+  std::vector<double> probes_;
 };
 
 Result<Engine> make_engine(const BenchOptions& o, std::int64_t context_length, std::int64_t threads,
@@ -133,6 +146,7 @@ int bench_forward(const BenchOptions& o, const RuntimeInfo& info, PeakProbe& pea
     }
   }
   // Every row is divided by the same peak: the best of all the probes of the run.
+  std::cerr << "attn bench: single-core FMA peak: " << peak.summary() << "\n";
   std::vector<Row> rows;
   for (Measured& m : measured) {
     m.row.set("peak_gflops", peak.best()).set("peak_fraction", m.gflops / (peak.best() * m.threads));
