@@ -50,7 +50,7 @@ void write_rows(std::ostream& out, const std::string& format, const std::vector<
     nlohmann::ordered_json array = nlohmann::ordered_json::array();
     for (const Row& r : rows) {
       nlohmann::ordered_json o;
-      for (const auto& [name, v] : r.fields()) std::visit([&](const auto& x) { o[name] = x; }, v);
+      for (const auto& field : r.fields()) std::visit([&](const auto& x) { o[field.first] = x; }, field.second);
       array.push_back(o);
     }
     out << array.dump(2) << "\n";
