@@ -1,6 +1,8 @@
 // Builders shared by the engine and session tests: random configs, weights and inputs.
 #pragma once
 
+#include <catch2/catch.hpp>
+
 #include <cstdint>
 #include <vector>
 
@@ -56,24 +58,40 @@ inline EngineCase make_case(attn::Variant variant, std::int64_t d_in, std::int64
   c.config.qkv_bias = bias;
   c.config.mask = causal ? attn::Mask::kCausal : attn::Mask::kNone;
   auto w = attn::init_weights_like_torch(c.config, seed);
-  if (w.ok()) c.weights = std::move(w.value());
+  INFO("init_weights_like_torch: " << (w.ok() ? std::string("ok") : w.status().to_string()));
+  REQUIRE(w.ok());
+  c.weights = std::move(w.value());
   c.x = attn::Tensor(attn::Shape{batch, seq_len, d_in}, random_floats(batch * seq_len * d_in, seed + 1));
   return c;
 }
 
-/// Runs the engine; returns an empty vector on error (after recording it with INFO/CHECK).
-inline std::vector<float> run_engine(const attn::Engine& engine, const attn::Tensor& x,
-                                     attn::AttentionImpl impl = attn::AttentionImpl::kFused) {
+/// Runs the engine; returns its output, or the error. Thread-safe (no Catch2 assertion):
+/// for worker threads, which count failures and let the main thread CHECK the count.
+inline attn::Result<std::vector<float>> try_run_engine(const attn::Engine& engine, const attn::Tensor& x,
+                                                      attn::AttentionImpl impl = attn::AttentionImpl::kFused) {
   const attn::Shape& s = x.shape();
   attn::Tensor y(s.rank() == 3 ? attn::Shape{s[0], s[1], engine.config().d_out} : attn::Shape{s[0], engine.config().d_out});
   const attn::Status st = engine.forward(x.view(), y.view(), impl);
-  if (!st.ok()) return {};
-  return y.values();
+  if (!st.ok()) return st;
+  return std::move(y.values());
 }
 
+/// Runs the engine and returns its output; fails the test (REQUIRE, naming the error) when
+/// the engine does. Main test thread only: Catch2 assertions are not thread-safe.
+inline std::vector<float> run_engine(const attn::Engine& engine, const attn::Tensor& x,
+                                     attn::AttentionImpl impl = attn::AttentionImpl::kFused) {
+  attn::Result<std::vector<float>> y = try_run_engine(engine, x, impl);
+  INFO("forward of " << x.shape().to_string() << ": " << (y.ok() ? std::string("ok") : y.status().to_string()));
+  REQUIRE(y.ok());
+  return std::move(y.value());
+}
+
+/// Runs the float64 reference; fails the test when it does.
 inline std::vector<double> run_reference(const EngineCase& c) {
   auto r = attn::reference::forward(c.config, c.weights, c.x.view());
-  return r.ok() ? r->values : std::vector<double>{};
+  INFO("reference forward: " << (r.ok() ? std::string("ok") : r.status().to_string()));
+  REQUIRE(r.ok());
+  return r->values;
 }
 
 }  // namespace test

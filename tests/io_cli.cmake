@@ -6,7 +6,7 @@
 file(MAKE_DIRECTORY ${WORK})
 set(failures 0)
 
-# check(<name> <want: ok|fail> <stdout regex or ""> <stderr regex or ""> <args...>)
+# check(<name> <want: ok|fail|usage> <stdout regex or ""> <stderr regex or ""> <args...>)
 function(check name want out_re err_re)
   execute_process(COMMAND ${ATTN} ${ARGN} WORKING_DIRECTORY ${DATA}
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
@@ -15,6 +15,8 @@ function(check name want out_re err_re)
     set(bad "exit status ${rc}, expected 0")
   elseif(want STREQUAL "fail" AND NOT rc EQUAL 1)
     set(bad "exit status ${rc}, expected 1")
+  elseif(want STREQUAL "usage" AND NOT rc EQUAL 2)
+    set(bad "exit status ${rc}, expected 2 (usage error)")
   endif()
   if(out_re AND NOT out MATCHES "${out_re}")
     string(APPEND bad " stdout does not match '${out_re}'")
@@ -70,7 +72,7 @@ check(help_run ok "--weights" "" run --help)
 check(help_info ok "--prefix" "" info --help)
 check(info_npy ok "float32 \\[3, 11, 7\\]" "" info mha_b3.input.npy)
 
-# Errors: clear message on stderr, exit status 1.
+# Errors: clear message on stderr, exit status 1 (bad input) or 2 (bad flag value).
 check(corrupt_truncated fail "" "truncated.safetensors: tensor 'W_value.weight': data_offsets" info
       corrupt/truncated.safetensors)
 check(corrupt_header fail "" "header length 1152921504606846976 runs past the end" info
@@ -92,14 +94,14 @@ check(heads_mismatch fail "" "d_out = 6 is not divisible by num_heads = 4" run
       --weights mha_b3.safetensors --input mha_b3.input.npy --heads 4)
 check(too_long fail "" "seq_len 5 exceeds context_length 3" run --weights causal_b3.safetensors
       --input causal_b3.input.npy --context-length 3)
-check(bad_layout fail "" "unknown layout 'bert'" run --weights mha_b3.safetensors
+check(bad_layout usage "" "--layout: unknown layout 'bert'" run --weights mha_b3.safetensors
       --input mha_b3.input.npy --layout bert)
 check(wrong_layout fail "" "found no layer of layout gpt2" info mha_b3.safetensors --layout gpt2)
 check(expect_shape fail "" "has shape \\[3, 11, 6\\] but the output is \\[3, 5, 5\\]" run
       --weights causal_b3.safetensors --input causal_b3.input.npy --expect mha_b3.output.npy)
 check(bad_output fail "" "cannot create" run --weights mha_b3.safetensors
       --input mha_b3.input.npy --output /nonexistent-dir/y.npy)
-check(bad_isa fail "" "unknown instruction set 'neon'" run --weights mha_b3.safetensors
+check(bad_isa usage "" "--isa: neon not in" run --weights mha_b3.safetensors
       --input mha_b3.input.npy --isa neon)
 
 if(failures GREATER 0)

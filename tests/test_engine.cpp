@@ -133,7 +133,7 @@ TEST_CASE("invalid configs and weights are refused with the values in the messag
   expect(c, w.value(), "window = 3 needs causal attention (variant mha, mask none)");
 }
 
-TEST_CASE("a mask that contradicts the variant is refused; the default mask is the variant's",
+TEST_CASE("a mask that contradicts the variant is refused, the default mask is the variant's",
           "[engine][errors]") {
   for (Variant v : {Variant::kCausalAttention, Variant::kMultiHeadWrapper}) {
     LayerConfig c = LayerConfig::chapter(v, 6, 4, 1, 16);

@@ -134,7 +134,7 @@ TEST_CASE("huge magnitudes: softmax stays finite where the math is finite", "[ho
   }
 }
 
-TEST_CASE("all-equal scores average the visible values; seq_len 1 returns its own value", "[hostile]") {
+TEST_CASE("all-equal scores average the visible values, seq_len 1 returns its own value", "[hostile]") {
   const std::int64_t d = 5, seq = 33;
   LayerConfig c = LayerConfig::chapter(Variant::kSimplified, d, d, 1, seq);
   c.mask = attn::Mask::kCausal;

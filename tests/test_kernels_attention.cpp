@@ -167,7 +167,7 @@ TEST_CASE("flash attention with large logits", "[kernels][attention]") {
 }
 
 TEST_CASE(
-    "flash attention: NaN/Inf in masked keys and values change nothing; a visible NaN "
+    "flash attention: NaN/Inf in masked keys and values change nothing, a visible NaN "
     "reaches exactly the rows that see it",
     "[kernels][attention]") {
   const float bad =

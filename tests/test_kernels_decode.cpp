@@ -89,7 +89,7 @@ TEST_CASE("decode: a NaN key poisons the output, the merge of nothing is 0", "[k
   }
 }
 
-TEST_CASE("decode merge: one chunk is its own normalised output; chunk order is fixed",
+TEST_CASE("decode merge: one chunk is its own normalised output, chunk order is fixed",
           "[kernels][decode]") {
   const std::size_t head_dim = 80, n = 7 * k::kDecodeChunk + 3, ld = head_dim;
   const auto q = test::random_floats(head_dim, 7);

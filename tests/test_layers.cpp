@@ -139,7 +139,7 @@ TEST_CASE("decode equals forward with grouped heads and rotary embeddings, past 
   }
 }
 
-TEST_CASE("properties: kv heads = heads is MHA; rotary embeddings turn nothing at position 0",
+TEST_CASE("properties: kv heads = heads is MHA, rotary embeddings turn nothing at position 0",
           "[engine][layers]") {
   const std::int64_t d = 16, seq_len = 21;
   const Tensor x(Shape{1, seq_len, d}, test::random_floats(seq_len * d, 9));

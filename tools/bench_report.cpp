@@ -19,7 +19,6 @@ Timing Timing::of(std::vector<double> ms) {
   t.median_ms = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
   t.min_ms = ms.front();
   t.max_ms = ms.back();
-  t.p99_ms = ms[std::min(n - 1, static_cast<std::size_t>(std::ceil(0.99 * static_cast<double>(n))) - 1)];
   return t;
 }
 
@@ -51,7 +50,7 @@ void write_rows(std::ostream& out, const std::string& format, const std::vector<
     nlohmann::ordered_json array = nlohmann::ordered_json::array();
     for (const Row& r : rows) {
       nlohmann::ordered_json o;
-      for (const auto& [name, v] : r.fields()) std::visit([&](const auto& x) { o[name] = x; }, v);
+      for (const auto& field : r.fields()) std::visit([&](const auto& x) { o[field.first] = x; }, field.second);
       array.push_back(o);
     }
     out << array.dump(2) << "\n";

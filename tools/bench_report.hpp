@@ -12,9 +12,10 @@
 
 namespace attn::tools {
 
-/// Median, min, max and 99th percentile of timings in milliseconds.
+/// Median, min and max of timings in milliseconds (no percentiles: a handful of samples
+/// cannot tell a p99 from the max).
 struct Timing {
-  double median_ms = 0, min_ms = 0, max_ms = 0, p99_ms = 0;
+  double median_ms = 0, min_ms = 0, max_ms = 0;
   static Timing of(std::vector<double> ms);
 };
 

@@ -6,8 +6,10 @@
 
 Implementations timed (forward only, eval mode, torch.inference_mode):
   chapter    - the book's MultiHeadAttention class (matmul, masked_fill, softmax, matmul)
-  torch-mha  - torch.nn.MultiheadAttention(batch_first=True, need_weights=False) with a
-               causal mask, PyTorch's own fused inference path
+  torch-mha  - torch.nn.MultiheadAttention(batch_first=True) called with a boolean causal
+               attn_mask and need_weights=False. In PyTorch 1.13 an attn_mask turns the
+               module's fused fast path off: this times its general path (projections,
+               batched matmuls, softmax as separate operators), not PyTorch's fastest one
 Rows carry the same fields as `attn bench --format json`, plus `blas`: the BLAS library
 loaded. Debian's python3-torch uses whatever libblas.so.3 points to: the reference BLAS
 (~4 GFLOP/s here) unless an optimised one is installed; for a fair comparison first run

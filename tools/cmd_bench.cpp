@@ -1,9 +1,12 @@
 // `attn bench`: throughput sweeps of forward() and of decode steps, through the public API.
 // Results go to stdout (table, csv or json); progress and logs go to stderr.
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -12,7 +15,9 @@
 #include "attn/probe.hpp"
 #include "attn/runtime.hpp"
 #include "bench_report.hpp"
+#include "cli_flags.hpp"
 #include "commands.hpp"
+#include "engine_workload.hpp"
 
 namespace attn::tools {
 namespace {
@@ -21,46 +26,63 @@ using Clock = std::chrono::steady_clock;
 
 struct BenchOptions {
   std::string preset;
-  std::vector<std::int64_t> batch{8}, seq_len{1024}, threads{0}, context{1024, 4096, 16384};
-  std::int64_t d_model = 768, heads = 12;
-  std::vector<std::string> backend{"tbb"}, impl{"fused"};
-  bool causal = true, decode = false;
+  bench::Workload layer;
+  std::vector<std::int64_t> batch{8}, seq_len{1024}, kv_len{1024, 4096, 16384};
+  RunFlags run;
+  std::vector<std::string> impl{"fused"};
+  bool decode = false;
   int warmup = 1, reps = 5;
-  std::string format = "table", isa = "auto";
+  std::string format = "table";
 };
 
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-Tensor random_tensor(Shape shape, std::uint32_t seed) {
-  Tensor t(shape);
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  for (float& v : t.values()) v = dist(gen);
-  return t;
+int fail(const Status& s) {
+  std::cerr << "attn bench: " << s.to_string() << "\n";
+  return 1;
 }
 
-// A GPT-2-style attention layer (qkv_bias, out_proj) of the requested size.
-Result<Engine> make_engine(const BenchOptions& o, std::int64_t context, std::int64_t threads, const std::string& backend) {
-  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, o.d_model, o.d_model, o.heads, context);
-  c.qkv_bias = true;
-  c.mask = o.causal ? Mask::kCausal : Mask::kNone;
+// The FMA peak of one core, probed briefly before the sweep and again after every row, the
+// best kept: contention can only lower a probe, so a probe taken in a busy moment cannot
+// inflate every peak_fraction as one long probe before the sweep did.
+class PeakProbe {
+ public:
+  explicit PeakProbe(Isa isa) : isa_(isa) {
+    for (int i = 0; i < 3; ++i) probe();
+  }
+  void probe() {
+    probes_.push_back(measure_peak_gflops(isa_, kProbeSeconds));
+    best_ = std::max(best_, probes_.back());
+  }
+  double best() const { return best_; }
+  /// Returns e.g. "12 probes of 0.03 s: 61.2 to 94.9 GFLOP/s, best kept".
+  std::string summary() const {
+    const auto [lo, hi] = std::minmax_element(probes_.begin(), probes_.end());
+    char buf[128];
+    std::snprintf(buf, sizeof buf, "%zu probes of %.2g s: %.1f to %.1f GFLOP/s, best kept", probes_.size(),
+                  kProbeSeconds, *lo, *hi);
+    return buf;
+  }
+
+ private:
+  static constexpr double kProbeSeconds = 0.03;  // long enough for ~100 timed FMA loops
+  Isa isa_;
+  double best_ = 0;
+  std::vector<double> probes_;
+};
+
+Result<Engine> make_engine(const BenchOptions& o, std::int64_t context_length, std::int64_t threads,
+                           const std::string& backend) {
   RunOptions run;
-  run.threads = static_cast<int>(threads);
-  Result<Backend> b = parse_backend(backend);
-  if (!b.ok()) return b.status();
-  run.backend = *b;
-  Result<Isa> isa = parse_isa(o.isa);
-  if (!isa.ok()) return isa.status();
-  run.isa = *isa;
-  Result<Weights> w = init_weights_like_torch(c, 123);
-  if (!w.ok()) return w.status();
-  return Engine::create(c, w.value(), run);
+  if (Status s = o.run.apply(run, threads, backend); !s.ok()) return s;
+  return bench::make_engine(bench::layer_config(o.layer, context_length), run);
 }
 
 Row describe(const Engine& e, const std::string& impl, const std::string& backend, const RuntimeInfo& info) {
   Row r;
   r.set("impl", impl).set("backend", backend).set("isa", std::string(e.isa()));
-  r.set("threads", std::int64_t{e.threads()}).set("d_model", e.config().d_out).set("heads", e.config().num_heads);
+  // The count that runs: requests above the CPUs available are clamped by the engine.
+  r.set("threads", std::int64_t{e.threads()}).set("d_model", e.config().d_out).set("num_heads", e.config().num_heads);
   r.set("causal", e.config().causal());
   r.set("commit", info.git_commit).set("cpu_model", info.cpu_model);
   return r;
@@ -81,113 +103,131 @@ Row finish(Row r, const std::string& format) {
   return out;
 }
 
-int bench_forward(const BenchOptions& o, const RuntimeInfo& info, double peak) {
+int bench_forward(const BenchOptions& o, const RuntimeInfo& info, PeakProbe& peak) {
   std::int64_t max_seq = 1;
   for (auto s : o.seq_len) max_seq = std::max(max_seq, s);
-  const std::size_t n = o.threads.size() * o.backend.size() * o.impl.size() * o.batch.size() * o.seq_len.size();
-  std::vector<Row> rows;
+  const std::size_t n = o.run.threads.size() * o.run.backends.size() * o.impl.size() * o.batch.size() * o.seq_len.size();
+  struct Measured {
+    Row row;
+    double gflops;
+    int threads;
+  };
+  std::vector<Measured> measured;
   std::size_t i = 0;
-  for (auto threads : o.threads) {
-    for (const auto& backend : o.backend) {
+  for (auto threads : o.run.threads) {
+    for (const auto& backend : o.run.backends) {
       Result<Engine> engine = make_engine(o, max_seq, threads, backend);
-      if (!engine.ok()) {
-        std::cerr << "attn bench: " << engine.status().to_string() << "\n";
-        return 1;
-      }
+      if (!engine.ok()) return fail(engine.status());
       for (const auto& impl_name : o.impl) {
         const AttentionImpl impl = impl_name == "unfused" ? AttentionImpl::kUnfused : AttentionImpl::kFused;
         for (auto batch : o.batch) {
           for (auto seq : o.seq_len) {
             progress(++i, n, impl_name + " " + backend + " threads " + std::to_string(engine->threads()) +
                                  " batch " + std::to_string(batch) + " seq_len " + std::to_string(seq));
-            const Tensor x = random_tensor(Shape{batch, seq, o.d_model}, 7);
-            Tensor y(Shape{batch, seq, o.d_model});
+            Result<Tensor> x = bench::random_tensor(Shape{batch, seq, o.layer.d_model}, 7);
+            if (!x.ok()) return fail(x.status());
+            Result<Tensor> y = Tensor::zeros(Shape{batch, seq, o.layer.d_model});
+            if (!y.ok()) return fail(y.status());
             std::vector<double> ms;
             for (int r = 0; r < o.warmup + o.reps; ++r) {
               const auto t0 = Clock::now();
-              const Status s = engine->forward(x.view(), y.view(), impl);
-              if (!s.ok()) {
-                std::cerr << "attn bench: " << s.to_string() << "\n";
-                return 1;
-              }
+              if (Status s = engine->forward(x->view(), y->view(), impl); !s.ok()) return fail(s);
               if (r >= o.warmup) ms.push_back(ms_since(t0));
             }
+            peak.probe();
             const Timing t = Timing::of(ms);
-            const Cost cost = engine->forward_cost(batch, seq);
-            const double gflops = cost.flops / (t.median_ms * 1e-3) * 1e-9;
+            const double gflops = bench::forward_gflops(engine.value(), batch, seq, t.median_ms * 1e-3);
             Row row = describe(engine.value(), impl_name, backend, info);
             row.set("batch", batch).set("seq_len", seq).set("median_ms", t.median_ms).set("min_ms", t.min_ms);
             row.set("max_ms", t.max_ms).set("gflops", gflops);
             row.set("tokens_per_s", static_cast<double>(batch * seq) / (t.median_ms * 1e-3));
-            row.set("peak_fraction", gflops / (peak * engine->threads()));
-            rows.push_back(finish(row, o.format));
+            measured.push_back({row, gflops, engine->threads()});
           }
         }
       }
     }
   }
+  // Every row is divided by the same peak: the best of all the probes of the run.
+  std::cerr << "attn bench: single-core FMA peak: " << peak.summary() << "\n";
+  std::vector<Row> rows;
+  for (Measured& m : measured) {
+    m.row.set("peak_gflops", peak.best()).set("peak_fraction", m.gflops / (peak.best() * m.threads));
+    rows.push_back(finish(m.row, o.format));
+  }
   write_rows(std::cout, o.format, rows);
   return 0;
 }
 
+// Bytes of the last-level cache (sysconf), or 32 MiB when the system does not say.
+std::int64_t llc_bytes() {
+  for (int name : {_SC_LEVEL4_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE, _SC_LEVEL2_CACHE_SIZE}) {
+    const long v = sysconf(name);
+    if (v > 0) return v;
+  }
+  return std::int64_t{32} << 20;
+}
+
+// Decode rows: one step of batch 1 against kv_len cached positions, twice. Warm: the same
+// session every step, so its keys and values may sit in cache. Cold: steps rotate over
+// enough sessions that the keys and values read between two visits of one session exceed
+// the last-level cache, the case a server with many sequences sees; only the cold rate is
+// compared with the DRAM probe.
 int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
-  const std::size_t n = o.threads.size() * o.backend.size() * o.context.size();
+  const std::size_t n = o.run.threads.size() * o.run.backends.size() * o.kv_len.size();
   std::vector<Row> rows;
   std::size_t i = 0;
-  for (auto threads : o.threads) {
-    for (const auto& backend : o.backend) {
-      for (auto context : o.context) {
-        const std::int64_t capacity = context + 1 + o.warmup + o.reps;
+  constexpr std::int64_t kMaxColdSessions = 256;
+  for (auto threads : o.run.threads) {
+    for (const auto& backend : o.run.backends) {
+      for (auto kv_len : o.kv_len) {
+        const std::int64_t cache_bytes = 2 * kv_len * o.layer.d_model * static_cast<std::int64_t>(sizeof(float));
+        const std::int64_t sessions = std::min(kMaxColdSessions, llc_bytes() / std::max<std::int64_t>(cache_bytes, 1) + 2);
+        const int cold_steps = static_cast<int>(std::max<std::int64_t>(o.reps, sessions));
+        const std::int64_t capacity = kv_len + 1 + o.warmup + o.reps + cold_steps;
         Result<Engine> engine = make_engine(o, capacity, threads, backend);
-        if (!engine.ok()) {
-          std::cerr << "attn bench: " << engine.status().to_string() << "\n";
-          return 1;
+        if (!engine.ok()) return fail(engine.status());
+        progress(++i, n, "decode " + backend + " threads " + std::to_string(engine->threads()) + " kv_len " +
+                             std::to_string(kv_len) + " (" + std::to_string(sessions) + " sessions)");
+        Result<Tensor> prompt = bench::random_tensor(Shape{kv_len, o.layer.d_model}, 3);
+        if (!prompt.ok()) return fail(prompt.status());
+        Result<Tensor> prompt_out = Tensor::zeros(Shape{kv_len, o.layer.d_model});
+        if (!prompt_out.ok()) return fail(prompt_out.status());
+        std::vector<Session> pool;
+        for (std::int64_t s = 0; s < sessions; ++s) {
+          Result<Session> session = engine->new_session();
+          if (!session.ok()) return fail(session.status());
+          if (Status st = session->prefill(prompt->view(), prompt_out->view()); !st.ok()) return fail(st);
+          pool.push_back(std::move(session.value()));
         }
-        progress(++i, n, "decode " + backend + " threads " + std::to_string(engine->threads()) + " context " +
-                             std::to_string(context));
-        Result<Session> session = engine->new_session();
-        if (!session.ok()) {
-          std::cerr << "attn bench: " << session.status().to_string() << "\n";
-          return 1;
+        Result<Tensor> x = bench::random_tensor(Shape{1, o.layer.d_model}, 5);
+        Result<Tensor> y = Tensor::zeros(Shape{1, o.layer.d_model});
+        if (!x.ok() || !y.ok()) return fail(x.ok() ? y.status() : x.status());
+        std::vector<double> ms, warm_gbs, cold_ms, cold_gbs;
+        for (int r = 0; r < cold_steps; ++r) {
+          StepStats stats;
+          const auto t0 = Clock::now();
+          if (Status s = pool[static_cast<std::size_t>(r % sessions)].step(x->view(), y->view(), &stats); !s.ok())
+            return fail(s);
+          cold_ms.push_back(ms_since(t0));
+          cold_gbs.push_back(stats.cache_bytes_read / static_cast<double>(stats.attention_ns));
         }
-        Tensor prompt = random_tensor(Shape{context, o.d_model}, 3);
-        Tensor prompt_out(Shape{context, o.d_model});
-        if (Status s = session->prefill(prompt.view(), prompt_out.view()); !s.ok()) {
-          std::cerr << "attn bench: " << s.to_string() << "\n";
-          return 1;
-        }
-        const Tensor x = random_tensor(Shape{1, o.d_model}, 5);
-        Tensor y(Shape{1, o.d_model});
-        std::vector<double> ms, cache_gbs;
         for (int r = 0; r < o.warmup + o.reps; ++r) {
           StepStats stats;
           const auto t0 = Clock::now();
-          if (Status s = session->step(x.view(), y.view(), &stats); !s.ok()) {
-            std::cerr << "attn bench: " << s.to_string() << "\n";
-            return 1;
-          }
+          if (Status s = pool.front().step(x->view(), y->view(), &stats); !s.ok()) return fail(s);
           if (r < o.warmup) continue;
           ms.push_back(ms_since(t0));
-          cache_gbs.push_back(stats.cache_bytes_read / static_cast<double>(stats.attention_ns));
+          warm_gbs.push_back(stats.cache_bytes_read / static_cast<double>(stats.attention_ns));
         }
-        // The same engine's full forward over context + 1 tokens, for the step/forward ratio.
-        const Tensor full = random_tensor(Shape{1, context + 1, o.d_model}, 9);
-        Tensor full_out(Shape{1, context + 1, o.d_model});
-        const auto t0 = Clock::now();
-        if (Status s = engine->forward(full.view(), full_out.view()); !s.ok()) {
-          std::cerr << "attn bench: " << s.to_string() << "\n";
-          return 1;
-        }
-        const double forward_ms = ms_since(t0);
         const double bandwidth = measure_read_bandwidth(engine->threads());
-        const Timing t = Timing::of(ms);
-        const double cache_median = Timing::of(cache_gbs).median_ms;  // median of the GB/s values
+        const Timing t = Timing::of(ms), cold = Timing::of(cold_ms);
+        const double warm_median = Timing::of(warm_gbs).median_ms;  // median of the GB/s values
+        const double cold_median = Timing::of(cold_gbs).median_ms;
         Row row = describe(engine.value(), "decode", backend, info);
-        row.set("context", context).set("median_ms", t.median_ms).set("p99_ms", t.p99_ms);
-        row.set("min_ms", t.min_ms).set("max_ms", t.max_ms).set("tokens_per_s", 1e3 / t.median_ms);
-        row.set("cache_gb_s", cache_median).set("memory_gb_s", bandwidth);
-        row.set("bandwidth_fraction", cache_median / bandwidth);
-        row.set("forward_ms", forward_ms).set("step_over_forward", t.median_ms / forward_ms);
+        row.set("kv_len", kv_len).set("median_ms", t.median_ms).set("min_ms", t.min_ms).set("max_ms", t.max_ms);
+        row.set("tokens_per_s", 1e3 / t.median_ms).set("cold_median_ms", cold.median_ms);
+        row.set("cold_sessions", sessions).set("cache_gb_s_warm", warm_median).set("cache_gb_s_cold", cold_median);
+        row.set("memory_gb_s", bandwidth).set("bandwidth_fraction_cold", cold_median / bandwidth);
         rows.push_back(finish(row, o.format));
       }
     }
@@ -197,19 +237,18 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
 }
 
 int run_bench(BenchOptions o) {
-  if (o.preset == "gpt2-small") {
-    o.batch = {8};
-    o.seq_len = {1024};
-    o.d_model = 768;
-    o.heads = 12;
-    o.causal = true;
+  if (!o.preset.empty()) {
+    const std::optional<bench::Workload> p = bench::preset(o.preset);
+    o.layer = *p;  // the flag's validator admits only known presets
+    o.batch = {p->batch};
+    o.seq_len = {p->seq_len};
   }
   const RuntimeInfo info = runtime_info();
   std::cerr << "attn bench: " << info.cpu_model << ", " << info.cpus << " CPUs, kernels "
-            << (o.isa == "auto" ? info.default_isa : o.isa) << ", commit " << info.git_commit << "\n";
+            << (o.run.isa == "auto" ? info.default_isa : o.run.isa) << ", commit " << info.git_commit << "\n";
   if (o.decode) return bench_decode(o, info);
-  Result<Isa> isa = parse_isa(o.isa);
-  const double peak = measure_peak_gflops(isa.ok() ? *isa : Isa::kAuto);
+  Result<Isa> isa = parse_isa(o.run.isa);
+  PeakProbe peak(isa.ok() ? *isa : Isa::kAuto);
   return bench_forward(o, info, peak);
 }
 
@@ -218,25 +257,23 @@ int run_bench(BenchOptions o) {
 Command add_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   CLI::App* sub = app.add_subcommand("bench", "Measure forward() or decode-step throughput over a sweep of sizes");
-  sub->add_option("--preset", o->preset, "gpt2-small: batch 8, seq_len 1024, d 768, 12 heads, causal")
+  sub->add_option("--preset", o->preset, "gpt2-small: batch 8, seq_len 1024, d_model 768, 12 heads, causal")
       ->check(CLI::IsMember({"gpt2-small"}));
-  sub->add_option("--batch", o->batch, "Batch sizes (comma-separated)")->delimiter(',')->check(CLI::PositiveNumber);
-  sub->add_option("--seq-len", o->seq_len, "Sequence lengths")->delimiter(',')->check(CLI::PositiveNumber);
-  sub->add_option("--d-model", o->d_model, "Model width (d_in = d_out)")->check(CLI::PositiveNumber);
-  sub->add_option("--heads", o->heads, "Attention heads")->check(CLI::PositiveNumber);
-  sub->add_option("--threads", o->threads, "Thread counts (0: the CPUs this process may use)")->delimiter(',');
-  sub->add_option("--backend", o->backend, "Schedulers: tbb, openmp, serial")
-      ->delimiter(',')->check(CLI::IsMember({"tbb", "openmp", "serial"}));
+  const CLI::Validator size = in_range(1, kMaxSizeFlag);
+  sub->add_option("--batch", o->batch, "batch (comma-separated list)")->delimiter(',')->check(size);
+  sub->add_option("--seq-len", o->seq_len, "seq_len (list)")->delimiter(',')->check(size);
+  sub->add_option("--d-model", o->layer.d_model, "d_in = d_out")->check(size);
+  sub->add_option("--num-heads,--heads", o->layer.num_heads, "num_heads")->check(size);
+  o->run.add_to(sub, /*sweep=*/true);
   sub->add_option("--impl", o->impl, "Attention paths: fused (flash), unfused (scores materialised)")
       ->delimiter(',')->check(CLI::IsMember({"fused", "unfused"}));
-  sub->add_flag("--causal,!--no-causal", o->causal, "Causal mask (default) or none");
-  sub->add_option("--warmup", o->warmup, "Untimed runs before measuring")->check(CLI::NonNegativeNumber);
-  sub->add_option("--reps", o->reps, "Timed runs per row (decode: steps)")->check(CLI::PositiveNumber);
+  sub->add_flag("--causal,!--no-causal", o->layer.causal, "Causal mask (default) or none");
+  sub->add_option("--warmup", o->warmup, "Untimed runs before measuring")->check(in_range(0, 1000000));
+  sub->add_option("--reps", o->reps, "Timed runs per row (decode: steps)")->check(in_range(1, 1000000));
   sub->add_option("--format", o->format, "table, csv or json")->check(CLI::IsMember({"table", "csv", "json"}));
-  sub->add_option("--isa", o->isa, "Kernels: auto, sse2, avx2, avx512")
-      ->check(CLI::IsMember({"auto", "sse2", "avx2", "avx512"}));
   sub->add_flag("--decode", o->decode, "Measure one decode step against a KV cache instead of forward()");
-  sub->add_option("--context", o->context, "Decode: cached positions")->delimiter(',')->check(CLI::PositiveNumber);
+  sub->add_option("--kv-len,--context", o->kv_len, "Decode: kv_len, the cached positions (list)")
+      ->delimiter(',')->check(size);
   return {sub, [o] { return run_bench(*o); }};
 }
 

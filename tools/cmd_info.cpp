@@ -1,5 +1,7 @@
 // `attn info FILE`: what a safetensors file holds (metadata, tensors, the attention layer found
 // and its config) or the shape of a .npy file.
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -27,6 +29,10 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
 }
 
 bool is_npy(const std::string& path) {
+  // Only a regular file is peeked at: opening a FIFO would block until a writer came. Other
+  // paths fall through to the safetensors reader, which refuses them with a message.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (f == nullptr) return false;
   char magic[6] = {};

@@ -4,12 +4,13 @@
 #include <chrono>
 #include <iostream>
 #include <memory>
-#include <random>
 #include <string>
 
 #include "attn/chapter/random.hpp"
 #include "attn/engine.hpp"
+#include "cli_flags.hpp"
 #include "commands.hpp"
+#include "engine_workload.hpp"
 
 namespace attn::tools {
 namespace {
@@ -17,48 +18,39 @@ namespace {
 struct ProfileOptions {
   std::string preset = "gpt2-small";
   double seconds = 10;
-  int threads = 0;
-  std::string backend = "tbb", impl = "fused", isa = "auto";
+  RunFlags run;
+  std::string impl = "fused";
 };
 
+int fail(const Status& s) {
+  std::cerr << "attn profile: " << s.to_string() << "\n";
+  return 1;
+}
+
 int run_profile(const ProfileOptions& o) {
-  LayerConfig c = LayerConfig::gpt2_small();
-  const std::int64_t batch = 8, seq = 1024;
+  const bench::Workload w = *bench::preset(o.preset);  // the flag's validator admits only known presets
+  LayerConfig c = bench::layer_config(w, w.seq_len);
   RunOptions run;
-  run.threads = o.threads;
-  auto backend = parse_backend(o.backend);
-  auto isa = parse_isa(o.isa);
-  if (!backend.ok() || !isa.ok()) {
-    std::cerr << "attn profile: " << (backend.ok() ? isa.status() : backend.status()).to_string() << "\n";
-    return 2;
-  }
-  run.backend = *backend;
-  run.isa = *isa;
-  Result<Weights> w = init_weights_like_torch(c, 123);
-  Result<Engine> engine = w.ok() ? Engine::create(c, w.value(), run) : Result<Engine>(w.status());
-  if (!engine.ok()) {
-    std::cerr << "attn profile: " << engine.status().to_string() << "\n";
-    return 1;
-  }
-  std::mt19937 gen(1);
-  std::uniform_real_distribution<float> dist(-1, 1);
-  Tensor x(Shape{batch, seq, c.d_in});
-  for (float& v : x.values()) v = dist(gen);
-  Tensor y(Shape{batch, seq, c.d_out});
+  if (Status s = o.run.apply(run); !s.ok()) return fail(s);
+  Result<Engine> engine = bench::make_engine(c, run);
+  if (!engine.ok()) return fail(engine.status());
+  Result<Tensor> x = bench::random_tensor(Shape{w.batch, w.seq_len, c.d_in}, 1);
+  if (!x.ok()) return fail(x.status());
+  Result<Tensor> y = Tensor::zeros(Shape{w.batch, w.seq_len, c.d_out});
+  if (!y.ok()) return fail(y.status());
   const AttentionImpl impl = o.impl == "unfused" ? AttentionImpl::kUnfused : AttentionImpl::kFused;
   // The first call sizes the engine's workspace; the loop below then allocates nothing.
-  if (Status s = engine->forward(x.view(), y.view(), impl); !s.ok()) {
-    std::cerr << "attn profile: " << s.to_string() << "\n";
-    return 1;
-  }
-  std::cerr << "attn profile: forward, batch 8 x 1024 tokens, d 768, 12 heads, kernels " << engine->isa() << ", " << engine->threads() << " threads, for " << o.seconds << " s\n";
+  if (Status s = engine->forward(x->view(), y->view(), impl); !s.ok()) return fail(s);
+  std::cerr << "attn profile: " << o.preset << " forward, batch " << w.batch << " x " << w.seq_len << " tokens, d_model "
+            << w.d_model << ", " << w.num_heads << " heads, kernels " << engine->isa() << ", " << engine->threads()
+            << " threads, for " << o.seconds << " s\n";
 
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   const auto deadline = t0 + std::chrono::duration<double>(o.seconds);
   long calls = 0;
   while (Clock::now() < deadline) {
-    if (!engine->forward(x.view(), y.view(), impl).ok()) break;
+    if (Status s = engine->forward(x->view(), y->view(), impl); !s.ok()) return fail(s);
     ++calls;
   }
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -73,13 +65,12 @@ Command add_profile(CLI::App& app) {
   auto o = std::make_shared<ProfileOptions>();
   CLI::App* sub = app.add_subcommand(
       "profile", "Run forward() in a steady loop for a profiler: perf record -g -- attn profile ...");
-  sub->add_option("--preset", o->preset, "Workload: gpt2-small (batch 8 x 1024 tokens, d 768, 12 heads)")
-      ->check(CLI::IsMember({"gpt2-small"}));
-  sub->add_option("--seconds", o->seconds, "How long to loop")->check(CLI::PositiveNumber);
-  sub->add_option("--threads", o->threads, "Worker threads (0: the CPUs this process may use)");
-  sub->add_option("--backend", o->backend, "tbb, openmp or serial")->check(CLI::IsMember({"tbb", "openmp", "serial"}));
+  sub->add_option("--preset", o->preset, "Workload: gpt2-small (batch 8 x 1024 tokens, d_model 768, 12 heads)")
+      ->check(CLI::IsMember({"gpt2-small"}))
+      ->capture_default_str();
+  sub->add_option("--seconds", o->seconds, "How long to loop")->check(finite_in_range(1e-3, 1e6));
+  o->run.add_to(sub, /*sweep=*/false);
   sub->add_option("--impl", o->impl, "fused or unfused")->check(CLI::IsMember({"fused", "unfused"}));
-  sub->add_option("--isa", o->isa, "auto, sse2, avx2 or avx512")->check(CLI::IsMember({"auto", "sse2", "avx2", "avx512"}));
   return {sub, [o] { return run_profile(*o); }};
 }
 

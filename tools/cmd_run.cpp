@@ -1,17 +1,17 @@
 // `attn run`: one attention layer from a safetensors file over an .npy input, output to an
 // .npy file or stdout; optionally compared with an expected output (e.g. PyTorch's).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
-#include <algorithm>
 
 #include "attn/engine.hpp"
-#include "attn/layer.hpp"
-#include "attn/npy.hpp"
-#include "attn/safetensors.hpp"
+#include "attn/io.hpp"
+#include "cli_flags.hpp"
 #include "commands.hpp"
 #include "layer_args.hpp"
 
@@ -21,9 +21,7 @@ namespace {
 struct RunArgs {
   std::string weights, input, output, expect;
   LayerArgs layer;
-  int threads = 0;
-  std::string backend = "tbb";
-  std::string isa = "auto";
+  RunFlags run;
   double atol = 1e-5, rtol = 1e-5;
   bool verbose = false;
   bool decode = false;
@@ -51,7 +49,9 @@ void print_tensor(const Tensor& t) {
   }
 }
 
-// Compares `got` with the .npy at args.expect: |got - want| <= atol + rtol * |want| everywhere.
+// Compares `got` with the .npy at args.expect: |got - want| <= atol + rtol * |want| everywhere;
+// a NaN or Inf on either side is outside whatever the tolerances (they are finite and >= 0: the
+// flags' validators refuse the rest, so a negative or NaN tolerance cannot pass everything).
 int check_expected(const RunArgs& args, const Tensor& got) {
   Result<Tensor> want = io::read_npy(args.expect);
   if (!want.ok()) return fail(want.status());
@@ -63,9 +63,10 @@ int check_expected(const RunArgs& args, const Tensor& got) {
   std::int64_t worst_i = 0, bad = 0;
   for (std::int64_t i = 0; i < got.numel(); ++i) {
     const double g = got.data()[i], w = want->data()[i];
-    const double diff = std::abs(g - w);
-    const double ratio = std::isnan(diff) ? INFINITY : diff / (args.atol + args.rtol * std::abs(w));
-    if (ratio > 1) ++bad;
+    const double diff = std::abs(g - w), tol = args.atol + args.rtol * std::abs(w);
+    const bool outside = !(std::isfinite(diff) && diff <= tol);  // NaN or Inf on either side
+    const double ratio = outside ? (tol > 0 && std::isfinite(diff) ? diff / tol : INFINITY) : (tol > 0 ? diff / tol : 0);
+    if (outside) ++bad;
     if (std::isnan(diff) || diff > max_abs) max_abs = diff;
     if (ratio > worst) worst = ratio, worst_i = i;
   }
@@ -97,24 +98,26 @@ Status decode(const Engine& engine, const Tensor& x, Tensor& y) {
     sessions.push_back(std::move(s.value()));
   }
   for (Session& s : sessions) ptrs.push_back(&s);
-  Tensor xt(Shape{batch, d_in}), yt(Shape{batch, d_out});
+  Result<Tensor> xt = Tensor::zeros(Shape{batch, d_in}), yt = Tensor::zeros(Shape{batch, d_out});
+  if (!xt.ok()) return xt.status();
+  if (!yt.ok()) return yt.status();
   for (std::int64_t t = 0; t < seq; ++t) {
     for (std::int64_t b = 0; b < batch; ++b)
-      std::copy_n(x.data() + (b * seq + t) * d_in, d_in, xt.data() + b * d_in);
-    if (Status s = engine.step(ptrs, xt.view(), yt.view()); !s.ok()) return s;
+      std::copy_n(x.data() + (b * seq + t) * d_in, d_in, xt->data() + b * d_in);
+    if (Status s = engine.step(ptrs, xt->view(), yt->view()); !s.ok()) return s;
     for (std::int64_t b = 0; b < batch; ++b)
-      std::copy_n(yt.data() + b * d_out, d_out, y.data() + (b * seq + t) * d_out);
+      std::copy_n(yt->data() + b * d_out, d_out, y.data() + (b * seq + t) * d_out);
   }
   return {};
+}
+
+std::int64_t count_non_finite(const Tensor& t) {
+  return std::count_if(t.values().begin(), t.values().end(), [](float v) { return !std::isfinite(v); });
 }
 
 int run(const RunArgs& args) {
   Result<io::LayerOptions> options = args.layer.options();
   if (!options.ok()) return fail(options.status());
-  Result<Backend> backend = parse_backend(args.backend);
-  if (!backend.ok()) return fail(backend.status());
-  Result<Isa> isa = parse_isa(args.isa);
-  if (!isa.ok()) return fail(isa.status());
 
   Result<io::SafetensorsFile> file = io::SafetensorsFile::open(args.weights);
   if (!file.ok()) return fail(file.status());
@@ -138,9 +141,7 @@ int run(const RunArgs& args) {
                 std::to_string(config.context_length) + " (raise it with --context-length)");
   }
   RunOptions run;
-  run.threads = args.threads;
-  run.backend = backend.value();
-  run.isa = isa.value();
+  if (Status s = args.run.apply(run); !s.ok()) return fail(s);
 
   Result<Engine> engine = Engine::create(config, layer->weights, run);
   if (!engine.ok()) return fail(engine.status());
@@ -153,9 +154,17 @@ int run(const RunArgs& args) {
     std::cerr << "attn run: kernels " << engine->isa() << ", " << engine->threads() << " threads ("
               << to_string(run.backend) << ")\n";
   }
-  Tensor y(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out} : Shape{xs[0], config.d_out});
+  // The output's size comes from the input and the file: allocated through a checked path.
+  Result<Tensor> out = Tensor::zeros(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out} : Shape{xs[0], config.d_out});
+  if (!out.ok()) return fail(out.status());
+  Tensor& y = out.value();
   const Status status = args.decode ? decode(engine.value(), x.value(), y) : engine->forward(x->view(), y.view());
   if (!status.ok()) return fail(status);
+  // NaN or Inf in, NaN out: computed as PyTorch would, but never silently.
+  if (const std::int64_t bad_in = count_non_finite(x.value()), bad_out = count_non_finite(y); bad_in + bad_out > 0) {
+    std::cerr << "attn run: warning: " << bad_in << " non-finite (NaN or Inf) input values, " << bad_out
+              << " non-finite output values\n";
+  }
 
   if (!args.output.empty()) {
     if (Status s = io::write_npy(args.output, y.view()); !s.ok()) return fail(s);
@@ -179,18 +188,17 @@ Command add_run(CLI::App& app) {
   sub->add_option("--input", args->input, "Input: a .npy file of float32 ('<f4')")->required();
   sub->add_option("--output", args->output, "Write the output here as .npy (default: print it)");
   args->layer.add_to(sub);
-  sub->add_option("--threads", args->threads, "Worker threads; 0 = the CPUs this process may use")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-  sub->add_option("--backend", args->backend, "Threading: tbb, openmp or serial")
-      ->capture_default_str();
-  sub->add_option("--isa", args->isa, "Kernels: auto, sse2, avx2 or avx512 (auto honours ATTN_ISA)")
-      ->capture_default_str();
+  args->run.add_to(sub, /*sweep=*/false);
   sub->add_option("--expect", args->expect,
                   "Compare the output with this .npy; exit 1 unless |diff| <= atol + "
-                  "rtol*|expected| everywhere");
-  sub->add_option("--atol", args->atol, "Absolute tolerance of --expect")->capture_default_str();
-  sub->add_option("--rtol", args->rtol, "Relative tolerance of --expect")->capture_default_str();
+                  "rtol*|expected| everywhere (NaN or Inf on either side is outside)");
+  const double kMax = std::numeric_limits<double>::max();
+  sub->add_option("--atol", args->atol, "Absolute tolerance of --expect (finite, >= 0)")
+      ->check(finite_in_range(0, kMax))
+      ->capture_default_str();
+  sub->add_option("--rtol", args->rtol, "Relative tolerance of --expect (finite, >= 0)")
+      ->check(finite_in_range(0, kMax))
+      ->capture_default_str();
   sub->add_flag("--decode", args->decode,
                 "Feed the input token by token through KV-cache sessions (one per batch item, "
                 "advanced together by batched steps) instead of one forward; same output");

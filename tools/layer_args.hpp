@@ -9,6 +9,7 @@
 #include <string>
 
 #include "attn/layer.hpp"
+#include "cli_flags.hpp"
 
 namespace attn::tools {
 
@@ -16,30 +17,36 @@ namespace attn::tools {
 struct LayerArgs {
   std::string layout = "auto";
   std::string prefix;
-  std::int64_t heads = 0;
+  std::int64_t num_heads = 0;
   std::int64_t context_length = 0;
   bool causal = true;
-  CLI::Option* heads_opt = nullptr;
+  CLI::Option* num_heads_opt = nullptr;
   CLI::Option* context_opt = nullptr;
   CLI::Option* causal_opt = nullptr;
 
-  /// Declares --layout, --prefix, --heads, --context-length, --causal/--no-causal on `sub`.
+  /// Declares --layout, --prefix, --num-heads (alias --heads), --context-length, --causal/--no-causal on `sub`.
   void add_to(CLI::App* sub) {
     sub->add_option(
            "--layout", layout,
            "Tensor layout: auto (from __metadata__ or the names), v1, v2, causal, wrapper, mha "
            "(the chapter's classes), torch-mha (nn.MultiheadAttention), gpt2")
+        ->check(CLI::Validator(
+            [](std::string& name) {
+              Result<io::Layout> l = io::parse_layout(name);
+              return l.ok() ? std::string() : l.status().message();
+            },
+            "LAYOUT"))
         ->capture_default_str();
     sub->add_option("--prefix", prefix,
                     "Read the layer whose tensor names start with this, e.g. h.3 (GPT-2 block 3)");
-    heads_opt =
-        sub->add_option("--heads", heads, "Number of heads (else __metadata__['num_heads'])")
-            ->check(CLI::PositiveNumber);
+    num_heads_opt =
+        sub->add_option("--num-heads,--heads", num_heads, "num_heads (else __metadata__['num_heads'])")
+            ->check(in_range(1, kMaxSizeFlag));
     context_opt =
         sub->add_option("--context-length", context_length,
                         "Most tokens per sequence (else the mask buffer or __metadata__; attn run "
                         "falls back to the input's seq_len)")
-            ->check(CLI::PositiveNumber);
+            ->check(in_range(1, kMaxSizeFlag));
     causal_opt =
         sub->add_flag("--causal,!--no-causal", causal,
                       "Force causal masking on or off (else __metadata__['causal'], else the "
@@ -53,7 +60,7 @@ struct LayerArgs {
     io::LayerOptions o;
     o.layout = l.value();
     o.prefix = prefix;
-    if (heads_opt->count() > 0) o.num_heads = heads;
+    if (num_heads_opt->count() > 0) o.num_heads = num_heads;
     if (context_opt->count() > 0) o.context_length = context_length;
     if (causal_opt->count() > 0) o.causal = causal;
     return o;

@@ -81,22 +81,36 @@ Tensor batch_of_two() {
   return Tensor(Shape{2, kTokens, kDim}, v);
 }
 
-// Runs the fast engine; the walkthrough's configurations are always valid.
+// Steps that failed (each printed "error: ..."); walkthrough() then exits 1. The
+// walkthrough runs once per process, from one thread.
+int failed_steps = 0;
+
+void report(std::ostream& out, const Status& s) {
+  out << "error: " << s.to_string() << "\n";
+  ++failed_steps;
+}
+
+// Runs the fast engine; the walkthrough's configurations are valid, so an error here is a
+// failure of the library (or of the environment, e.g. ATTN_ISA naming a missing ISA).
 Tensor run_engine(const LayerConfig& config, const Weights& weights, const Tensor& x, std::ostream& out) {
   Result<Engine> engine = Engine::create(config, weights);
   Shape shape = x.shape();
   Tensor y(x.shape().rank() == 3 ? Shape{shape[0], shape[1], config.d_out} : Shape{shape[0], config.d_out});
   if (!engine.ok()) {
-    out << "error: " << engine.status().to_string() << "\n";
+    report(out, engine.status());
     return y;
   }
-  if (Status s = engine->forward(x.view(), y.view()); !s.ok()) out << "error: " << s.to_string() << "\n";
+  if (Status s = engine->forward(x.view(), y.view()); !s.ok()) report(out, s);
   return y;
 }
 
-Weights torch_weights(const LayerConfig& config, std::uint64_t seed) {
+Weights torch_weights(const LayerConfig& config, std::uint64_t seed, std::ostream& out) {
   Result<Weights> w = init_weights_like_torch(config, seed);
-  return w.ok() ? std::move(w.value()) : Weights{};
+  if (!w.ok()) {
+    report(out, w.status());
+    return Weights{};
+  }
+  return std::move(w.value());
 }
 
 void section_3_3(std::ostream& out) {
@@ -158,16 +172,16 @@ void section_3_4(std::ostream& out) {
 
   LayerConfig v1 = LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, kTokens);
   print_tensor(out, "SelfAttention_v1(seed 123) on all six tokens (fast engine)",
-               run_engine(v1, torch_weights(v1, 123), inputs(), out));
+               run_engine(v1, torch_weights(v1, 123, out), inputs(), out));
   LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
   print_tensor(out, "SelfAttention_v2(seed 789, nn.Linear without bias) (fast engine)",
-               run_engine(v2, torch_weights(v2, 789), inputs(), out));
+               run_engine(v2, torch_weights(v2, 789, out), inputs(), out));
 }
 
 void exercise_3_1(std::ostream& out) {
   heading(out, "Exercise 3.1: SelfAttention_v1 given SelfAttention_v2's weights (seed 123)");
   LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
-  const Weights w2 = torch_weights(v2, 123);
+  const Weights w2 = torch_weights(v2, 123, out);
   auto transposed = [](const Tensor& t) {
     Tensor r(Shape{t.shape()[1], t.shape()[0]});
     for (std::int64_t i = 0; i < t.shape()[0]; ++i)
@@ -177,6 +191,7 @@ void exercise_3_1(std::ostream& out) {
   Result<Weights> w1 = Weights::from_input_major(transposed(w2.w_query), transposed(w2.w_key), transposed(w2.w_value));
   LayerConfig v1 = LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, kTokens);
   print_tensor(out, "SelfAttention_v2 (seed 123)", run_engine(v2, w2, inputs(), out));
+  if (!w1.ok()) report(out, w1.status());
   print_tensor(out, "SelfAttention_v1 with W = v2's weights transposed",
                run_engine(v1, w1.ok() ? w1.value() : Weights{}, inputs(), out));
 }
@@ -184,12 +199,17 @@ void exercise_3_1(std::ostream& out) {
 void section_3_5(std::ostream& out) {
   heading(out, "3.5 Causal attention (SelfAttention_v2's weights, seed 789)");
   LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
-  const Weights w = torch_weights(v2, 789);
+  const Weights w = torch_weights(v2, 789, out);
   const Matrix x = to_matrix(inputs());
   const Matrix q = reference::linear(x, to_matrix(w.w_query)), k = reference::linear(x, to_matrix(w.w_key));
   const Matrix scores = reference::matmul_transposed(q, k);
   const Matrix weights = reference::softmax_rows(reference::scale(scores, 1.0 / std::sqrt(2.0)));
   print_matrix(out, "attention weights before masking", weights);
+  Matrix masked_simple = weights;  // the chapter's weights * torch.tril(ones): zeros above the diagonal
+  for (std::int64_t i = 0; i < masked_simple.rows; ++i)
+    for (std::int64_t j = i + 1; j < masked_simple.cols; ++j) masked_simple(i, j) = 0.0;
+  print_matrix(out, "way 1: weights times the lower-triangular mask (masked_simple, rows not yet summing to 1)",
+               masked_simple);
   print_matrix(out, "way 1: zero above the diagonal, renormalise rows", reference::mask_after_softmax(weights));
   const Matrix masked = reference::mask_before_softmax(scores);
   print_matrix(out, "way 2: scores with -inf above the diagonal", masked);
@@ -204,21 +224,25 @@ void section_3_5(std::ostream& out) {
 
   LayerConfig ca = LayerConfig::chapter(Variant::kCausalAttention, 3, 2, 1, kTokens);
   print_tensor(out, "CausalAttention(d_in 3, d_out 2, context_length 6, dropout 0, seed 123) on the batch",
-               run_engine(ca, torch_weights(ca, 123), batch_of_two(), out));
+               run_engine(ca, torch_weights(ca, 123, out), batch_of_two(), out));
   Tensor seven(Shape{7, 3});
-  Result<Engine> e = Engine::create(ca, torch_weights(ca, 123));
+  Result<Engine> e = Engine::create(ca, torch_weights(ca, 123, out));
   Tensor y(Shape{7, 2});
-  if (e.ok()) out << "7 tokens with context_length 6: " << e->forward(seven.view(), y.view()).to_string() << "\n";
+  if (!e.ok()) {
+    report(out, e.status());
+    return;
+  }
+  out << "7 tokens with context_length 6: " << e->forward(seven.view(), y.view()).to_string() << "\n";
 }
 
 void section_3_6(std::ostream& out) {
   heading(out, "3.6 Multi-head attention (seed 123)");
   LayerConfig wrapper = LayerConfig::chapter(Variant::kMultiHeadWrapper, 3, 4, 2, kTokens);
   print_tensor(out, "MultiHeadAttentionWrapper(2 heads of d_out 2), outputs concatenated",
-               run_engine(wrapper, torch_weights(wrapper, 123), batch_of_two(), out));
+               run_engine(wrapper, torch_weights(wrapper, 123, out), batch_of_two(), out));
   LayerConfig mha = LayerConfig::chapter(Variant::kMultiHeadAttention, 3, 2, 2, kTokens);
   print_tensor(out, "MultiHeadAttention(d_out 2, 2 heads: head_dim 1, out_proj)",
-               run_engine(mha, torch_weights(mha, 123), batch_of_two(), out));
+               run_engine(mha, torch_weights(mha, 123, out), batch_of_two(), out));
 
   const std::vector<double> a = {0.2745, 0.6584, 0.2775, 0.8573, 0.8993, 0.0390, 0.9268, 0.7388,
                                  0.7179, 0.7058, 0.9156, 0.4340, 0.0772, 0.3565, 0.1479, 0.5331,
@@ -233,21 +257,23 @@ void exercise_3_2(std::ostream& out) {
   heading(out, "Exercise 3.2: the wrapper with d_out 1 per head (seed 123)");
   LayerConfig wrapper = LayerConfig::chapter(Variant::kMultiHeadWrapper, 3, 2, 2, kTokens);
   print_tensor(out, "MultiHeadAttentionWrapper(2 heads of d_out 1)",
-               run_engine(wrapper, torch_weights(wrapper, 123), batch_of_two(), out));
+               run_engine(wrapper, torch_weights(wrapper, 123, out), batch_of_two(), out));
 }
 
 void exercise_3_3(std::ostream& out) {
   heading(out, "Exercise 3.3: GPT-2 small's attention (d 768, 12 heads, context 1024)");
   LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
-  const Weights w = torch_weights(c, 123);
+  const Weights w = torch_weights(c, 123, out);
   const std::int64_t params = w.w_query.numel() + w.w_key.numel() + w.w_value.numel() + w.w_out.numel() + w.b_out.numel();
   out << "parameters (qkv_bias=False, as in the chapter): " << params << "\n";
   out << "head_dim: " << c.resolved_head_dim() << "\n";
   Result<Engine> e = Engine::create(c, w);
-  if (e.ok()) {
-    out << "packed weights: " << e->weight_bytes() << " bytes; kernels: " << e->isa()
-        << "; threads: " << e->threads() << "\n";
+  if (!e.ok()) {
+    report(out, e.status());
+    return;
   }
+  out << "packed weights: " << e->weight_bytes() << " bytes; kernels: " << e->isa() << "; threads: " << e->threads()
+      << "\n";
 }
 
 }  // namespace
@@ -257,6 +283,7 @@ int walkthrough(std::ostream& out, const std::string& section) {
       {"3.3", section_3_3}, {"3.4", section_3_4}, {"ex3.1", exercise_3_1}, {"3.5", section_3_5},
       {"3.6", section_3_6}, {"ex3.2", exercise_3_2}, {"ex3.3", exercise_3_3}};
   bool found = false;
+  failed_steps = 0;
   for (const auto& [name, print] : sections) {
     if (section.empty() || section == name) {
       print(out);
@@ -268,6 +295,10 @@ int walkthrough(std::ostream& out, const std::string& section) {
     for (const auto& s : sections) names += " " + s.first;
     std::fprintf(stderr, "attn walkthrough: unknown section '%s' (sections:%s)\n", section.c_str(), names.c_str());
     return 2;
+  }
+  if (failed_steps > 0) {
+    std::fprintf(stderr, "attn walkthrough: %d step(s) failed (see 'error:' above)\n", failed_steps);
+    return 1;
   }
   return 0;
 }

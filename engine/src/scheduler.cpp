@@ -69,8 +69,14 @@ class OpenMpScheduler final : public Scheduler {
     if (n == 0) return;
     grain = std::max<std::size_t>(grain, 1);
     const long chunks = static_cast<long>((n + grain - 1) / grain);
-    const int team = static_cast<int>(std::min<long>(threads_, chunks));
-#pragma omp parallel num_threads(team)
+    // libgomp mallocs a team for every region of one thread, and for every region whose size
+    // differs from the last one's (it caches a single team): so one chunk runs here, and
+    // every region has the same size, threads_ (workers without a chunk return at once).
+    if (threads_ == 1 || chunks == 1) {
+      SerialScheduler().parallel_for(n, grain, body);
+      return;
+    }
+#pragma omp parallel num_threads(threads_)
     {
       const int worker = omp_get_thread_num();
 #pragma omp for schedule(dynamic, 1)
@@ -105,6 +111,9 @@ int default_threads() noexcept {
 
 Result<std::unique_ptr<Scheduler>> make_scheduler(Backend backend, int threads) {
   if (threads <= 0) threads = default_threads();
+  // More workers than CPUs only time-slice (and TBB warns on stderr when its arena asks for
+  // more than the process may run): clamp, and Engine::threads() reports the clamped count.
+  threads = std::min(threads, available_cpus());
   try {
     switch (backend) {
       case Backend::kSerial:

@@ -40,7 +40,7 @@ Status Session::prefill(ConstTensorView x, TensorView out) {
   const std::int64_t seq_len = x.shape[0];
   if (seq_len < 1) return invalid("prefill: seq_len = " + std::to_string(seq_len) + " must be >= 1");
   if (Status e = check_rows(c, x, out, seq_len, "prefill"); !e.ok()) return e;
-  if (seq_len > c.context_length - s.position) {
+  if (seq_len > c.context_length - s.position) {  // position <= context_length: no overflow
     return Status(ErrorCode::kOutOfRange, "prefill: position " + std::to_string(s.position) + " + seq_len " +
                                               std::to_string(seq_len) + " exceeds context_length = " +
                                               std::to_string(c.context_length));

@@ -2,6 +2,7 @@
 #include "attn/chapter/random.hpp"
 #include "attn/weights.hpp"
 
+#include <stdexcept>
 #include <string>
 
 
@@ -95,8 +96,32 @@ Status validate(const LayerConfig& config, const Weights& w) {
   return {};
 }
 
+namespace {
+
+Result<Weights> draw_weights_like_torch(const LayerConfig& config, std::uint64_t seed);
+
+}  // namespace
+
 Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t seed) {
   if (Status s = validate(config); !s.ok()) return s;
+  // validate() accepts sizes (d up to 2^20 and more) whose weights do not fit in memory:
+  // the allocation failure becomes a Status, never an exception across the API.
+  try {
+    return draw_weights_like_torch(config, seed);
+  } catch (const std::exception&) {
+    const std::uint64_t floats =  // Q, K, V, out_proj
+        static_cast<std::uint64_t>(config.d_in) * static_cast<std::uint64_t>(config.q_dim() + 2 * config.kv_dim()) +
+        static_cast<std::uint64_t>(config.q_dim()) * static_cast<std::uint64_t>(config.d_out);
+    return Status(ErrorCode::kResourceExhausted,
+                  "init_weights_like_torch: cannot allocate the weights of d_in " + std::to_string(config.d_in) +
+                      ", d_out " + std::to_string(config.d_out) + " (about " +
+                      std::to_string(floats * sizeof(float)) + " bytes)");
+  }
+}
+
+namespace {
+
+Result<Weights> draw_weights_like_torch(const LayerConfig& config, std::uint64_t seed) {
   TorchGenerator gen(seed);
   const std::int64_t d_in = config.d_in, d_out = config.d_out;
   Weights w;
@@ -144,5 +169,7 @@ Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t
   }
   return w;
 }
+
+}  // namespace
 
 }  // namespace attn

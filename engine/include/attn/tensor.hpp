@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "attn/export.hpp"
+#include "attn/status.hpp"
 
 namespace attn {
 
@@ -66,6 +67,10 @@ class ATTN_API Tensor {
   explicit Tensor(Shape shape);
   /// Takes `values` as the contents. Precondition: values.size() == shape.numel().
   Tensor(Shape shape, std::vector<float> values);
+  /// Creates a zero-filled tensor for a shape that comes from input: fails with
+  /// kInvalidArgument on a negative or overflowing size and kResourceExhausted (naming the
+  /// shape and bytes) when memory runs out, instead of throwing.
+  static Result<Tensor> zeros(Shape shape) noexcept;
 
   const Shape& shape() const noexcept { return shape_; }
   std::int64_t numel() const noexcept { return static_cast<std::int64_t>(values_.size()); }

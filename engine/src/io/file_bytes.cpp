@@ -31,7 +31,8 @@ FileBytes::~FileBytes() {
 
 Result<std::unique_ptr<FileBytes>> FileBytes::map(const std::string& path) {
   Fd f;
-  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading would wait for a writer; fstat then refuses it.
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (f.fd < 0) return file_error(ErrorCode::kIoError, path, "cannot open: " + errno_text(errno));
   struct stat st {};
   if (::fstat(f.fd, &st) != 0)

@@ -1,0 +1,73 @@
+// The attn command line: declares every subcommand, parses, runs, and maps every failure
+// to the documented exit status (see cli.hpp and docs/io.md).
+#include "cli.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "attn/runtime.hpp"
+#include "commands.hpp"
+
+namespace attn::tools {
+namespace {
+
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+
+std::string version_text() {
+  const RuntimeInfo info = runtime_info();
+  std::string isas;
+  for (const auto& i : info.isas) isas += (isas.empty() ? "" : ", ") + i;
+  return "attn " + info.version + " (commit " + (info.git_commit.empty() ? "unknown" : info.git_commit) +
+         ")\ncpu: " + info.cpu_model + ", " + std::to_string(info.cpus) + " CPUs usable\n" +
+         "instruction sets: " + isas + "; kernels in use: " + info.default_isa + " (ATTN_ISA overrides)";
+}
+
+int run_parsed(int argc, const char* const* argv) {
+  CLI::App app{"attn: SIMD-optimised CPU attention (chapter 3 of Build a Large Language Model)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", version_text);
+  const std::vector<Command> commands = {add_walkthrough(app), add_bench(app), add_profile(app),
+                                         add_run(app), add_info(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help, --version
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line naming the flag and the value; CLI11's own exit codes (105-110) are not ours.
+    std::string where = "attn";
+    for (const auto& c : commands) {
+      if (c.app->parsed()) where += " " + c.app->get_name();
+    }
+    std::fprintf(stderr, "%s: %s (usage: %s --help)\n", where.c_str(), e.what(), where.c_str());
+    return kExitUsage;
+  }
+  for (const auto& c : commands) {
+    if (c.app->parsed()) return c.run();
+  }
+  return kExitUsage;
+}
+
+}  // namespace
+
+int run_cli(int argc, const char* const* argv) noexcept {
+  // The last guard: every subcommand returns a Status-derived exit code and allocates
+  // input-sized memory through checked paths; anything that still throws ends here.
+  try {
+    return run_parsed(argc, argv);
+  } catch (const std::bad_alloc&) {
+    std::fputs("attn: out of memory\n", stderr);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "attn: internal error: %s\n", e.what());
+  } catch (...) {
+    std::fputs("attn: internal error: unknown exception\n", stderr);
+  }
+  return kExitError;
+}
+
+}  // namespace attn::tools
