@@ -85,8 +85,7 @@ void run_args(Bytes& in, std::vector<std::string>& args) {
   args.push_back(data(in.pick(kWeights)));
   args.push_back("--input");
   args.push_back(data(in.pick(kInputs)));
-  args.push_back("--output");
-  args.push_back("/dev/null");
+  const std::size_t fixed = args.size();
   for (int n = in.byte() % 8; n > 0 && !in.empty(); --n) {
     switch (in.byte() % 16) {
       case 0: args.insert(args.end(), {"--expect", data(in.pick(kExpects))}); break;
@@ -104,9 +103,14 @@ void run_args(Bytes& in, std::vector<std::string>& args) {
       case 12: args.insert(args.end(), {"--isa", in.pick(kIsas)}); break;
       case 13: args.push_back("-v"); break;
       case 14: args.push_back(in.raw()); break;
-      default: args.pop_back(); break;  // drop the last argument: a flag without its value
+      default:  // drop the last drawn argument: a flag without its value
+        if (args.size() > fixed) args.pop_back();
+        break;
     }
   }
+  // Last, so that no drawn flag can take it as its value or leave "--output" swallowing the
+  // next argument as a file name to write.
+  args.insert(args.end(), {"--output", "/dev/null"});
 }
 
 void info_args(Bytes& in, std::vector<std::string>& args) {
