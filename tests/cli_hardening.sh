@@ -115,7 +115,8 @@ check fifo_info 1 "not a regular file" "$ATTN" info "$WORK/fifo.npy"
 # --- 8. Exit codes: 2 for usage errors, one readable line ---------------------------------
 check usage_unknown_flag 2 "^attn run: The following argument was not expected: --frob" "$ATTN" $run_mha --frob
 check usage_no_subcommand 2 "^attn: A subcommand is required" "$ATTN"
-check usage_unknown_subcommand 2 "" "$ATTN" frobnicate
+check usage_unknown_subcommand 2 "^attn: unknown subcommand 'frobnicate' \(subcommands: walkthrough, bench, profile, run, info" \
+  "$ATTN" frobnicate
 check usage_heads_zero 2 "^attn run: --num-heads: 0 is out of range \(1 to [0-9]{1,15}\)" "$ATTN" $run_mha --heads 0
 [ "$(wc -c <"$WORK/err")" -lt 200 ] && echo "ok   usage_heads_zero_short" || { echo "FAIL usage_heads_zero_short"; failures=$((failures + 1)); }
 check usage_bad_threads 2 "^attn bench: --threads: -1 is out of range" "$ATTN" bench --threads 1,-1

@@ -40,9 +40,15 @@ int run_parsed(int argc, const char* const* argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // One line naming the flag and the value; CLI11's own exit codes (105-110) are not ours.
-    std::string where = "attn";
+    std::string where = "attn", names;
     for (const auto& c : commands) {
       if (c.app->parsed()) where += " " + c.app->get_name();
+      names += (names.empty() ? "" : ", ") + c.app->get_name();
+    }
+    if (where == "attn" && argc > 1 && argv[1][0] != '-') {  // CLI11 says "A subcommand is required"
+      std::fprintf(stderr, "attn: unknown subcommand '%s' (subcommands: %s; usage: attn --help)\n", argv[1],
+                   names.c_str());
+      return kExitUsage;
     }
     std::fprintf(stderr, "%s: %s (usage: %s --help)\n", where.c_str(), e.what(), where.c_str());
     return kExitUsage;
