@@ -11,6 +11,9 @@
 
 #include "attn/engine.hpp"
 #include "attn/io.hpp"
+#if ATTN_HAVE_MPI
+#include "attn/distributed.hpp"
+#endif
 #include "cli_flags.hpp"
 #include "commands.hpp"
 #include "layer_args.hpp"
@@ -25,6 +28,7 @@ struct RunArgs {
   double atol = 1e-5, rtol = 1e-5;
   bool verbose = false;
   bool decode = false;
+  bool distributed = false;
 };
 
 int fail(const std::string& message) {
@@ -85,19 +89,21 @@ int check_expected(const RunArgs& args, const Tensor& got) {
 }
 
 // Feeds x token by token through KV-cache sessions, one per batch item, all advanced by one
-// batched step per position; gives the same output as one causal forward.
-Status decode(const Engine& engine, const Tensor& x, Tensor& y) {
+// batched step per position; gives the same output as one causal forward. EngineT is Engine
+// (SessionT Session) or, with --distributed, dist::DistributedEngine (dist::DistributedSession).
+template <class EngineT, class SessionT>
+Status decode(const EngineT& engine, const Tensor& x, Tensor& y) {
   const Shape& xs = x.shape();
   const std::int64_t batch = xs.rank() == 3 ? xs[0] : 1, seq = xs[-2];
   const std::int64_t d_in = xs[-1], d_out = engine.config().d_out;
-  std::vector<Session> sessions;
-  std::vector<Session*> ptrs;
+  std::vector<SessionT> sessions;
+  std::vector<SessionT*> ptrs;
   for (std::int64_t b = 0; b < batch; ++b) {
-    Result<Session> s = engine.new_session();
+    Result<SessionT> s = engine.new_session();
     if (!s.ok()) return s.status();
     sessions.push_back(std::move(s.value()));
   }
-  for (Session& s : sessions) ptrs.push_back(&s);
+  for (SessionT& s : sessions) ptrs.push_back(&s);
   Result<Tensor> xt = Tensor::zeros(Shape{batch, d_in}), yt = Tensor::zeros(Shape{batch, d_out});
   if (!xt.ok()) return xt.status();
   if (!yt.ok()) return yt.status();
@@ -114,6 +120,8 @@ Status decode(const Engine& engine, const Tensor& x, Tensor& y) {
 std::int64_t count_non_finite(const Tensor& t) {
   return std::count_if(t.values().begin(), t.values().end(), [](float v) { return !std::isfinite(v); });
 }
+
+int finish(const RunArgs& args, const Tensor& x, const Tensor& y);
 
 int run(const RunArgs& args) {
   Result<io::LayerOptions> options = args.layer.options();
@@ -142,6 +150,35 @@ int run(const RunArgs& args) {
   }
   RunOptions run;
   if (Status s = args.run.apply(run); !s.ok()) return fail(s);
+  // The output's size comes from the input and the file: allocated through a checked path.
+  Result<Tensor> out = Tensor::zeros(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out} : Shape{xs[0], config.d_out});
+  if (!out.ok()) return fail(out.status());
+  Tensor& y = out.value();
+
+  if (args.distributed) {
+#if ATTN_HAVE_MPI
+    // Under mpirun: every rank reads the file, keeps its heads, and rank 0 writes the result.
+    Result<dist::Runtime> mpi = dist::Runtime::init(nullptr, nullptr);
+    if (!mpi.ok()) return fail(mpi.status());
+    dist::Options dist_options;
+    dist_options.run = run;
+    dist_options.output_on_all_ranks = false;
+    Result<dist::DistributedEngine> engine =
+        dist::DistributedEngine::create(dist::Communicator::world(), config, layer->weights, dist_options);
+    if (!engine.ok()) return fail(engine.status());
+    if (args.verbose && mpi->rank() == 0) {
+      std::cerr << "attn run: " << describe(config) << "\nattn run: " << mpi->size() << " ranks x "
+                << engine->local_engine().threads() << " threads, kernels " << engine->local_engine().isa() << "\n";
+    }
+    const Status status = args.decode ? decode<dist::DistributedEngine, dist::DistributedSession>(engine.value(), x.value(), y)
+                                      : engine->forward(x->view(), y.view());
+    if (!status.ok()) return fail(status);
+    if (mpi->rank() != 0) return 0;
+    return finish(args, x.value(), y);
+#else
+    return fail("--distributed: this attn was built without MPI (install libopenmpi-dev and rebuild)");
+#endif
+  }
 
   Result<Engine> engine = Engine::create(config, layer->weights, run);
   if (!engine.ok()) return fail(engine.status());
@@ -154,14 +191,16 @@ int run(const RunArgs& args) {
     std::cerr << "attn run: kernels " << engine->isa() << ", " << engine->threads() << " threads ("
               << to_string(run.backend) << ")\n";
   }
-  // The output's size comes from the input and the file: allocated through a checked path.
-  Result<Tensor> out = Tensor::zeros(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out} : Shape{xs[0], config.d_out});
-  if (!out.ok()) return fail(out.status());
-  Tensor& y = out.value();
-  const Status status = args.decode ? decode(engine.value(), x.value(), y) : engine->forward(x->view(), y.view());
+  const Status status = args.decode ? decode<Engine, Session>(engine.value(), x.value(), y)
+                                    : engine->forward(x->view(), y.view());
   if (!status.ok()) return fail(status);
+  return finish(args, x.value(), y);
+}
+
+// Warns about non-finite values, writes or prints y, and compares it with --expect.
+int finish(const RunArgs& args, const Tensor& x, const Tensor& y) {
   // NaN or Inf in, NaN out: computed as PyTorch would, but never silently.
-  if (const std::int64_t bad_in = count_non_finite(x.value()), bad_out = count_non_finite(y); bad_in + bad_out > 0) {
+  if (const std::int64_t bad_in = count_non_finite(x), bad_out = count_non_finite(y); bad_in + bad_out > 0) {
     std::cerr << "attn run: warning: " << bad_in << " non-finite (NaN or Inf) input values, " << bad_out
               << " non-finite output values\n";
   }
@@ -202,6 +241,9 @@ Command add_run(CLI::App& app) {
   sub->add_flag("--decode", args->decode,
                 "Feed the input token by token through KV-cache sessions (one per batch item, "
                 "advanced together by batched steps) instead of one forward; same output");
+  sub->add_flag("--distributed", args->distributed,
+                "Split the heads over the ranks of `mpirun -np P attn run --distributed ...` (each "
+                "rank reads its slice of the weights; rank 0 writes the output)");
   sub->add_flag("-v,--verbose", args->verbose,
                 "Describe the layer, its config and the kernels on stderr");
   return {sub, [args] { return run(*args); }};

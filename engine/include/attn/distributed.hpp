@@ -28,7 +28,7 @@ struct Communicator {
 /// `attn` command line). Thread safety: create once, on the main thread.
 class ATTN_API Runtime {
  public:
-  /// Initialises MPI (MPI_THREAD_FUNNELED); fails if it cannot or if MPI is already
+  /// Initialises MPI (MPI_THREAD_FUNNELED; argc/argv may be null); fails if it cannot, or if MPI is already
   /// initialised (then the caller owns it: use Communicator::world() directly).
   static Result<Runtime> init(int* argc, char*** argv);
   Runtime(Runtime&& other) noexcept;

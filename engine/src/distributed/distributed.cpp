@@ -168,8 +168,10 @@ struct DistributedState {
 Communicator Communicator::world() noexcept { return Communicator{static_cast<int>(MPI_Comm_c2f(MPI_COMM_WORLD))}; }
 
 Result<Runtime> Runtime::init(int* argc, char*** argv) {
-  int initialized = 0;
+  int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (finalized) return Status(ErrorCode::kUnavailable, "MPI was finalised in this process: it cannot start again");
   if (initialized) return Status(ErrorCode::kInvalidArgument, "MPI is already initialised by the program");
   int provided = 0;
   if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
