@@ -13,6 +13,9 @@
 
 #include "attn/chapter/random.hpp"
 #include "attn/engine.hpp"
+#if ATTN_HAVE_MPI
+#include "attn/distributed.hpp"
+#endif
 #include "attn/probe.hpp"
 #include "attn/runtime.hpp"
 #include "bench_report.hpp"
@@ -32,6 +35,7 @@ struct BenchOptions {
   RunFlags run;
   std::vector<std::string> impl{"fused"};
   bool decode = false;
+  bool distributed = false;
   int warmup = 1, reps = 5;
   std::string format = "table";
 };
@@ -251,6 +255,89 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
   return 0;
 }
 
+#if ATTN_HAVE_MPI
+// `mpirun -np P attn bench --distributed`: the layer's heads over P ranks of --threads
+// threads each. Rank 0 writes the rows: the time of a call on rank 0 (every call is
+// collective, so the ranks run in step), its exchange share, and for decode one step of one
+// session after a prefill of kv_len tokens.
+int bench_distributed(const BenchOptions& o, const RuntimeInfo& info) {
+  Result<dist::Runtime> mpi = dist::Runtime::init(nullptr, nullptr);
+  if (!mpi.ok()) return fail(mpi.status());
+  const bool root = mpi->rank() == 0;
+  std::vector<Row> rows;
+  std::int64_t max_len = 1;
+  for (auto s : o.decode ? o.kv_len : o.seq_len) max_len = std::max(max_len, s);
+  for (auto threads : o.run.threads) {
+    for (const auto& backend : o.run.backends) {
+      dist::Options options;
+      if (Status s = o.run.apply(options.run, threads, backend); !s.ok()) return fail(s);
+      const LayerConfig c = bench::layer_config(o.layer, max_len + (o.decode ? o.warmup + o.reps : 0));
+      Result<Weights> w = init_weights_like_torch(c, 123);
+      if (!w.ok()) return fail(w.status());
+      Result<dist::DistributedEngine> engine =
+          dist::DistributedEngine::create(dist::Communicator::world(), c, w.value(), options);
+      if (!engine.ok()) return fail(engine.status());
+      Row base;
+      base.set("impl", o.decode ? "decode" : "fused").set("backend", backend).set("isa", std::string(engine->local_engine().isa()));
+      base.set("ranks", std::int64_t{mpi->size()}).set("threads", std::int64_t{engine->local_engine().threads()});
+      base.set("d_model", c.d_out).set("num_heads", c.num_heads).set("causal", c.causal());
+      auto time_calls = [&](auto&& call) -> Result<std::pair<Timing, Timing>> {
+        std::vector<double> ms, exchange_ms;
+        for (int r = 0; r < o.warmup + o.reps; ++r) {
+          const auto t0 = Clock::now();
+          if (Status s = call(r); !s.ok()) return s;
+          if (r < o.warmup) continue;
+          ms.push_back(ms_since(t0));
+          exchange_ms.push_back(engine->last_exchange_seconds() * 1e3);
+        }
+        return std::make_pair(Timing::of(ms), Timing::of(exchange_ms));
+      };
+      if (!o.decode) {
+        for (auto batch : o.batch) {
+          for (auto seq : o.seq_len) {
+            Result<Tensor> x = bench::random_tensor(Shape{batch, seq, o.layer.d_model}, 7);
+            Result<Tensor> y = Tensor::zeros(Shape{batch, seq, o.layer.d_model});
+            if (!x.ok() || !y.ok()) return fail(x.ok() ? y.status() : x.status());
+            auto t = time_calls([&](int) { return engine->forward(x->view(), y->view()); });
+            if (!t.ok()) return fail(t.status());
+            const double seconds = t->first.median_ms * 1e-3;
+            Row row = base;
+            row.set("batch", batch).set("seq_len", seq).set("median_ms", t->first.median_ms);
+            row.set("min_ms", t->first.min_ms).set("max_ms", t->first.max_ms);
+            row.set("gflops", bench::forward_gflops(engine->local_engine(), batch, seq, seconds) * mpi->size());
+            row.set("tokens_per_s", static_cast<double>(batch * seq) / seconds);
+            row.set("exchange_ms", t->second.median_ms).set("exchange_fraction", t->second.median_ms / t->first.median_ms);
+            rows.push_back(finish(row.set("commit", info.git_commit).set("cpu_model", info.cpu_model), o.format));
+          }
+        }
+        continue;
+      }
+      for (auto kv_len : o.kv_len) {
+        Result<Tensor> prompt = bench::random_tensor(Shape{kv_len, o.layer.d_model}, 3);
+        Result<Tensor> prompt_out = Tensor::zeros(Shape{kv_len, o.layer.d_model});
+        Result<Tensor> x = bench::random_tensor(Shape{1, o.layer.d_model}, 5);
+        Result<Tensor> y = Tensor::zeros(Shape{1, o.layer.d_model});
+        if (!prompt.ok() || !prompt_out.ok() || !x.ok() || !y.ok()) {
+          return fail(Status(ErrorCode::kResourceExhausted, "cannot allocate the decode inputs"));
+        }
+        Result<dist::DistributedSession> session = engine->new_session();
+        if (!session.ok()) return fail(session.status());
+        if (Status s = session->prefill(prompt->view(), prompt_out->view()); !s.ok()) return fail(s);
+        auto t = time_calls([&](int) { return session->step(x->view(), y->view()); });
+        if (!t.ok()) return fail(t.status());
+        Row row = base;
+        row.set("kv_len", kv_len).set("median_ms", t->first.median_ms).set("min_ms", t->first.min_ms);
+        row.set("max_ms", t->first.max_ms).set("tokens_per_s", 1e3 / t->first.median_ms);
+        row.set("exchange_ms", t->second.median_ms).set("exchange_fraction", t->second.median_ms / t->first.median_ms);
+        rows.push_back(finish(row.set("commit", info.git_commit).set("cpu_model", info.cpu_model), o.format));
+      }
+    }
+  }
+  if (root) write_rows(std::cout, o.format, rows);
+  return 0;
+}
+#endif
+
 int run_bench(BenchOptions o) {
   if (!o.preset.empty()) {
     const std::optional<bench::Workload> p = bench::preset(o.preset);
@@ -261,6 +348,13 @@ int run_bench(BenchOptions o) {
   const RuntimeInfo info = runtime_info();
   std::cerr << "attn bench: " << info.cpu_model << ", " << info.cpus << " CPUs, kernels "
             << (o.run.isa == "auto" ? info.default_isa : o.run.isa) << ", commit " << info.git_commit << "\n";
+  if (o.distributed) {
+#if ATTN_HAVE_MPI
+    return bench_distributed(o, info);
+#else
+    return fail(Status(ErrorCode::kUnsupported, "--distributed: this attn was built without MPI"));
+#endif
+  }
   if (o.decode) return bench_decode(o, info);
   Result<Isa> isa = parse_isa(o.run.isa);
   PeakProbe peak(isa.ok() ? *isa : Isa::kAuto);
@@ -287,6 +381,9 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--reps", o->reps, "Timed runs per row (decode: steps)")->check(in_range(1, 1000000));
   sub->add_option("--format", o->format, "table, csv or json")->check(CLI::IsMember({"table", "csv", "json"}));
   sub->add_flag("--decode", o->decode, "Measure one decode step against a KV cache instead of forward()");
+  sub->add_flag("--distributed", o->distributed,
+                "Split the heads over the ranks of `mpirun -np P attn bench --distributed ...` "
+                "(--threads per rank; rank 0 writes the rows, with the exchange's share)");
   sub->add_option("--kv-len,--context", o->kv_len, "Decode: kv_len, the cached positions (list)")
       ->delimiter(',')->check(size);
   return {sub, [o] { return run_bench(*o); }};

@@ -64,14 +64,23 @@ struct DistributedState {
     }
   }
 
-  // Waits for `request` until the deadline; false on timeout or error.
+  // Waits for `request` until the deadline; false on timeout or error. MPI progresses a
+  // transfer only inside MPI calls, so the poll loop keeps calling MPI_Test, yielding the
+  // core between polls (a rank still computing may share it) and sleeping 20 us between
+  // polls once the wait passes 2 ms (a slow peer: do not burn a core on it).
   bool wait(MPI_Request& request, std::chrono::steady_clock::time_point deadline) const {
+    const auto start = std::chrono::steady_clock::now();
     for (;;) {
       int done = 0;
       if (MPI_Test(&request, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return false;
       if (done) return true;
-      if (std::chrono::steady_clock::now() > deadline) return false;
-      std::this_thread::sleep_for(std::chrono::microseconds(20));
+      const auto now = std::chrono::steady_clock::now();
+      if (now > deadline) return false;
+      if (now - start < std::chrono::milliseconds(2)) {
+        std::this_thread::yield();
+      } else {
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
     }
   }
 
