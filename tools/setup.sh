@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config git
   libxsimd-dev libtbb-dev libbenchmark-dev catch2 libcli11-dev nlohmann-json3-dev
+  python3-dev pybind11-dev python3-pybind11 python3-pytest python3-numpy python3-torch
+  libopenblas0-pthread
   "$@"
 )
 
