@@ -11,10 +11,11 @@ cmake -S "$src" -B "$work/build" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/d
 cmake --build "$work/build" >/dev/null
 "$work/build/consumer"
 "$work/build/example"
+"$work/build/c_example" "$src/../data/mha_b3.safetensors"
 pc_dir=$(dirname "$(find "$work/prefix" -name attn.pc | head -n 1)")
 PKG_CONFIG_PATH="$pc_dir" pkg-config --exists attn
 # shellcheck disable=SC2046
 c++ "$src/main.cpp" -o "$work/consumer_pc" $(PKG_CONFIG_PATH="$pc_dir" pkg-config --cflags --libs attn)
 LD_LIBRARY_PATH="$(PKG_CONFIG_PATH="$pc_dir" pkg-config --variable=libdir attn)" "$work/consumer_pc"
 grep -rqE '#include.*(xsimd|tbb|oneapi)|xsimd::|tbb::' "$work/prefix/include/attn" && { echo "public headers name xsimd or TBB" >&2; exit 1; }
-echo "package: find_package and pkg-config consumers built and ran"
+echo "package: find_package, pkg-config and C consumers built and ran"
