@@ -266,16 +266,18 @@ py::dict Layer::state_dict() const {
       for (std::int64_t h = 0; h < heads; ++h) {
         const std::string p = "heads." + std::to_string(h) + ".";
         const std::int64_t r0 = h * head_dim;
+        sd[py::str(p + "mask")] = causal_mask(config_.context_length);
         sd[py::str(p + "W_query.weight")] = rows(w.w_query, r0, head_dim);
         if (config_.qkv_bias) sd[py::str(p + "W_query.bias")] = rows(w.b_query, r0, head_dim);
         sd[py::str(p + "W_key.weight")] = rows(w.w_key, r0, head_dim);
         if (config_.qkv_bias) sd[py::str(p + "W_key.bias")] = rows(w.b_key, r0, head_dim);
         sd[py::str(p + "W_value.weight")] = rows(w.w_value, r0, head_dim);
         if (config_.qkv_bias) sd[py::str(p + "W_value.bias")] = rows(w.b_value, r0, head_dim);
-        sd[py::str(p + "mask")] = causal_mask(config_.context_length);
       }
       break;
-    default:  // v2, causal, multi-head: nn.Linear names in constructor order
+    default:  // v2, causal, multi-head: own buffers first, then children (as torch orders them)
+      if (config_.variant != Variant::kSelfAttentionV2)
+        sd["mask"] = causal_mask(config_.context_length);
       sd["W_query.weight"] = numpy_of(w.w_query);
       if (config_.qkv_bias) sd["W_query.bias"] = numpy_of(w.b_query);
       sd["W_key.weight"] = numpy_of(w.w_key);
@@ -286,8 +288,6 @@ py::dict Layer::state_dict() const {
         sd["out_proj.weight"] = numpy_of(w.w_out);
         if (!w.b_out.empty()) sd["out_proj.bias"] = numpy_of(w.b_out);
       }
-      if (config_.variant != Variant::kSelfAttentionV2)
-        sd["mask"] = causal_mask(config_.context_length);
       break;
   }
   return sd;
