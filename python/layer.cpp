@@ -179,7 +179,7 @@ Layer::Layer(const LayerConfig& config, const RunOptions& options, Weights weigh
       weights_(std::move(weights)),
       engine_(create_engine(config_, weights_, options_)) {}
 
-py::object Layer::forward(const py::object& x) const {
+py::object Layer::forward(const py::object& x, const py::object& out_arg) const {
   Input in = to_input(x, "x");
   const int rank = static_cast<int>(in.array.ndim());
   if (rank != 2 && rank != 3) {
@@ -188,7 +188,23 @@ py::object Layer::forward(const py::object& x) const {
   }
   std::vector<py::ssize_t> dims(in.array.shape(), in.array.shape() + rank);
   dims.back() = config_.d_out;
-  py::array_t<float> out(dims);
+  py::array_t<float> out;
+  if (out_arg.is_none()) {
+    out = py::array_t<float>(dims);
+  } else {
+    // A caller's buffer is written in place (no allocation per call): it must already be
+    // what the engine writes.
+    py::object o = is_torch(out_arg) ? out_arg.attr("detach")().attr("numpy")() : out_arg;
+    if (!py::isinstance<py::array_t<float, py::array::c_style>>(o))
+      type_error("out must be a C-contiguous float32 numpy.ndarray or torch.Tensor");
+    out = py::reinterpret_borrow<py::array_t<float>>(o);
+    if (!out.writeable()) throw py::value_error("out is read-only");
+    if (out.ndim() != rank || !std::equal(dims.begin(), dims.end(), out.shape()))
+      throw py::value_error(
+          "out has shape " + shape_of(out).to_string() + ", expected " +
+          Shape(std::span<const std::int64_t>(std::vector<std::int64_t>(dims.begin(), dims.end())))
+              .to_string());
+  }
   const ConstTensorView xv{in.array.data(), shape_of(in.array)};
   const TensorView ov{out.mutable_data(), shape_of(out)};
   const Engine engine = engine_;  // a copy shares the state; load_state_dict may swap engine_
@@ -198,6 +214,7 @@ py::object Layer::forward(const py::object& x) const {
     s = engine.forward(xv, ov);
   }
   if (!s.ok()) raise(s);
+  if (!out_arg.is_none()) return out_arg;
   return wrap(std::move(out), in.torch);
 }
 

@@ -41,8 +41,8 @@ class Layer {
   virtual ~Layer() = default;
 
   /// x: [batch, seq_len, d_in] or [seq_len, d_in], numpy float32 or torch float32 (CPU)
-  /// -> the same kind and rank, last dim d_out.
-  py::object forward(const py::object& x) const;
+  /// -> the same kind and rank, last dim d_out; written into `out` (returned) when not None.
+  py::object forward(const py::object& x, const py::object& out) const;
   /// Replaces the weights by `state_dict`'s (chapter, nn.MultiheadAttention or GPT-2 names).
   void load_state_dict(const py::handle& state_dict, const std::string& prefix);
   /// Returns the parameters (and mask buffer) under this class's chapter names, as numpy.

@@ -19,7 +19,8 @@ constexpr const char* kCallDoc =
     "layer(x) -> same kind as x. x: [batch, seq_len, d_in] or [seq_len, d_in], a numpy.ndarray\n"
     "or a CPU torch.Tensor of float32. C-contiguous input is used in place (no copy); other\n"
     "strides are copied once; other dtypes raise TypeError. The GIL is released while the\n"
-    "engine runs. Errors (shape, seq_len > context_length) raise ValueError.";
+    "engine runs. Errors (shape, seq_len > context_length) raise ValueError. out (optional):\n"
+    "a C-contiguous float32 array or tensor of the output's shape, written and returned.";
 
 void check_dropout(double dropout) {
   if (dropout < 0.0 || dropout > 1.0)
@@ -92,8 +93,8 @@ PYBIND11_MODULE(attn, m) {
       .def_property_readonly("capacity", &PySession::capacity, "context_length.");
 
   py::class_<Layer, std::shared_ptr<Layer>>(m, "Layer", "An attention layer run by attn.")
-      .def("__call__", &Layer::forward, "x"_a, kCallDoc)
-      .def("forward", &Layer::forward, "x"_a, kCallDoc)
+      .def("__call__", &Layer::forward, "x"_a, "out"_a = py::none(), kCallDoc)
+      .def("forward", &Layer::forward, "x"_a, "out"_a = py::none(), kCallDoc)
       .def("load_state_dict", &Layer::load_state_dict, "state_dict"_a, "prefix"_a = "",
            "Replaces the weights with a state dict's (dict of torch tensors or numpy arrays):\n"
            "the chapter's names (W_query.weight, heads.{i}.W_query.weight, out_proj.*, mask),\n"

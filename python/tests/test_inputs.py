@@ -91,3 +91,19 @@ def test_torch_is_not_imported_by_attn():
     # The module checks sys.modules, never imports torch for numpy users. (torch is imported
     # by this test session, so only check that the module itself does not need it.)
     assert "attn" in sys.modules
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_out_buffer_is_written_and_returned(layer, kind):
+    x = x_of((2, 7, 16), 3)
+    want = layer(x)
+    out = np.full((2, 7, 12), np.nan, dtype=np.float32)
+    buf = torch.from_numpy(out) if kind == "torch" else out
+    assert layer(x, out=buf) is buf
+    assert_close(out, want, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="shape"):
+        layer(x, out=np.empty((2, 7, 11), dtype=np.float32))
+    with pytest.raises(TypeError, match="out"):
+        layer(x, out=np.empty((2, 7, 12), dtype=np.float64))
+    with pytest.raises(TypeError, match="out"):
+        layer(x, out=np.empty((2, 12, 7), dtype=np.float32).transpose(0, 2, 1))
