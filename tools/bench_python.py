@@ -100,6 +100,19 @@ def main():
     rows.append(("attn-python [1, 1, 768]", med_1, min(small_py)))
     rows.append(("attn-bench [1, 1, 768]", med_1c, min(small_cli)))
 
+    # The binding's own cost, with almost no engine work: [1, 1, 16], 2 heads.
+    tiny = attn.MultiHeadAttention(16, 16, 1024, 0.0, 2, qkv_bias=True, threads=a.threads, seed=1)
+    t_one = np.ones((1, 1, 16), dtype=np.float32)
+    tiny_py, tiny_cli = [], []
+    for _ in range(a.rounds):
+        tiny_py.append(median_ms(lambda: tiny(t_one), 1000, a.small_reps * 10)[0])
+        tiny_cli.append(cli_median_ms(a.attn, ["--batch", "1", "--seq-len", "1", "--d-model", "16",
+                                               "--heads", "2", "--warmup", "1000"],
+                                      a.threads, a.small_reps * 10)[0])
+    med_t, med_tc = statistics.median(tiny_py), statistics.median(tiny_cli)
+    rows.append(("attn-python [1, 1, 16]", med_t, min(tiny_py)))
+    rows.append(("attn-bench [1, 1, 16]", med_tc, min(tiny_cli)))
+
     print(f"{'what':32} {'median ms':>10} {'min ms':>10}   (threads {a.threads}, "
           f"isa {layer.isa}, {a.rounds} rounds)")
     for name, med, best in rows:
@@ -109,6 +122,8 @@ def main():
           f"({(med_out / med_cli - 1) * 100:+.2f} %)")
     print(f"[1, 1, 768]: Python call overhead = {(med_1 - med_1c) * 1e3:.2f} us "
           f"(median {med_1 * 1e3:.2f} us vs {med_1c * 1e3:.2f} us)")
+    print(f"[1, 1, 16]: Python call overhead = {(med_t - med_tc) * 1e3:.2f} us "
+          f"(median {med_t * 1e3:.2f} us vs {med_tc * 1e3:.2f} us)")
     print(f"load average: {os.getloadavg()}")
 
 

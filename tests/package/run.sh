@@ -12,6 +12,11 @@ cmake --build "$work/build" >/dev/null
 "$work/build/consumer"
 "$work/build/example"
 "$work/build/c_example" "$src/../data/mha_b3.safetensors"
+# The installed Python module imports from the prefix alone (rpath to the installed libattn).
+for site in "$work"/prefix/lib/python3*/dist-packages; do
+  [ -d "$site" ] || continue
+  PYTHONPATH="$site" /usr/bin/python3 -c 'import attn; y = attn.MultiHeadAttention(3, 2, 6, 0.0, 2, seed=123)(__import__("numpy").ones((1, 2, 3), "float32")); assert y.shape == (1, 2, 2) and abs(float(y.sum())) < 10, y; print("python: installed attn", attn.__version__, "imports and runs")'
+done
 pc_dir=$(dirname "$(find "$work/prefix" -name attn.pc | head -n 1)")
 PKG_CONFIG_PATH="$pc_dir" pkg-config --exists attn
 # shellcheck disable=SC2046
