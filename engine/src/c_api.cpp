@@ -22,6 +22,29 @@ struct attn_session {
 
 namespace {
 
+// The C enums are casts of the C++ ones: keep their values in step.
+static_assert(int(attn::ErrorCode::kInvalidArgument) == ATTN_INVALID_ARGUMENT &&
+              int(attn::ErrorCode::kOutOfRange) == ATTN_OUT_OF_RANGE &&
+              int(attn::ErrorCode::kResourceExhausted) == ATTN_RESOURCE_EXHAUSTED &&
+              int(attn::ErrorCode::kIoError) == ATTN_IO_ERROR &&
+              int(attn::ErrorCode::kCorruptData) == ATTN_CORRUPT_DATA &&
+              int(attn::ErrorCode::kUnsupported) == ATTN_UNSUPPORTED &&
+              int(attn::ErrorCode::kInternal) == ATTN_INTERNAL);
+static_assert(int(attn::Variant::kSimplified) == ATTN_VARIANT_SIMPLIFIED &&
+              int(attn::Variant::kSelfAttentionV1) == ATTN_VARIANT_SELF_ATTENTION_V1 &&
+              int(attn::Variant::kSelfAttentionV2) == ATTN_VARIANT_SELF_ATTENTION_V2 &&
+              int(attn::Variant::kCausalAttention) == ATTN_VARIANT_CAUSAL_ATTENTION &&
+              int(attn::Variant::kMultiHeadWrapper) == ATTN_VARIANT_MULTI_HEAD_WRAPPER &&
+              int(attn::Variant::kMultiHeadAttention) == ATTN_VARIANT_MULTI_HEAD_ATTENTION);
+static_assert(int(attn::Mask::kVariant) == ATTN_MASK_VARIANT &&
+              int(attn::Mask::kNone) == ATTN_MASK_NONE &&
+              int(attn::Mask::kCausal) == ATTN_MASK_CAUSAL);
+static_assert(int(attn::Backend::kTbb) == ATTN_BACKEND_TBB &&
+              int(attn::Backend::kOpenMp) == ATTN_BACKEND_OPENMP &&
+              int(attn::Backend::kSerial) == ATTN_BACKEND_SERIAL);
+static_assert(int(attn::Isa::kAuto) == ATTN_ISA_AUTO && int(attn::Isa::kSse2) == ATTN_ISA_SSE2 &&
+              int(attn::Isa::kAvx2) == ATTN_ISA_AVX2 && int(attn::Isa::kAvx512) == ATTN_ISA_AVX512);
+
 thread_local std::string g_last_error;
 
 attn_status fail(attn_status code, std::string message) {
