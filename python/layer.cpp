@@ -235,19 +235,28 @@ void Layer::load_state_dict(const py::handle& state_dict, const std::string& pre
   io::LayerOptions lo;
   lo.prefix = prefix;
   lo.context_length = config_.context_length;
-  if (config_.variant == Variant::kMultiHeadAttention ||
-      config_.variant == Variant::kMultiHeadWrapper)
-    lo.num_heads = config_.num_heads;
-  Result<io::Layer> loaded = [&] {
+  lo.num_heads = config_.num_heads;
+  const auto load = [&](const io::LayerOptions& options) {
     py::gil_scoped_release release;
-    return io::load_layer_from_tensors(tensors, lo, "state_dict");
-  }();
-  if (!loaded.ok()) raise(loaded.status());
-  const io::Layout layout = loaded->location.layout;
-  if (!accepts(config_.variant, layout)) {
-    throw py::value_error(std::string("state_dict: holds a '") + io::to_string(layout) +
-                          "' layer, which " + class_name() + " cannot load");
+    return io::load_layer_from_tensors(tensors, options, "state_dict");
+  };
+  const auto wrong_layout = [&](io::Layout layout) {
+    return py::value_error(std::string("state_dict: holds a '") + io::to_string(layout) +
+                           "' layer, which " + class_name() + " cannot load");
+  };
+  Result<io::Layer> loaded = load(lo);
+  if (!loaded.ok()) {
+    // A layer of another class fails on the head count first; name the layouts instead.
+    io::LayerOptions any = lo;
+    any.num_heads.reset();
+    any.context_length.reset();
+    if (Result<io::Layer> other = load(any);
+        other.ok() && !accepts(config_.variant, other->location.layout))
+      throw wrong_layout(other->location.layout);
+    raise(loaded.status());
   }
+  const io::Layout layout = loaded->location.layout;
+  if (!accepts(config_.variant, layout)) throw wrong_layout(layout);
   const LayerConfig& got = loaded->config;
   if (got.d_in != config_.d_in || got.d_out != config_.d_out) {
     throw py::value_error("state_dict: its layer maps d_in " + std::to_string(got.d_in) +

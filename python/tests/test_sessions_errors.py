@@ -84,8 +84,17 @@ def test_state_dict_errors():
     with pytest.raises(ValueError, match="d_out|shape"):
         layer.load_state_dict(wrong)
     v2 = attn.SelfAttention_v2(8, 8, seed=1).state_dict()
-    with pytest.raises(ValueError, match="v2"):
+    with pytest.raises(ValueError, match="'v2' layer, which MultiHeadAttention cannot load"):
         layer.load_state_dict(v2)
+    with pytest.raises(ValueError, match="'mha' layer, which CausalAttention cannot load"):
+        attn.CausalAttention(8, 8, 16, 0.0).load_state_dict(layer.state_dict())
+    # A causal mask buffer of another size is the same pattern: accepted, context_length kept.
+    other_ctx = attn.MultiHeadAttention(8, 8, 32, 0.0, 2, seed=2)
+    layer2 = attn.MultiHeadAttention(8, 8, 16, 0.0, 2, seed=1)
+    layer2.load_state_dict(other_ctx.state_dict())
+    assert layer2.context_length == 16
+    x16 = x_of((1, 16, 8))
+    np.testing.assert_array_equal(layer2(x16), other_ctx(x16))
     broken = dict(layer.state_dict())
     del broken["W_key.weight"]
     with pytest.raises(ValueError, match="W_key.weight"):
