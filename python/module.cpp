@@ -1,0 +1,228 @@
+// The `attn` Python module: the chapter's attention classes with the chapter's constructor
+// signatures, run by attn::Engine; attn.load for safetensors files; KV-cache sessions.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+
+#include "attn/runtime.hpp"
+#include "layer.hpp"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace attn::python {
+namespace {
+
+constexpr const char* kCallDoc =
+    "layer(x) -> same kind as x. x: [batch, seq_len, d_in] or [seq_len, d_in], a numpy.ndarray\n"
+    "or a CPU torch.Tensor of float32. C-contiguous input is used in place (no copy); other\n"
+    "strides are copied once; other dtypes raise TypeError. The GIL is released while the\n"
+    "engine runs. Errors (shape, seq_len > context_length) raise ValueError. out (optional):\n"
+    "a C-contiguous float32 array or tensor of the output's shape, written and returned.";
+
+void check_dropout(double dropout) {
+  if (dropout < 0.0 || dropout > 1.0)
+    throw py::value_error("dropout probability has to be between 0 and 1, but got " +
+                          std::to_string(dropout));
+}
+
+EngineOptions engine_options(int threads, const std::string& backend, const std::string& isa,
+                             std::int64_t max_workspace_bytes, std::optional<std::uint64_t> seed) {
+  return {run_options(threads, backend, isa, max_workspace_bytes), seed};
+}
+
+// The keyword-only options every chapter class takes, after its own arguments.
+#define ATTN_ENGINE_KWARGS                                               \
+  py::kw_only(), "threads"_a = 0, "backend"_a = "tbb", "isa"_a = "auto", \
+                 "max_workspace_bytes"_a = 0, "seed"_a = py::none()
+
+std::shared_ptr<Layer> load(const std::string& path, std::optional<std::string> prefix,
+                            std::optional<std::string> layout,
+                            std::optional<std::int64_t> num_heads,
+                            std::optional<std::int64_t> context_length, std::optional<bool> causal,
+                            int threads, const std::string& backend, const std::string& isa,
+                            std::int64_t max_workspace_bytes) {
+  const RunOptions run = run_options(threads, backend, isa, max_workspace_bytes);
+  io::LayerOptions lo;
+  if (layout) {
+    Result<io::Layout> l = io::parse_layout(*layout);
+    if (!l.ok()) raise(l.status());
+    lo.layout = *l;
+  }
+  lo.prefix = prefix.value_or("");
+  lo.num_heads = num_heads;
+  lo.context_length = context_length;
+  lo.causal = causal;
+  Result<io::Layer> layer = [&] {
+    py::gil_scoped_release release;
+    Result<io::SafetensorsFile> file = io::SafetensorsFile::open(path);
+    if (!file.ok()) return Result<io::Layer>(file.status());
+    return io::load_layer(file.value(), lo);
+  }();
+  if (!layer.ok()) raise(layer.status());
+  if (layer->config.context_length == 0) {
+    raise(Status(ErrorCode::kInvalidArgument,
+                 path + ": the file does not give context_length; pass context_length=..."));
+  }
+  return make_layer(layer->config, run, std::move(layer->weights));
+}
+
+}  // namespace
+}  // namespace attn::python
+
+PYBIND11_MODULE(attn, m) {
+  using namespace attn::python;
+  using attn::LayerConfig;
+  using attn::Variant;
+  m.doc() =
+      "attn: the attention layers of chapter 3 of 'Build a Large Language Model (From "
+      "Scratch)', run by a SIMD CPU engine. Inference only: dropout is accepted and not "
+      "applied (as in eval() mode).";
+  m.attr("__version__") = attn::runtime_info().version;
+
+  py::class_<PySession, std::shared_ptr<PySession>>(
+      m, "Session", "A KV-cache session of one causal layer (layer.new_session()).")
+      .def("prefill", &PySession::prefill, "x"_a,
+           "Appends a prompt. x: [tokens, d_in] -> [tokens, d_out], same kind as x.")
+      .def("step", &PySession::step, "x"_a,
+           "Appends one token. x: [1, d_in] (or [d_in]) -> [1, d_out] (or [d_out]).")
+      .def("reset", &PySession::reset, "Forgets every cached position.")
+      .def_property_readonly("position", &PySession::position, "Positions cached so far.")
+      .def_property_readonly("capacity", &PySession::capacity, "context_length.");
+
+  py::class_<Layer, std::shared_ptr<Layer>>(m, "Layer", "An attention layer run by attn.")
+      .def("__call__", &Layer::forward, "x"_a, "out"_a = py::none(), kCallDoc)
+      .def("forward", &Layer::forward, "x"_a, "out"_a = py::none(), kCallDoc)
+      .def("load_state_dict", &Layer::load_state_dict, "state_dict"_a, "prefix"_a = "",
+           "Replaces the weights with a state dict's (dict of torch tensors or numpy arrays):\n"
+           "the chapter's names (W_query.weight, heads.{i}.W_query.weight, out_proj.*, mask),\n"
+           "nn.MultiheadAttention's (in_proj_weight, in_proj_bias, out_proj.*) or GPT-2's\n"
+           "([attn.]c_attn.*, c_proj.*). Raises ValueError when they do not fit the layer.")
+      .def("state_dict", &Layer::state_dict,
+           "Returns the parameters and mask buffer under the chapter's names, as numpy arrays.")
+      .def(
+          "new_session",
+          [](const std::shared_ptr<Layer>& self) {
+            attn::Result<attn::Session> s = self->engine().new_session();
+            if (!s.ok()) raise(s.status());
+            return std::make_shared<PySession>(std::move(s.value()), self->config());
+          },
+          "Returns a KV-cache session (causal layers only).")
+      .def(
+          "eval", [](const py::object& self) { return self; }, "Returns self (always inference).")
+      .def_property_readonly("d_in", [](const Layer& l) { return l.config().d_in; })
+      .def_property_readonly(
+          "d_out", [](const Layer& l) { return l.config().d_out; },
+          "Output features (all heads together).")
+      .def_property_readonly("num_heads", [](const Layer& l) { return l.config().num_heads; })
+      .def_property_readonly("head_dim", [](const Layer& l) { return l.config().resolved_head_dim(); })
+      .def_property_readonly("context_length",
+                             [](const Layer& l) { return l.config().context_length; })
+      .def_property_readonly("qkv_bias", [](const Layer& l) { return l.config().qkv_bias; })
+      .def_property_readonly("causal", [](const Layer& l) { return l.config().causal(); })
+      .def_property_readonly("isa", [](const Layer& l) { return std::string(l.engine().isa()); })
+      .def_property_readonly("threads", [](const Layer& l) { return l.engine().threads(); })
+      .def("__repr__", &Layer::repr);
+
+  py::class_<SelfAttentionV1, Layer, std::shared_ptr<SelfAttentionV1>>(
+      m, "SelfAttention_v1", "Section 3.4: q = x W_query with W of shape [d_in, d_out].")
+      .def(py::init([](std::int64_t d_in, std::int64_t d_out, std::int64_t context_length,
+                       int threads, const std::string& backend, const std::string& isa,
+                       std::int64_t max_ws, std::optional<std::uint64_t> seed) {
+             LayerConfig c =
+                 LayerConfig::chapter(Variant::kSelfAttentionV1, d_in, d_out, 1, context_length);
+             return std::static_pointer_cast<SelfAttentionV1>(
+                 make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+           }),
+           "d_in"_a, "d_out"_a, py::kw_only(), "context_length"_a = 1024, "threads"_a = 0,
+           "backend"_a = "tbb", "isa"_a = "auto", "max_workspace_bytes"_a = 0,
+           "seed"_a = py::none());
+
+  py::class_<SelfAttentionV2, Layer, std::shared_ptr<SelfAttentionV2>>(
+      m, "SelfAttention_v2", "Section 3.4: nn.Linear projections, no mask.")
+      .def(py::init([](std::int64_t d_in, std::int64_t d_out, bool qkv_bias,
+                       std::int64_t context_length, int threads, const std::string& backend,
+                       const std::string& isa, std::int64_t max_ws,
+                       std::optional<std::uint64_t> seed) {
+             LayerConfig c =
+                 LayerConfig::chapter(Variant::kSelfAttentionV2, d_in, d_out, 1, context_length);
+             c.qkv_bias = qkv_bias;
+             return std::static_pointer_cast<SelfAttentionV2>(
+                 make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+           }),
+           "d_in"_a, "d_out"_a, "qkv_bias"_a = false, py::kw_only(), "context_length"_a = 1024,
+           "threads"_a = 0, "backend"_a = "tbb", "isa"_a = "auto", "max_workspace_bytes"_a = 0,
+           "seed"_a = py::none());
+
+  py::class_<CausalAttention, Layer, std::shared_ptr<CausalAttention>>(
+      m, "CausalAttention", "Section 3.5: v2 with the causal mask (dropout not applied).")
+      .def(py::init([](std::int64_t d_in, std::int64_t d_out, std::int64_t context_length,
+                       double dropout, bool qkv_bias, int threads, const std::string& backend,
+                       const std::string& isa, std::int64_t max_ws,
+                       std::optional<std::uint64_t> seed) {
+             check_dropout(dropout);
+             LayerConfig c =
+                 LayerConfig::chapter(Variant::kCausalAttention, d_in, d_out, 1, context_length);
+             c.qkv_bias = qkv_bias;
+             return std::static_pointer_cast<CausalAttention>(
+                 make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+           }),
+           "d_in"_a, "d_out"_a, "context_length"_a, "dropout"_a, "qkv_bias"_a = false,
+           ATTN_ENGINE_KWARGS);
+
+  py::class_<MultiHeadAttentionWrapper, Layer, std::shared_ptr<MultiHeadAttentionWrapper>>(
+      m, "MultiHeadAttentionWrapper",
+      "Section 3.6.1: num_heads CausalAttention heads of d_out features each, concatenated\n"
+      "(output: num_heads * d_out features).")
+      .def(
+          py::init([](std::int64_t d_in, std::int64_t d_out, std::int64_t context_length,
+                      double dropout, std::int64_t num_heads, bool qkv_bias, int threads,
+                      const std::string& backend, const std::string& isa, std::int64_t max_ws,
+                      std::optional<std::uint64_t> seed) {
+            check_dropout(dropout);
+            if (num_heads <= 0)
+              throw py::value_error("num_heads must be positive, got " + std::to_string(num_heads));
+            // The chapter's d_out is per head; the engine's is the total width.
+            LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadWrapper, d_in,
+                                                 d_out * num_heads, num_heads, context_length);
+            c.qkv_bias = qkv_bias;
+            return std::static_pointer_cast<MultiHeadAttentionWrapper>(
+                make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+          }),
+          "d_in"_a, "d_out"_a, "context_length"_a, "dropout"_a, "num_heads"_a, "qkv_bias"_a = false,
+          ATTN_ENGINE_KWARGS);
+
+  py::class_<MultiHeadAttention, Layer, std::shared_ptr<MultiHeadAttention>>(
+      m, "MultiHeadAttention",
+      "Section 3.6.2: weight splits, head_dim = d_out / num_heads, out_proj.")
+      .def(py::init([](std::int64_t d_in, std::int64_t d_out, std::int64_t context_length,
+                       double dropout, std::int64_t num_heads, bool qkv_bias, int threads,
+                       const std::string& backend, const std::string& isa, std::int64_t max_ws,
+                       std::optional<std::uint64_t> seed) {
+             check_dropout(dropout);
+             LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, d_in, d_out,
+                                                  num_heads, context_length);
+             c.qkv_bias = qkv_bias;
+             return std::static_pointer_cast<MultiHeadAttention>(
+                 make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+           }),
+           "d_in"_a, "d_out"_a, "context_length"_a, "dropout"_a, "num_heads"_a,
+           "qkv_bias"_a = false, ATTN_ENGINE_KWARGS);
+
+  m.def("load", &load, "path"_a, "prefix"_a = py::none(), py::kw_only(), "layout"_a = py::none(),
+        "num_heads"_a = py::none(), "context_length"_a = py::none(), "causal"_a = py::none(),
+        "threads"_a = 0, "backend"_a = "tbb", "isa"_a = "auto", "max_workspace_bytes"_a = 0,
+        "Reads the attention layer under `prefix` of a safetensors file (the chapter's classes,\n"
+        "nn.MultiheadAttention or GPT-2) and returns it as its chapter class. Layer options\n"
+        "override what the file says. Raises OSError (file) or ValueError (contents).");
+  m.def(
+      "default_isa",
+      [] {
+        attn::Result<attn::Isa> isa = attn::resolve_isa(attn::Isa::kAuto);
+        if (!isa.ok()) raise(isa.status());
+        return std::string(attn::to_string(*isa));
+      },
+      "Returns the instruction set layers use by default ('sse2', 'avx2', 'avx512').");
+}
