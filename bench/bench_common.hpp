@@ -23,7 +23,8 @@ inline attn::kernels::Isa kernel_isa() {
   const char* env = std::getenv("ATTN_ISA");
   if (env == nullptr) return attn::kernels::best_isa();
   for (attn::kernels::Isa isa : attn::kernels::kAllIsas) {
-    if (std::string_view(env) == attn::kernels::isa_name(isa) && attn::kernels::isa_supported(isa)) {
+    if (std::string_view(env) == attn::kernels::isa_name(isa) &&
+        attn::kernels::isa_supported(isa)) {
       return isa;
     }
   }
@@ -53,7 +54,8 @@ double best_seconds(int reps, F&& f) {
   for (int r = 0; r < reps; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
     f();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return best;
 }
@@ -77,7 +79,8 @@ inline double read_gbps() {
   static const std::size_t n = (256u << 20) / sizeof(float);
   static const Buffer buf(n);
   const attn::kernels::Isa isa = kernel_isa();
-  const double s = best_seconds(3, [&] { benchmark::DoNotOptimize(attn::kernels::read_sum(isa, buf.get(), n)); });
+  const double s = best_seconds(
+      3, [&] { benchmark::DoNotOptimize(attn::kernels::read_sum(isa, buf.get(), n)); });
   gbps = std::max(gbps, static_cast<double>(n * sizeof(float)) / s * 1e-9);
   return gbps;
 }
@@ -86,10 +89,11 @@ inline double read_gbps() {
 /// `roofline` (same unit per second) as `fraction_name`, and the ISA as the label.
 inline void report_rate(benchmark::State& state, const char* name, double giga_per_iteration,
                         const char* fraction_name, double roofline) {
-  state.counters[name] = benchmark::Counter(giga_per_iteration, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters[name] =
+      benchmark::Counter(giga_per_iteration, benchmark::Counter::kIsIterationInvariantRate);
   // A rate divided by a constant: the achieved rate over the roofline.
-  state.counters[fraction_name] =
-      benchmark::Counter(giga_per_iteration / roofline, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters[fraction_name] = benchmark::Counter(giga_per_iteration / roofline,
+                                                     benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(attn::kernels::isa_name(kernel_isa()));
 }
 

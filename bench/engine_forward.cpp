@@ -40,8 +40,9 @@ void BM_Forward(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(engine.forward(x.view(), y.view(), impl));
   state.SetItemsProcessed(state.iterations() * batch * seq);
   // The engine's FLOP count, as attn bench divides it (bench::forward_gflops over 1 s).
-  state.counters["GFLOP/s"] = benchmark::Counter(attn::bench::forward_gflops(engine, batch, seq, 1.0),
-                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(attn::bench::forward_gflops(engine, batch, seq, 1.0),
+                         benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(std::string(engine.isa()) + (state.range(3) ? " unfused" : " fused"));
 }
 BENCHMARK(BM_Forward)
@@ -83,10 +84,17 @@ void BM_DecodeStep(benchmark::State& state) {
     cache_bytes = stats.cache_bytes_read;
   }
   state.SetItemsProcessed(state.iterations());
-  state.counters["GB/s"] = benchmark::Counter(cache_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] =
+      benchmark::Counter(cache_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(engine.isa());
 }
-BENCHMARK(BM_DecodeStep)->ArgNames({"context", "threads"})->Args({1024, 1})->Args({4096, 1})->Args({4096, 2})
-    ->UseRealTime()->Unit(benchmark::kMicrosecond)->Iterations(kDecodeSteps);
+BENCHMARK(BM_DecodeStep)
+    ->ArgNames({"context", "threads"})
+    ->Args({1024, 1})
+    ->Args({4096, 1})
+    ->Args({4096, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond)
+    ->Iterations(kDecodeSteps);
 
 }  // namespace

@@ -30,7 +30,8 @@ inline std::optional<Workload> preset(const std::string& name) {
 /// Returns the layer's config: multi-head attention with qkv_bias, context_length
 /// `context_length`; threads, backend and isa are the RunOptions given to make_engine.
 inline LayerConfig layer_config(const Workload& w, std::int64_t context_length) {
-  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, w.d_model, w.d_model, w.num_heads, context_length);
+  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, w.d_model, w.d_model,
+                                       w.num_heads, context_length);
   c.qkv_bias = true;
   c.mask = w.causal ? Mask::kCausal : Mask::kNone;
   return c;
@@ -56,7 +57,8 @@ inline Result<Tensor> random_tensor(Shape shape, std::uint32_t seed) {
 
 /// GFLOP/s of one forward over [batch, seq_len] that took `seconds` (the engine's own
 /// FLOP count: projections plus the visible score/value pairs).
-inline double forward_gflops(const Engine& e, std::int64_t batch, std::int64_t seq_len, double seconds) {
+inline double forward_gflops(const Engine& e, std::int64_t batch, std::int64_t seq_len,
+                             double seconds) {
   return e.forward_cost(batch, seq_len).flops / seconds * 1e-9;
 }
 

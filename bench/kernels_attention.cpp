@@ -70,7 +70,8 @@ void BM_Decode(benchmark::State& state) {
   constexpr std::size_t head_dim = 64;
   const std::size_t set_floats = heads * keys * head_dim;
   const std::size_t copies = std::max<std::size_t>(1, (128u << 20) / (set_floats * sizeof(float)));
-  Buffer kk(copies * set_floats, 5), v(copies * set_floats, 6), q(heads * head_dim, 7), out(heads * head_dim);
+  Buffer kk(copies * set_floats, 5), v(copies * set_floats, 6), q(heads * head_dim, 7),
+      out(heads * head_dim);
   const std::size_t chunks = (keys + k::kDecodeChunk - 1) / k::kDecodeChunk;
   Buffer partial_out(chunks * head_dim);
   std::vector<k::DecodePartial> partials(chunks);
@@ -85,10 +86,12 @@ void BM_Decode(benchmark::State& state) {
       for (std::size_t c = 0; c < chunks; ++c) {
         const std::size_t j0 = c * k::kDecodeChunk;
         k::decode_chunk(isa, q.get() + h * head_dim, kc + (h * keys + j0) * head_dim, head_dim,
-                        vc + (h * keys + j0) * head_dim, head_dim, std::min(k::kDecodeChunk, keys - j0), head_dim,
-                        scale, partial_out.get() + c * head_dim, &partials[c]);
+                        vc + (h * keys + j0) * head_dim, head_dim,
+                        std::min(k::kDecodeChunk, keys - j0), head_dim, scale,
+                        partial_out.get() + c * head_dim, &partials[c]);
       }
-      k::decode_merge(isa, partial_out.get(), partials.data(), chunks, head_dim, out.get() + h * head_dim);
+      k::decode_merge(isa, partial_out.get(), partials.data(), chunks, head_dim,
+                      out.get() + h * head_dim);
     }
     benchmark::ClobberMemory();
   }

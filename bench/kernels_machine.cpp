@@ -27,7 +27,8 @@ void BM_Bandwidth(benchmark::State& state) {
   const std::size_t n = static_cast<std::size_t>(state.range(0)) * (1u << 20) / sizeof(float);
   std::vector<float> buffer(n, 1.0f);
   for (auto _ : state) benchmark::DoNotOptimize(attn::kernels::read_sum(isa, buffer.data(), n));
-  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(n * sizeof(float)));
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
+                          static_cast<std::int64_t>(n * sizeof(float)));
   state.counters["GB/s"] = benchmark::Counter(static_cast<double>(n * sizeof(float)) * 1e-9,
                                               benchmark::Counter::kIsIterationInvariantRate);
   state.SetLabel(attn::kernels::isa_name(isa));

@@ -133,7 +133,8 @@ void flash_attention(Isa isa, const AttentionArgs& args) noexcept {
 
 std::size_t flash_attention_block_count(Isa isa, std::size_t seq_len_q, std::size_t head_dim,
                                         std::size_t rows_per_block) noexcept {
-  const std::size_t rows = rows_per_block > 0 ? rows_per_block : flash_attention_q_block(isa, head_dim);
+  const std::size_t rows =
+      rows_per_block > 0 ? rows_per_block : flash_attention_q_block(isa, head_dim);
   return (seq_len_q + rows - 1) / rows;
 }
 
@@ -160,9 +161,9 @@ void decode_merge(Isa isa, const float* out_partials, const DecodePartial* parti
   table(isa).decode_merge(out_partials, partials, n_chunks, head_dim, out);
 }
 
-void masked_softmax_rows(Isa isa, float* s, std::ptrdiff_t ld, std::size_t rows,
-                         std::size_t cols, float scale, bool causal,
-                         std::ptrdiff_t visible_offset, std::size_t window) noexcept {
+void masked_softmax_rows(Isa isa, float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
+                         float scale, bool causal, std::ptrdiff_t visible_offset,
+                         std::size_t window) noexcept {
   table(isa).masked_softmax_rows(s, ld, rows, cols, scale, causal, visible_offset, window);
 }
 
@@ -170,7 +171,11 @@ void vector_exp(Isa isa, const float* x, float* y, std::size_t n) noexcept {
   table(isa).vector_exp(x, y, n);
 }
 
-double peak_fma(Isa isa, std::size_t iterations) noexcept { return table(isa).peak_fma(iterations); }
-float read_sum(Isa isa, const float* data, std::size_t n) noexcept { return table(isa).read_sum(data, n); }
+double peak_fma(Isa isa, std::size_t iterations) noexcept {
+  return table(isa).peak_fma(iterations);
+}
+float read_sum(Isa isa, const float* data, std::size_t n) noexcept {
+  return table(isa).read_sum(data, n);
+}
 
 }  // namespace attn::kernels

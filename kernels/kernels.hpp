@@ -21,8 +21,8 @@ namespace attn::kernels {
 /// Returns the floats gemm_pack_b writes for an [n, k] matrix.
 std::size_t gemm_packed_floats(Isa isa, std::size_t n, std::size_t k) noexcept;
 /// Packs B (see above) into `packed` (gemm_packed_floats floats, 64-byte aligned).
-void gemm_pack_b(Isa isa, const float* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
-                 std::size_t n, std::size_t k, float* packed) noexcept;
+void gemm_pack_b(Isa isa, const float* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n,
+                 std::size_t k, float* packed) noexcept;
 /// Returns the column granularity: gemm's n0 must be a multiple of it.
 std::size_t gemm_n_step(Isa isa) noexcept;
 /// Returns the floats of scratch one gemm call needs (independent of m, n, k).
@@ -36,18 +36,18 @@ struct GemmBlock {
 GemmBlock gemm_task_block(Isa isa) noexcept;
 
 struct GemmArgs {
-  const float* a = nullptr;   ///< [m, k], row stride lda
+  const float* a = nullptr;  ///< [m, k], row stride lda
   std::ptrdiff_t lda = 0;
   const float* packed_b = nullptr;  ///< gemm_pack_b of the whole [n_total, k] matrix
-  std::size_t n_total = 0;    ///< columns of the packed matrix
-  std::size_t m = 0;          ///< rows of A and C computed by this call
+  std::size_t n_total = 0;          ///< columns of the packed matrix
+  std::size_t m = 0;                ///< rows of A and C computed by this call
   std::size_t k = 0;
-  std::size_t n0 = 0;         ///< first column computed (multiple of gemm_n_step)
-  std::size_t n = 0;          ///< columns computed: n0 .. n0 + n - 1 (n0 + n <= n_total)
+  std::size_t n0 = 0;           ///< first column computed (multiple of gemm_n_step)
+  std::size_t n = 0;            ///< columns computed: n0 .. n0 + n - 1 (n0 + n <= n_total)
   const float* bias = nullptr;  ///< [n_total] indexed by absolute column, or null
-  float* c = nullptr;         ///< points at C[0, 0]; this call writes C[0:m, n0:n0+n]
+  float* c = nullptr;           ///< points at C[0, 0]; this call writes C[0:m, n0:n0+n]
   std::ptrdiff_t ldc = 0;
-  float* scratch = nullptr;   ///< gemm_scratch_floats floats
+  float* scratch = nullptr;  ///< gemm_scratch_floats floats
 };
 
 /// C[0:m, n0:n0+n] = A · B[n0:n0+n, :]ᵀ + bias. Deterministic: each element is summed in
@@ -73,7 +73,7 @@ struct AttentionArgs {
   std::ptrdiff_t ld_k = 0;
   const float* v = nullptr;
   std::ptrdiff_t ld_v = 0;
-  float* out = nullptr;       ///< row i of the result goes to out + i * ld_out
+  float* out = nullptr;  ///< row i of the result goes to out + i * ld_out
   std::ptrdiff_t ld_out = 0;
   std::size_t head_dim = 0;
   std::size_t seq_len_q = 0;
@@ -82,8 +82,8 @@ struct AttentionArgs {
   std::size_t q_end = 0;
   float scale = 1.0f;
   bool causal = false;
-  std::size_t window = 0;     ///< 0: no window
-  float* scratch = nullptr;   ///< flash_attention_scratch_floats floats
+  std::size_t window = 0;    ///< 0: no window
+  float* scratch = nullptr;  ///< flash_attention_scratch_floats floats
 };
 
 /// Returns the query rows per call that suit the kernel's blocking (the engine's task size).
@@ -132,9 +132,9 @@ void decode_merge(Isa isa, const float* out_partials, const DecodePartial* parti
 /// Row r sees columns c <= r + visible_offset when causal (offset = cols_total - rows_total
 /// for bottom-right alignment), and with window > 0 only c > r + visible_offset - window.
 /// A row with no visible column becomes all 0.
-void masked_softmax_rows(Isa isa, float* s, std::ptrdiff_t ld, std::size_t rows,
-                         std::size_t cols, float scale, bool causal,
-                         std::ptrdiff_t visible_offset, std::size_t window) noexcept;
+void masked_softmax_rows(Isa isa, float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
+                         float scale, bool causal, std::ptrdiff_t visible_offset,
+                         std::size_t window) noexcept;
 
 // ---- Vector exp, exposed so its accuracy can be measured ------------------------------
 

@@ -43,9 +43,10 @@ void gemm(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k, cons
     for (std::size_t j = 0; j < n; ++j) {
       double acc = bias ? static_cast<double>(bias[j]) : 0.0;
       for (std::size_t p = 0; p < k; ++p) {
-        acc += static_cast<double>(a[i * lda + p]) *
-               static_cast<double>(b[static_cast<std::ptrdiff_t>(j) * rs_n +
-                                     static_cast<std::ptrdiff_t>(p) * rs_k]);
+        acc +=
+            static_cast<double>(a[i * lda + p]) *
+            static_cast<double>(
+                b[static_cast<std::ptrdiff_t>(j) * rs_n + static_cast<std::ptrdiff_t>(p) * rs_k]);
       }
       c[i * ldc + j] = acc;
     }
@@ -72,8 +73,8 @@ void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
     double* o = out + (i - args.q_begin) * ld_out;
     for (std::size_t d = 0; d < args.head_dim; ++d) o[d] = 0.0;
     for (std::size_t j = 0; j < args.seq_len_kv; ++j) {
-      if (s[j] == 0.0 && !visible(i, j, args.seq_len_q, args.seq_len_kv, args.causal,
-                                  args.window)) {
+      if (s[j] == 0.0 &&
+          !visible(i, j, args.seq_len_q, args.seq_len_kv, args.causal, args.window)) {
         continue;  // masked: skip, so a NaN value there cannot leak in as 0 * NaN
       }
       const float* vr = args.v + j * args.ld_v;
@@ -83,8 +84,7 @@ void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
 }
 
 void decode(const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
-            std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale,
-            double* out) {
+            std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale, double* out) {
   AttentionArgs args;
   args.q = q;
   args.ld_q = static_cast<std::ptrdiff_t>(head_dim);
@@ -106,8 +106,9 @@ void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, st
                          std::size_t window, double* out, std::ptrdiff_t ld_out) {
   std::vector<double> row(cols);
   for (std::size_t r = 0; r < rows; ++r) {
-    const KeyRange keys = causal ? keys_up_to(static_cast<std::int64_t>(r) + visible_offset, cols, window)
-                                 : KeyRange{0, cols};
+    const KeyRange keys =
+        causal ? keys_up_to(static_cast<std::int64_t>(r) + visible_offset, cols, window)
+               : KeyRange{0, cols};
     for (std::size_t c = 0; c < cols; ++c) {
       const bool vis = keys.contains(c);
       row[c] = vis ? static_cast<double>(s[r * ld + c]) * static_cast<double>(scale) : kNegInf;

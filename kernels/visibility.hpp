@@ -22,7 +22,8 @@ struct KeyRange {
 constexpr KeyRange keys_up_to(std::int64_t last, std::size_t kv_len, std::size_t window) noexcept {
   const auto n = static_cast<std::int64_t>(kv_len);
   const std::int64_t end = std::clamp<std::int64_t>(last + 1, 0, n);
-  std::int64_t begin = window > 0 ? std::max<std::int64_t>(0, last - static_cast<std::int64_t>(window) + 1) : 0;
+  std::int64_t begin =
+      window > 0 ? std::max<std::int64_t>(0, last - static_cast<std::int64_t>(window) + 1) : 0;
   begin = std::min(begin, end);
   return {static_cast<std::size_t>(begin), static_cast<std::size_t>(end)};
 }

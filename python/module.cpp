@@ -117,7 +117,8 @@ PYBIND11_MODULE(attn, m) {
           "d_out", [](const Layer& l) { return l.config().d_out; },
           "Output features (all heads together).")
       .def_property_readonly("num_heads", [](const Layer& l) { return l.config().num_heads; })
-      .def_property_readonly("head_dim", [](const Layer& l) { return l.config().resolved_head_dim(); })
+      .def_property_readonly("head_dim",
+                             [](const Layer& l) { return l.config().resolved_head_dim(); })
       .def_property_readonly("context_length",
                              [](const Layer& l) { return l.config().context_length; })
       .def_property_readonly("qkv_bias", [](const Layer& l) { return l.config().qkv_bias; })

@@ -50,27 +50,31 @@ struct EngineCase {
   attn::Tensor x;
 };
 
-inline EngineCase make_case(attn::Variant variant, std::int64_t d_in, std::int64_t d_out, std::int64_t heads,
-                            std::int64_t batch, std::int64_t seq_len, bool bias, bool causal,
-                            std::uint64_t seed, std::int64_t context_length = 0) {
+inline EngineCase make_case(attn::Variant variant, std::int64_t d_in, std::int64_t d_out,
+                            std::int64_t heads, std::int64_t batch, std::int64_t seq_len, bool bias,
+                            bool causal, std::uint64_t seed, std::int64_t context_length = 0) {
   EngineCase c;
-  c.config = attn::LayerConfig::chapter(variant, d_in, d_out, heads, context_length > 0 ? context_length : seq_len);
+  c.config = attn::LayerConfig::chapter(variant, d_in, d_out, heads,
+                                        context_length > 0 ? context_length : seq_len);
   c.config.qkv_bias = bias;
   c.config.mask = causal ? attn::Mask::kCausal : attn::Mask::kNone;
   auto w = attn::init_weights_like_torch(c.config, seed);
   INFO("init_weights_like_torch: " << (w.ok() ? std::string("ok") : w.status().to_string()));
   REQUIRE(w.ok());
   c.weights = std::move(w.value());
-  c.x = attn::Tensor(attn::Shape{batch, seq_len, d_in}, random_floats(batch * seq_len * d_in, seed + 1));
+  c.x = attn::Tensor(attn::Shape{batch, seq_len, d_in},
+                     random_floats(batch * seq_len * d_in, seed + 1));
   return c;
 }
 
 /// Runs the engine; returns its output, or the error. Thread-safe (no Catch2 assertion):
 /// for worker threads, which count failures and let the main thread CHECK the count.
-inline attn::Result<std::vector<float>> try_run_engine(const attn::Engine& engine, const attn::Tensor& x,
-                                                      attn::AttentionImpl impl = attn::AttentionImpl::kFused) {
+inline attn::Result<std::vector<float>> try_run_engine(
+    const attn::Engine& engine, const attn::Tensor& x,
+    attn::AttentionImpl impl = attn::AttentionImpl::kFused) {
   const attn::Shape& s = x.shape();
-  attn::Tensor y(s.rank() == 3 ? attn::Shape{s[0], s[1], engine.config().d_out} : attn::Shape{s[0], engine.config().d_out});
+  attn::Tensor y(s.rank() == 3 ? attn::Shape{s[0], s[1], engine.config().d_out}
+                               : attn::Shape{s[0], engine.config().d_out});
   const attn::Status st = engine.forward(x.view(), y.view(), impl);
   if (!st.ok()) return st;
   return std::move(y.values());
@@ -81,7 +85,8 @@ inline attn::Result<std::vector<float>> try_run_engine(const attn::Engine& engin
 inline std::vector<float> run_engine(const attn::Engine& engine, const attn::Tensor& x,
                                      attn::AttentionImpl impl = attn::AttentionImpl::kFused) {
   attn::Result<std::vector<float>> y = try_run_engine(engine, x, impl);
-  INFO("forward of " << x.shape().to_string() << ": " << (y.ok() ? std::string("ok") : y.status().to_string()));
+  INFO("forward of " << x.shape().to_string() << ": "
+                     << (y.ok() ? std::string("ok") : y.status().to_string()));
   REQUIRE(y.ok());
   return std::move(y.value());
 }

@@ -13,7 +13,8 @@
 namespace test {
 
 /// Uniform floats in [lo, hi) from a fixed seed.
-inline std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+inline std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float lo = -1.0f,
+                                        float hi = 1.0f) {
   std::mt19937_64 gen(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> v(n);
@@ -24,7 +25,8 @@ inline std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float
 /// Returns max over i of |got - want| / (atol + rtol * |want|): <= 1 means within tolerance.
 /// NaN in exactly one of the two counts as infinitely wrong; NaN in both matches.
 template <class G, class W>
-double max_error(std::span<const G> got, std::span<const W> want, double atol = 1e-5, double rtol = 1e-5) {
+double max_error(std::span<const G> got, std::span<const W> want, double atol = 1e-5,
+                 double rtol = 1e-5) {
   if (got.size() != want.size()) return INFINITY;
   double worst = 0.0;
   for (std::size_t i = 0; i < got.size(); ++i) {
@@ -43,7 +45,8 @@ double max_error(std::span<const G> got, std::span<const W> want, double atol = 
 }
 
 template <class G, class W>
-double max_error(const std::vector<G>& got, const std::vector<W>& want, double atol = 1e-5, double rtol = 1e-5) {
+double max_error(const std::vector<G>& got, const std::vector<W>& want, double atol = 1e-5,
+                 double rtol = 1e-5) {
   return max_error(std::span<const G>(got), std::span<const W>(want), atol, rtol);
 }
 

@@ -43,7 +43,8 @@ std::vector<float> run(const LayerConfig& c, const Weights& w, const Tensor& x) 
   auto engine = attn::Engine::create(c, w);
   INFO(engine.status().to_string());
   REQUIRE(engine.ok());
-  Tensor y(x.shape().rank() == 3 ? Shape{x.shape()[0], x.shape()[1], c.d_out} : Shape{x.shape()[0], c.d_out});
+  Tensor y(x.shape().rank() == 3 ? Shape{x.shape()[0], x.shape()[1], c.d_out}
+                                 : Shape{x.shape()[0], c.d_out});
   attn::Status s = engine->forward(x.view(), y.view());
   INFO(s.to_string());
   REQUIRE(s.ok());
@@ -105,7 +106,8 @@ TEST_CASE("3.3 simplified self-attention, all tokens", "[book]") {
                                                  0.4671, 0.5910, 0.5266, 0.4177, 0.6503, 0.5645};
   check(attn::reference::matmul(weights, x).values, context);
   // The same through the fast engine (variant simplified: no weights, no scaling).
-  check_rows(run(LayerConfig::chapter(Variant::kSimplified, 3, 3, 1, 6), Weights{}, inputs()), context);
+  check_rows(run(LayerConfig::chapter(Variant::kSimplified, 3, 3, 1, 6), Weights{}, inputs()),
+             context);
 }
 
 TEST_CASE("3.4 self-attention with trainable weights, step by step (seed 123)", "[book]") {
@@ -130,10 +132,12 @@ TEST_CASE("3.4 self-attention with trainable weights, step by step (seed 123)", 
 TEST_CASE("3.4 SelfAttention_v1 and v2 modules", "[book]") {
   const LayerConfig v1 = LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, 6);
   check_rows(run(v1, torch_weights(v1, 123), inputs()),
-             {0.2996, 0.8053, 0.3061, 0.8210, 0.3058, 0.8203, 0.2948, 0.7939, 0.2927, 0.7891, 0.2990, 0.8040});
+             {0.2996, 0.8053, 0.3061, 0.8210, 0.3058, 0.8203, 0.2948, 0.7939, 0.2927, 0.7891,
+              0.2990, 0.8040});
   const LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
-  check_rows(run(v2, torch_weights(v2, 789), inputs()), {-0.0739, 0.0713, -0.0748, 0.0703, -0.0749, 0.0702,
-                                                         -0.0760, 0.0685, -0.0763, 0.0679, -0.0754, 0.0693});
+  check_rows(run(v2, torch_weights(v2, 789), inputs()),
+             {-0.0739, 0.0713, -0.0748, 0.0703, -0.0749, 0.0702, -0.0760, 0.0685, -0.0763, 0.0679,
+              -0.0754, 0.0693});
 }
 
 TEST_CASE("exercise 3.1: v1 with v2's weights transposed equals v2", "[book]") {
@@ -142,7 +146,8 @@ TEST_CASE("exercise 3.1: v1 with v2's weights transposed equals v2", "[book]") {
   auto t = [](const Tensor& m) {
     Tensor r(Shape{m.shape()[1], m.shape()[0]});
     for (std::int64_t i = 0; i < m.shape()[0]; ++i)
-      for (std::int64_t j = 0; j < m.shape()[1]; ++j) r.data()[j * m.shape()[0] + i] = m.data()[i * m.shape()[1] + j];
+      for (std::int64_t j = 0; j < m.shape()[1]; ++j)
+        r.data()[j * m.shape()[0] + i] = m.data()[i * m.shape()[1] + j];
     return r;
   };
   auto w1 = Weights::from_input_major(t(w2.w_query), t(w2.w_key), t(w2.w_value));
@@ -150,7 +155,8 @@ TEST_CASE("exercise 3.1: v1 with v2's weights transposed equals v2", "[book]") {
   const std::initializer_list<double> want = {-0.5337, -0.1051, -0.5323, -0.1080, -0.5323, -0.1079,
                                               -0.5297, -0.1076, -0.5311, -0.1066, -0.5299, -0.1081};
   const auto out2 = run(v2, w2, inputs());
-  const auto out1 = run(LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, 6), w1.value(), inputs());
+  const auto out1 =
+      run(LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, 6), w1.value(), inputs());
   check_rows(out2, want);
   check_rows(out1, want);
   CHECK(out1 == out2);  // the same arithmetic, so the same bits
@@ -163,25 +169,24 @@ TEST_CASE("3.5 causal masking, both ways", "[book]") {
   const Matrix q = attn::reference::linear(x, Matrix::from(w.w_query.view()));
   const Matrix k = attn::reference::linear(x, Matrix::from(w.w_key.view()));
   const Matrix scores = attn::reference::matmul_transposed(q, k);
-  const Matrix weights = attn::reference::softmax_rows(attn::reference::scale(scores, 1 / std::sqrt(2.0)));
+  const Matrix weights =
+      attn::reference::softmax_rows(attn::reference::scale(scores, 1 / std::sqrt(2.0)));
   check(weights.values, {0.1921, 0.1646, 0.1652, 0.1550, 0.1721, 0.1510, 0.2041, 0.1659, 0.1662,
                          0.1496, 0.1665, 0.1477, 0.2036, 0.1659, 0.1662, 0.1498, 0.1664, 0.1480,
                          0.1869, 0.1667, 0.1668, 0.1571, 0.1661, 0.1564, 0.1830, 0.1669, 0.1670,
                          0.1588, 0.1658, 0.1585, 0.1935, 0.1663, 0.1666, 0.1542, 0.1666, 0.1529});
   const std::initializer_list<double> causal = {
-      1.0000, 0, 0, 0, 0, 0, 0.5517, 0.4483, 0, 0, 0, 0, 0.3800, 0.3097, 0.3103, 0, 0, 0,
-      0.2758, 0.2460, 0.2462, 0.2319, 0, 0, 0.2175, 0.1983, 0.1984, 0.1888, 0.1971, 0,
-      0.1935, 0.1663, 0.1666, 0.1542, 0.1666, 0.1529};
+      1.0000, 0,      0,      0,      0,      0, 0.5517, 0.4483, 0,      0,      0,      0,
+      0.3800, 0.3097, 0.3103, 0,      0,      0, 0.2758, 0.2460, 0.2462, 0.2319, 0,      0,
+      0.2175, 0.1983, 0.1984, 0.1888, 0.1971, 0, 0.1935, 0.1663, 0.1666, 0.1542, 0.1666, 0.1529};
   const Matrix way1 = attn::reference::mask_after_softmax(weights);
   check(way1.values, causal);
   const Matrix masked = attn::reference::mask_before_softmax(scores);
   const double inf = INFINITY;
-  const std::vector<double> want_masked = {0.2899, -inf, -inf, -inf, -inf, -inf,
-                                           0.4656, 0.1723, -inf, -inf, -inf, -inf,
-                                           0.4594, 0.1703, 0.1731, -inf, -inf, -inf,
-                                           0.2642, 0.1024, 0.1036, 0.0186, -inf, -inf,
-                                           0.2183, 0.0874, 0.0882, 0.0177, 0.0786, -inf,
-                                           0.3408, 0.1270, 0.1290, 0.0198, 0.1290, 0.0078};
+  const std::vector<double> want_masked = {
+      0.2899, -inf,   -inf,   -inf,   -inf,   -inf, 0.4656, 0.1723, -inf,   -inf,   -inf,   -inf,
+      0.4594, 0.1703, 0.1731, -inf,   -inf,   -inf, 0.2642, 0.1024, 0.1036, 0.0186, -inf,   -inf,
+      0.2183, 0.0874, 0.0882, 0.0177, 0.0786, -inf, 0.3408, 0.1270, 0.1290, 0.0198, 0.1290, 0.0078};
   for (std::size_t i = 0; i < want_masked.size(); ++i) {
     CAPTURE(i);
     if (std::isinf(want_masked[i])) {
@@ -190,7 +195,8 @@ TEST_CASE("3.5 causal masking, both ways", "[book]") {
       CHECK(std::abs(masked.values[i] - want_masked[i]) < kTol);
     }
   }
-  const Matrix way2 = attn::reference::softmax_rows(attn::reference::scale(masked, 1 / std::sqrt(2.0)));
+  const Matrix way2 =
+      attn::reference::softmax_rows(attn::reference::scale(masked, 1 / std::sqrt(2.0)));
   check(way2.values, causal);
   for (std::int64_t i = 0; i < 6; ++i)
     for (std::int64_t j = i + 1; j < 6; ++j) CHECK(way2(i, j) == 0.0);  // exactly zero
@@ -200,25 +206,28 @@ TEST_CASE("3.5 dropout in training mode (seed 123)", "[book]") {
   attn::TorchGenerator gen(123);
   const Matrix ones(6, 6, std::vector<double>(36, 1.0));
   check(attn::reference::dropout(ones, 0.5, gen).values,
-        {2, 2, 0, 2, 2, 0, 0, 0, 0, 2, 0, 2, 2, 2, 2, 2, 0, 2, 0, 2, 2, 0, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 2, 2, 2, 0});
+        {2, 2, 0, 2, 2, 0, 0, 0, 0, 2, 0, 2, 2, 2, 2, 2, 0, 2,
+         0, 2, 2, 0, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 2, 2, 2, 0});
   const LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, 6);
   const Weights w = torch_weights(v2, 789);
   const Matrix x = x_matrix();
   const Matrix q = attn::reference::linear(x, Matrix::from(w.w_query.view()));
   const Matrix k = attn::reference::linear(x, Matrix::from(w.w_key.view()));
-  const Matrix causal = attn::reference::softmax_rows(
-      attn::reference::scale(attn::reference::mask_before_softmax(attn::reference::matmul_transposed(q, k)), 1 / std::sqrt(2.0)));
+  const Matrix causal = attn::reference::softmax_rows(attn::reference::scale(
+      attn::reference::mask_before_softmax(attn::reference::matmul_transposed(q, k)),
+      1 / std::sqrt(2.0)));
   attn::TorchGenerator gen2(123);
   check(attn::reference::dropout(causal, 0.5, gen2).values,
-        {2.0000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0.7599, 0.6194, 0.6206, 0, 0, 0,
-         0, 0.4921, 0.4925, 0, 0, 0, 0, 0.3966, 0, 0.3775, 0, 0, 0, 0.3327, 0.3331, 0.3084, 0.3331, 0});
+        {2.0000, 0,      0,      0,      0, 0, 0, 0,      0,      0,      0,      0,
+         0.7599, 0.6194, 0.6206, 0,      0, 0, 0, 0.4921, 0.4925, 0,      0,      0,
+         0,      0.3966, 0,      0.3775, 0, 0, 0, 0.3327, 0.3331, 0.3084, 0.3331, 0});
 }
 
 TEST_CASE("3.5 CausalAttention on the batch, and its context_length error", "[book]") {
   const LayerConfig c = LayerConfig::chapter(Variant::kCausalAttention, 3, 2, 1, 6);
   const Weights w = torch_weights(c, 123);
-  check_rows(run(c, w, batch()), {-0.4519, 0.2216, -0.5874, 0.0058, -0.6300, -0.0632,
-                                  -0.5675, -0.0843, -0.5526, -0.0981, -0.5299, -0.1081});
+  check_rows(run(c, w, batch()), {-0.4519, 0.2216, -0.5874, 0.0058, -0.6300, -0.0632, -0.5675,
+                                  -0.0843, -0.5526, -0.0981, -0.5299, -0.1081});
   auto engine = attn::Engine::create(c, w);
   REQUIRE(engine.ok());
   Tensor seven(Shape{1, 7, 3}), y(Shape{1, 7, 2});
@@ -230,11 +239,13 @@ TEST_CASE("3.5 CausalAttention on the batch, and its context_length error", "[bo
 TEST_CASE("3.6 the wrapper, MultiHeadAttention and per-head products (seed 123)", "[book]") {
   const LayerConfig wrapper = LayerConfig::chapter(Variant::kMultiHeadWrapper, 3, 4, 2, 6);
   check_rows(run(wrapper, torch_weights(wrapper, 123), batch()),
-             {-0.4519, 0.2216, 0.4772, 0.1063, -0.5874, 0.0058, 0.5891, 0.3257, -0.6300, -0.0632, 0.6202, 0.3860,
-              -0.5675, -0.0843, 0.5478, 0.3589, -0.5526, -0.0981, 0.5321, 0.3428, -0.5299, -0.1081, 0.5077, 0.3493});
+             {-0.4519, 0.2216,  0.4772, 0.1063, -0.5874, 0.0058,  0.5891, 0.3257,
+              -0.6300, -0.0632, 0.6202, 0.3860, -0.5675, -0.0843, 0.5478, 0.3589,
+              -0.5526, -0.0981, 0.5321, 0.3428, -0.5299, -0.1081, 0.5077, 0.3493});
   const LayerConfig mha = LayerConfig::chapter(Variant::kMultiHeadAttention, 3, 2, 2, 6);
-  check_rows(run(mha, torch_weights(mha, 123), batch()), {0.3190, 0.4858, 0.2943, 0.3897, 0.2856, 0.3593,
-                                                          0.2693, 0.3873, 0.2639, 0.3928, 0.2575, 0.4028});
+  check_rows(run(mha, torch_weights(mha, 123), batch()),
+             {0.3190, 0.4858, 0.2943, 0.3897, 0.2856, 0.3593, 0.2693, 0.3873, 0.2639, 0.3928,
+              0.2575, 0.4028});
   const std::vector<double> a = {0.2745, 0.6584, 0.2775, 0.8573, 0.8993, 0.0390, 0.9268, 0.7388,
                                  0.7179, 0.7058, 0.9156, 0.4340, 0.0772, 0.3565, 0.1479, 0.5331,
                                  0.4066, 0.2318, 0.4545, 0.9737, 0.4606, 0.5159, 0.4220, 0.5786};
@@ -249,12 +260,15 @@ TEST_CASE("3.6 the wrapper, MultiHeadAttention and per-head products (seed 123)"
 TEST_CASE("exercise 3.2: the wrapper with d_out 1 per head", "[book]") {
   const LayerConfig wrapper = LayerConfig::chapter(Variant::kMultiHeadWrapper, 3, 2, 2, 6);
   check_rows(run(wrapper, torch_weights(wrapper, 123), batch()),
-             {-0.5740, 0.2216, -0.7320, 0.0155, -0.7774, -0.0546, -0.6979, -0.0817, -0.6538, -0.0957, -0.6424, -0.1065});
+             {-0.5740, 0.2216, -0.7320, 0.0155, -0.7774, -0.0546, -0.6979, -0.0817, -0.6538,
+              -0.0957, -0.6424, -0.1065});
 }
 
 TEST_CASE("exercise 3.3: GPT-2 small's attention has 2,360,064 parameters", "[book]") {
   const LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
   const Weights w = torch_weights(c, 123);
-  CHECK(w.w_query.numel() + w.w_key.numel() + w.w_value.numel() + w.w_out.numel() + w.b_out.numel() == 2360064);
+  CHECK(w.w_query.numel() + w.w_key.numel() + w.w_value.numel() + w.w_out.numel() +
+            w.b_out.numel() ==
+        2360064);
   CHECK(c.resolved_head_dim() == 64);
 }

@@ -78,7 +78,8 @@ TEST_CASE("errors name the parameter and leave the output untouched", "[engine][
   auto engine = attn::Engine::create(c.config, c.weights);
   REQUIRE(engine.ok());
   const float sentinel = 12345.0f;
-  auto expect_error = [&](const Tensor& x, Shape out_shape, attn::ErrorCode code, const char* needle) {
+  auto expect_error = [&](const Tensor& x, Shape out_shape, attn::ErrorCode code,
+                          const char* needle) {
     Tensor y(out_shape);
     std::fill(y.values().begin(), y.values().end(), sentinel);
     const attn::Status s = engine->forward(x.view(), y.view());
@@ -87,19 +88,27 @@ TEST_CASE("errors name the parameter and leave the output untouched", "[engine][
     CHECK_THAT(s.message(), Catch::Contains(needle));
     for (float v : y.values()) REQUIRE(v == sentinel);
   };
-  expect_error(Tensor(Shape{1, 6, 6}), Shape{1, 6, 4}, attn::ErrorCode::kOutOfRange, "context_length = 5");
-  expect_error(Tensor(Shape{1, 5, 7}), Shape{1, 5, 4}, attn::ErrorCode::kInvalidArgument, "d_in = 6");
-  expect_error(Tensor(Shape{0, 5, 6}), Shape{0, 5, 4}, attn::ErrorCode::kInvalidArgument, "batch = 0");
-  expect_error(Tensor(Shape{1, 0, 6}), Shape{1, 0, 4}, attn::ErrorCode::kInvalidArgument, "seq_len = 0");
-  expect_error(Tensor(Shape{1, 5, 6}), Shape{1, 5, 5}, attn::ErrorCode::kInvalidArgument, "out has shape [1, 5, 5]");
-  expect_error(Tensor(Shape{5}), Shape{5, 4}, attn::ErrorCode::kInvalidArgument, "[batch, seq_len, d_in]");
+  expect_error(Tensor(Shape{1, 6, 6}), Shape{1, 6, 4}, attn::ErrorCode::kOutOfRange,
+               "context_length = 5");
+  expect_error(Tensor(Shape{1, 5, 7}), Shape{1, 5, 4}, attn::ErrorCode::kInvalidArgument,
+               "d_in = 6");
+  expect_error(Tensor(Shape{0, 5, 6}), Shape{0, 5, 4}, attn::ErrorCode::kInvalidArgument,
+               "batch = 0");
+  expect_error(Tensor(Shape{1, 0, 6}), Shape{1, 0, 4}, attn::ErrorCode::kInvalidArgument,
+               "seq_len = 0");
+  expect_error(Tensor(Shape{1, 5, 6}), Shape{1, 5, 5}, attn::ErrorCode::kInvalidArgument,
+               "out has shape [1, 5, 5]");
+  expect_error(Tensor(Shape{5}), Shape{5, 4}, attn::ErrorCode::kInvalidArgument,
+               "[batch, seq_len, d_in]");
   // A negative size in a view cannot wrap around into a huge loop.
   Tensor y(Shape{1, 5, 4});
-  const attn::Status neg = engine->forward(attn::ConstTensorView(c.x.data(), Shape{-1, 5, 6}), y.view());
+  const attn::Status neg =
+      engine->forward(attn::ConstTensorView(c.x.data(), Shape{-1, 5, 6}), y.view());
   CHECK(neg.code() == attn::ErrorCode::kInvalidArgument);
 }
 
-TEST_CASE("invalid configs and weights are refused with the values in the message", "[engine][errors]") {
+TEST_CASE("invalid configs and weights are refused with the values in the message",
+          "[engine][errors]") {
   auto expect = [](const LayerConfig& config, const attn::Weights& w, const char* needle) {
     auto e = attn::Engine::create(config, w);
     REQUIRE_FALSE(e.ok());

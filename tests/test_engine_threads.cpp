@@ -3,9 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
-#include <cstring>
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <thread>
 
@@ -40,7 +40,8 @@ void* __libc_memalign(std::size_t align, std::size_t n);
 
 namespace {
 void count() noexcept {
-  if (g_counting.load(std::memory_order_relaxed)) g_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (g_counting.load(std::memory_order_relaxed))
+    g_allocations.fetch_add(1, std::memory_order_relaxed);
 }
 }  // namespace
 
@@ -117,7 +118,8 @@ TEST_CASE("forward gives the same bits for any thread count and backend", "[engi
   }
 }
 
-TEST_CASE("8 threads x 50 concurrent forward calls on one engine equal the serial results", "[engine][threads]") {
+TEST_CASE("8 threads x 50 concurrent forward calls on one engine equal the serial results",
+          "[engine][threads]") {
   const test::EngineCase big = gpt2_like_case();
   test::EngineCase small = big;  // same weights, another shape
   small.x = attn::Tensor(attn::Shape{1, 37, 96}, test::random_floats(37 * 96, 12));
@@ -130,8 +132,10 @@ TEST_CASE("8 threads x 50 concurrent forward calls on one engine equal the seria
     run.threads = 2;
     auto engine = attn::Engine::create(big.config, big.weights, run);
     REQUIRE(engine.ok());
-    const std::vector<float> want_big = test::run_engine(make_engine(big, Backend::kSerial, 1), big.x);
-    const std::vector<float> want_small = test::run_engine(make_engine(big, Backend::kSerial, 1), small.x);
+    const std::vector<float> want_big =
+        test::run_engine(make_engine(big, Backend::kSerial, 1), big.x);
+    const std::vector<float> want_small =
+        test::run_engine(make_engine(big, Backend::kSerial, 1), small.x);
     std::atomic<int> mismatches{0}, failures{0};
     std::vector<std::thread> threads;
     for (int t = 0; t < 8; ++t) {
@@ -140,8 +144,10 @@ TEST_CASE("8 threads x 50 concurrent forward calls on one engine equal the seria
           const bool use_big = (i + t) % 5 == 0;  // mixed shapes share the workspace pool
           const auto& x = use_big ? big.x : small.x;
           const auto got = test::try_run_engine(engine.value(), x);
-          if (!got.ok()) ++failures;
-          else if (got.value() != (use_big ? want_big : want_small)) ++mismatches;
+          if (!got.ok())
+            ++failures;
+          else if (got.value() != (use_big ? want_big : want_small))
+            ++mismatches;
         }
       });
     }
@@ -169,7 +175,8 @@ long allocations_after_warmup(F&& call) {
   return total;
 }
 
-TEST_CASE("steady-state forward, prefill and steps allocate nothing on the heap", "[engine][alloc]") {
+TEST_CASE("steady-state forward, prefill and steps allocate nothing on the heap",
+          "[engine][alloc]") {
   if (!ATTN_COUNT_ALLOCATIONS) {
     WARN("allocation counting is off under sanitizers (they own the allocator): not run");
     return;
@@ -189,7 +196,8 @@ TEST_CASE("steady-state forward, prefill and steps allocate nothing on the heap"
     attn::Tensor y(attn::Shape{3, 300, 96});
     for (auto impl : {attn::AttentionImpl::kFused, attn::AttentionImpl::kUnfused}) {
       CAPTURE(impl == attn::AttentionImpl::kFused ? "forward fused" : "forward unfused");
-      CHECK(allocations_after_warmup([&] { return engine.forward(c.x.view(), y.view(), impl).ok(); }) == 0);
+      CHECK(allocations_after_warmup(
+                [&] { return engine.forward(c.x.view(), y.view(), impl).ok(); }) == 0);
     }
     auto a = engine.new_session(), b = engine.new_session();
     REQUIRE(a.ok());
@@ -201,12 +209,14 @@ TEST_CASE("steady-state forward, prefill and steps allocate nothing on the heap"
             a->reset();
             return a->prefill(prompt.view(), prompt_out.view()).ok();
           }) == 0);
-    const attn::Tensor x1(attn::Shape{1, 96}, test::random_floats(96, 6)), x2(attn::Shape{2, 96}, test::random_floats(192, 7));
+    const attn::Tensor x1(attn::Shape{1, 96}, test::random_floats(96, 6)),
+        x2(attn::Shape{2, 96}, test::random_floats(192, 7));
     attn::Tensor y1(attn::Shape{1, 96}), y2(attn::Shape{2, 96});
     INFO("step");
     CHECK(allocations_after_warmup([&] { return a->step(x1.view(), y1.view()).ok(); }) == 0);
     INFO("batched step");
     std::vector<attn::Session*> both = {&a.value(), &b.value()};
-    CHECK(allocations_after_warmup([&] { return engine.step(both, x2.view(), y2.view()).ok(); }) == 0);
+    CHECK(allocations_after_warmup([&] { return engine.step(both, x2.view(), y2.view()).ok(); }) ==
+          0);
   }
 }

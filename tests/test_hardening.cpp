@@ -17,7 +17,8 @@ using attn::Shape;
 using attn::Tensor;
 using attn::Variant;
 
-TEST_CASE("init_weights_like_torch returns an error naming the bytes when the weights do not fit", "[hardening][limits]") {
+TEST_CASE("init_weights_like_torch returns an error naming the bytes when the weights do not fit",
+          "[hardening][limits]") {
   // d = 2^20 passes validate(); its four d x d matrices are 16 TiB, more than any machine
   // here has, so the allocation fails at once (nothing is touched).
   const std::int64_t d = std::int64_t{1} << 20;
@@ -27,10 +28,12 @@ TEST_CASE("init_weights_like_torch returns an error naming the bytes when the we
   REQUIRE_NOTHROW(w = attn::init_weights_like_torch(c, 123));
   REQUIRE_FALSE(w.ok());
   CHECK(w.status().code() == attn::ErrorCode::kResourceExhausted);
-  CHECK_THAT(w.status().message(), Catch::Contains("d_in 1048576") && Catch::Contains("17592186044416 bytes"));
+  CHECK_THAT(w.status().message(),
+             Catch::Contains("d_in 1048576") && Catch::Contains("17592186044416 bytes"));
 }
 
-TEST_CASE("Tensor::zeros reports an allocation failure or a bad shape as a Status", "[hardening][limits]") {
+TEST_CASE("Tensor::zeros reports an allocation failure or a bad shape as a Status",
+          "[hardening][limits]") {
   attn::Result<Tensor> huge = attn::Result<Tensor>(attn::Status());
   REQUIRE_NOTHROW(huge = Tensor::zeros(Shape{std::int64_t{1} << 42, 1024}));
   REQUIRE_FALSE(huge.ok());
@@ -42,8 +45,10 @@ TEST_CASE("Tensor::zeros reports an allocation failure or a bad shape as a Statu
   CHECK(small->numel() == 6);
 }
 
-TEST_CASE("prefill with a view claiming INT64_MAX rows is out of range, not an overflow", "[hardening][session]") {
-  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 8, 8, 2, 1, 4, false, true, 3, 16);
+TEST_CASE("prefill with a view claiming INT64_MAX rows is out of range, not an overflow",
+          "[hardening][session]") {
+  test::EngineCase c =
+      test::make_case(Variant::kMultiHeadAttention, 8, 8, 2, 1, 4, false, true, 3, 16);
   auto e = attn::Engine::create(c.config, c.weights);
   REQUIRE(e.ok());
   auto s = e->new_session();
@@ -53,7 +58,8 @@ TEST_CASE("prefill with a view claiming INT64_MAX rows is out of range, not an o
   const float dummy[8] = {};
   float out[8] = {};
   const std::int64_t rows = std::numeric_limits<std::int64_t>::max();
-  const attn::Status st = s->prefill(attn::ConstTensorView(dummy, Shape{rows, 8}), attn::TensorView{out, Shape{rows, 8}});
+  const attn::Status st = s->prefill(attn::ConstTensorView(dummy, Shape{rows, 8}),
+                                     attn::TensorView{out, Shape{rows, 8}});
   CHECK(st.code() == attn::ErrorCode::kOutOfRange);
   CHECK_THAT(st.message(), Catch::Contains("exceeds context_length = 16"));
   CHECK(s->position() == 1);
@@ -78,7 +84,8 @@ std::string stderr_of(F&& f) {
   std::string text;
   lseek(tmp, 0, SEEK_SET);
   char buf[4096];
-  for (ssize_t n; (n = read(tmp, buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+  for (ssize_t n; (n = read(tmp, buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<std::size_t>(n));
   close(tmp);
   unlink(path);
   return text;
@@ -86,10 +93,13 @@ std::string stderr_of(F&& f) {
 
 }  // namespace
 
-TEST_CASE("more threads than CPUs: clamped to the CPUs available, reported, nothing printed", "[hardening][threads]") {
+TEST_CASE("more threads than CPUs: clamped to the CPUs available, reported, nothing printed",
+          "[hardening][threads]") {
   const int cpus = attn::runtime_info().cpus;
-  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 4, 2, 64, true, true, 9);
-  if (test::threaded_backends().empty()) WARN("TSan build: the tbb and openmp backends are not run");
+  test::EngineCase c =
+      test::make_case(Variant::kMultiHeadAttention, 32, 32, 4, 2, 64, true, true, 9);
+  if (test::threaded_backends().empty())
+    WARN("TSan build: the tbb and openmp backends are not run");
   for (attn::Backend backend : test::threaded_backends()) {
     CAPTURE(attn::to_string(backend));
     for (int requested : {1, cpus, cpus + 1, 8, 64}) {

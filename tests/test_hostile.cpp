@@ -45,7 +45,8 @@ bool row_all(const std::vector<float>& y, std::int64_t row, std::int64_t cols, b
 TEST_CASE("a NaN token poisons exactly the rows that attend to it", "[hostile]") {
   const std::int64_t seq = 70, d = 16, t_bad = 37;
   const bool causal = GENERATE(true, false);
-  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, d, d, 2, 2, seq, true, causal, 4);
+  test::EngineCase c =
+      test::make_case(Variant::kMultiHeadAttention, d, d, 2, 2, seq, true, causal, 4);
   c.x.data()[(0 * seq + t_bad) * d + 3] = kNaN;  // batch item 0 only
   for (attn::Isa isa : isas()) {
     CAPTURE(attn::to_string(isa), causal);
@@ -86,11 +87,14 @@ TEST_CASE("NaN or Inf in masked (future) values never reach the output", "[hosti
   }
 }
 
-TEST_CASE("a NaN weight poisons only its own head in the wrapper, every column after out_proj", "[hostile]") {
+TEST_CASE("a NaN weight poisons only its own head in the wrapper, every column after out_proj",
+          "[hostile]") {
   const std::int64_t d_in = 6, heads = 3, hd = 2, d_out = heads * hd, seq = 9;
-  test::EngineCase wrap = test::make_case(Variant::kMultiHeadWrapper, d_in, d_out, heads, 1, seq, false, true, 2);
+  test::EngineCase wrap =
+      test::make_case(Variant::kMultiHeadWrapper, d_in, d_out, heads, 1, seq, false, true, 2);
   wrap.weights.w_value.data()[(1 * hd) * d_in + 2] = kNaN;  // head 1's first value feature
-  test::EngineCase mha = test::make_case(Variant::kMultiHeadAttention, d_in, d_out, heads, 1, seq, false, true, 2);
+  test::EngineCase mha =
+      test::make_case(Variant::kMultiHeadAttention, d_in, d_out, heads, 1, seq, false, true, 2);
   mha.weights.w_value.data()[(1 * hd) * d_in + 2] = kNaN;
   for (attn::Isa isa : isas()) {
     CAPTURE(attn::to_string(isa));
@@ -98,11 +102,11 @@ TEST_CASE("a NaN weight poisons only its own head in the wrapper, every column a
     const std::vector<float> ym = test::run_engine(make(mha.config, mha.weights, isa), mha.x);
     for (std::int64_t i = 0; i < seq; ++i) {
       CAPTURE(i);
-      CHECK(std::isnan(yw[i * d_out + hd]));            // head 1, feature 0
-      CHECK(std::isfinite(yw[i * d_out + hd + 1]));     // head 1, feature 1: other value row
-      CHECK(std::isfinite(yw[i * d_out + 0]));          // head 0
-      CHECK(std::isfinite(yw[i * d_out + 2 * hd]));     // head 2
-      CHECK(row_all(ym, i, d_out, /*nan=*/true));       // out_proj mixes every head
+      CHECK(std::isnan(yw[i * d_out + hd]));         // head 1, feature 0
+      CHECK(std::isfinite(yw[i * d_out + hd + 1]));  // head 1, feature 1: other value row
+      CHECK(std::isfinite(yw[i * d_out + 0]));       // head 0
+      CHECK(std::isfinite(yw[i * d_out + 2 * hd]));  // head 2
+      CHECK(row_all(ym, i, d_out, /*nan=*/true));    // out_proj mixes every head
     }
   }
 }
@@ -115,7 +119,8 @@ TEST_CASE("huge magnitudes: softmax stays finite where the math is finite", "[ho
   auto want = attn::reference::forward(c, {}, x.view());
   REQUIRE(want.ok());
   // Values of 1e30 with all-zero query/key weights: uniform weights, output ~1e30.
-  test::EngineCase big = test::make_case(Variant::kMultiHeadAttention, d, d, 2, 1, seq, false, true, 6);
+  test::EngineCase big =
+      test::make_case(Variant::kMultiHeadAttention, d, d, 2, 1, seq, false, true, 6);
   std::fill(big.weights.w_query.values().begin(), big.weights.w_query.values().end(), 0.0f);
   std::fill(big.weights.w_key.values().begin(), big.weights.w_key.values().end(), 0.0f);
   for (float& v : big.x.values()) v *= 1e30f;
@@ -127,14 +132,16 @@ TEST_CASE("huge magnitudes: softmax stays finite where the math is finite", "[ho
       const std::vector<float> y = test::run_engine(make(c, {}, isa), x, impl);
       for (float v : y) REQUIRE(std::isfinite(v));
       CHECK(test::max_error(y, want->values, 1e-5, 1e-5) <= 1.0);
-      const std::vector<float> yb = test::run_engine(make(big.config, big.weights, isa), big.x, impl);
+      const std::vector<float> yb =
+          test::run_engine(make(big.config, big.weights, isa), big.x, impl);
       for (float v : yb) REQUIRE(std::isfinite(v));
       CHECK(test::max_error(yb, want_big->values, 0.0, 1e-4) <= 1.0);
     }
   }
 }
 
-TEST_CASE("all-equal scores average the visible values, seq_len 1 returns its own value", "[hostile]") {
+TEST_CASE("all-equal scores average the visible values, seq_len 1 returns its own value",
+          "[hostile]") {
   const std::int64_t d = 5, seq = 33;
   LayerConfig c = LayerConfig::chapter(Variant::kSimplified, d, d, 1, seq);
   c.mask = attn::Mask::kCausal;
@@ -151,7 +158,8 @@ TEST_CASE("all-equal scores average the visible values, seq_len 1 returns its ow
 }
 
 TEST_CASE("shapes whose products overflow are refused, not wrapped around", "[hostile][errors]") {
-  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 8, 8, 2, std::int64_t{1} << 30);
+  LayerConfig c =
+      LayerConfig::chapter(Variant::kMultiHeadAttention, 8, 8, 2, std::int64_t{1} << 30);
   auto w = attn::init_weights_like_torch(c, 1);
   REQUIRE(w.ok());
   auto e = attn::Engine::create(c, w.value());
@@ -160,19 +168,24 @@ TEST_CASE("shapes whose products overflow are refused, not wrapped around", "[ho
   Tensor y(Shape{1, 1, 8});
   // 2^40 x 2^30 x 8 overflows int64; 2^31 x 2^30 x 8 fits int64 but the outputs
   // (x 16 bytes per element) cannot be addressed.
-  for (Shape s : {Shape{std::int64_t{1} << 40, std::int64_t{1} << 30, 8}, Shape{std::int64_t{1} << 31, std::int64_t{1} << 30, 8}}) {
+  for (Shape s : {Shape{std::int64_t{1} << 40, std::int64_t{1} << 30, 8},
+                  Shape{std::int64_t{1} << 31, std::int64_t{1} << 30, 8}}) {
     CAPTURE(s.to_string());
     const attn::Status st = e->forward(attn::ConstTensorView(dummy, s), y.view());
     CHECK_FALSE(st.ok());
-    CHECK((st.code() == attn::ErrorCode::kInvalidArgument || st.code() == attn::ErrorCode::kResourceExhausted));
+    CHECK((st.code() == attn::ErrorCode::kInvalidArgument ||
+           st.code() == attn::ErrorCode::kResourceExhausted));
   }
   // LayerConfig sizes beyond the documented bounds are refused.
-  LayerConfig huge = LayerConfig::chapter(Variant::kMultiHeadAttention, std::int64_t{1} << 40, 8, 2, 16);
+  LayerConfig huge =
+      LayerConfig::chapter(Variant::kMultiHeadAttention, std::int64_t{1} << 40, 8, 2, 16);
   CHECK(attn::validate(huge).code() == attn::ErrorCode::kInvalidArgument);
 }
 
-TEST_CASE("a call needing more workspace than max_workspace_bytes is refused", "[hostile][limits]") {
-  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 2, 1, 256, true, true, 3);
+TEST_CASE("a call needing more workspace than max_workspace_bytes is refused",
+          "[hostile][limits]") {
+  test::EngineCase c =
+      test::make_case(Variant::kMultiHeadAttention, 32, 32, 2, 1, 256, true, true, 3);
   c.options.threads = 1;
   Tensor x_small(Shape{1, 8, 32}, test::random_floats(8 * 32, 1)), y_small(Shape{1, 8, 32});
   // The smallest limit (in 4 KiB steps) at which an 8-token call runs: kernel scratch plus a
@@ -198,12 +211,14 @@ TEST_CASE("a call needing more workspace than max_workspace_bytes is refused", "
   CHECK(e->forward(x_small.view(), y_small.view()).ok());
   // Negative limits are a config error.
   c.options.max_workspace_bytes = -1;
-  CHECK(attn::Engine::create(c.config, c.weights, c.options).status().code() == attn::ErrorCode::kInvalidArgument);
+  CHECK(attn::Engine::create(c.config, c.weights, c.options).status().code() ==
+        attn::ErrorCode::kInvalidArgument);
 }
 
 TEST_CASE("allocation failure surfaces as an error", "[hostile][limits]") {
   // 2^27 tokens x 3 x 4096 features of activations is 6 TiB: no machine here has it.
-  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 4, 4096, 1, std::int64_t{1} << 20);
+  LayerConfig c =
+      LayerConfig::chapter(Variant::kMultiHeadAttention, 4, 4096, 1, std::int64_t{1} << 20);
   c.d_in = 4;
   auto w = attn::init_weights_like_torch(c, 1);
   REQUIRE(w.ok());
@@ -212,7 +227,8 @@ TEST_CASE("allocation failure surfaces as an error", "[hostile][limits]") {
   const float dummy[4] = {};
   Tensor y(Shape{1, 1, 4096});
   const attn::Status s =
-      e->forward(attn::ConstTensorView(dummy, Shape{128, std::int64_t{1} << 20, 4}), attn::TensorView{y.data(), Shape{128, std::int64_t{1} << 20, 4096}});
+      e->forward(attn::ConstTensorView(dummy, Shape{128, std::int64_t{1} << 20, 4}),
+                 attn::TensorView{y.data(), Shape{128, std::int64_t{1} << 20, 4096}});
   CHECK(s.code() == attn::ErrorCode::kResourceExhausted);
   CHECK_THAT(s.message(), Catch::Contains("activations"));
 }

@@ -16,8 +16,8 @@
 #include "helpers.hpp"
 #include "io_helpers.hpp"
 
-using attn::LayerConfig;
 using attn::ErrorCode;
+using attn::LayerConfig;
 using attn::Shape;
 using attn::Tensor;
 using attn::io::LayerOptions;

@@ -10,8 +10,8 @@
 
 #include "kernel_helpers.hpp"
 #include "kernels/kernels.hpp"
-#include "kernels/visibility.hpp"
 #include "kernels/reference.hpp"
+#include "kernels/visibility.hpp"
 
 namespace {
 
@@ -63,8 +63,8 @@ std::vector<float> run(k::Isa isa, k::AttentionArgs a, std::size_t split = 0) {
   // 64-byte aligned scratch, as the contract promises.
   auto addr = reinterpret_cast<std::uintptr_t>(scratch.data());
   a.scratch = scratch.data() + ((64 - addr % 64) % 64) / sizeof(float);
-  k::flash_attention_blocks(isa, a, 0, k::flash_attention_block_count(isa, a.seq_len_q, a.head_dim, split),
-                            split);
+  k::flash_attention_blocks(
+      isa, a, 0, k::flash_attention_block_count(isa, a.seq_len_q, a.head_dim, split), split);
   return out;
 }
 
@@ -192,7 +192,8 @@ TEST_CASE(
       CAPTURE(i);
       if (!k::reference::visible(i, poisoned, seq, seq, true, window)) {
         // Bit-identical to the run without the poisoned key.
-        REQUIRE(std::memcmp(&got[i * head_dim], &got_clean[i * head_dim], head_dim * sizeof(float)) == 0);
+        REQUIRE(std::memcmp(&got[i * head_dim], &got_clean[i * head_dim],
+                            head_dim * sizeof(float)) == 0);
       } else if (std::isnan(bad)) {
         REQUIRE(row_has_nan(got, head_dim, i));
       }
@@ -278,7 +279,8 @@ TEST_CASE("the visibility rule: key ranges and pair counts", "[kernels][attentio
   CHECK(k::visible_keys(0, 3, 10, true, 0).end == 8);
   // A window keeps the last `window` keys of each row: sum over rows of min(i + 1, w).
   double want = 0;
-  for (std::size_t i = 0; i < 100; ++i) want += static_cast<double>(std::min<std::size_t>(i + 1, 16));
+  for (std::size_t i = 0; i < 100; ++i)
+    want += static_cast<double>(std::min<std::size_t>(i + 1, 16));
   CHECK(k::visible_pairs(100, 100, true, 16) == want);
   CHECK(k::visible_keys(50, 100, 100, true, 16).begin == 35);
   CHECK(k::visible_keys(50, 100, 100, true, 16).end == 51);

@@ -38,16 +38,18 @@ TEST_CASE("decode chunks + merge match the reference", "[kernels][decode]") {
   const auto n = GENERATE(1, 5, 17, 511, 512, 513, 1000, 2055);
   const auto head_dim = GENERATE(1, 3, 64, 80, 128);
   CAPTURE(n, head_dim);
-  const std::size_t ld = 2 * head_dim + 1;  // K at column 0, V at column head_dim: strided, unaligned
+  const std::size_t ld =
+      2 * head_dim + 1;  // K at column 0, V at column head_dim: strided, unaligned
   const auto q = test::random_floats(head_dim, 3 * n + head_dim);
   const auto kv = test::random_floats(n * ld, 5 * n + head_dim);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   std::vector<double> want(head_dim);
-  k::reference::decode(q.data(), kv.data(), ld, kv.data() + head_dim, ld, n, head_dim, scale, want.data());
+  k::reference::decode(q.data(), kv.data(), ld, kv.data() + head_dim, ld, n, head_dim, scale,
+                       want.data());
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
-    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + head_dim, ld, n, head_dim, scale), want) <=
-            1.0);
+    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + head_dim, ld, n, head_dim, scale),
+                            want) <= 1.0);
   }
 }
 
@@ -58,10 +60,12 @@ TEST_CASE("decode with large logits", "[kernels][decode]") {
   const auto q = test::random_floats(head_dim, 11, -3.0f, 3.0f);
   const auto kv = test::random_floats(n * ld, 12, -3.0f, 3.0f);
   std::vector<double> want(head_dim);
-  k::reference::decode(q.data(), kv.data(), ld, kv.data() + head_dim, ld, n, head_dim, 0.125f, want.data());
+  k::reference::decode(q.data(), kv.data(), ld, kv.data() + head_dim, ld, n, head_dim, 0.125f,
+                       want.data());
   for (const auto isa : test::supported_isas()) {
     CAPTURE(k::isa_name(isa));
-    REQUIRE(test::max_error(decode(isa, q, kv.data(), kv.data() + head_dim, ld, n, head_dim, 0.125f), want) <=
+    REQUIRE(test::max_error(
+                decode(isa, q, kv.data(), kv.data() + head_dim, ld, n, head_dim, 0.125f), want) <=
             1.0);
   }
 }
@@ -81,7 +85,8 @@ TEST_CASE("decode: a NaN key poisons the output, the merge of nothing is 0", "[k
     auto all_bad = kv;
     for (std::size_t j = 512; j < 1024; ++j)
       all_bad[j * ld] = std::numeric_limits<float>::quiet_NaN();
-    for (float x : decode(isa, q, all_bad.data(), all_bad.data() + head_dim, ld, n, head_dim, 0.125f))
+    for (float x :
+         decode(isa, q, all_bad.data(), all_bad.data() + head_dim, ld, n, head_dim, 0.125f))
       REQUIRE(std::isnan(x));
     std::vector<float> out(head_dim, 1.0f);
     k::decode_merge(isa, nullptr, nullptr, 0, head_dim, out.data());
@@ -99,7 +104,8 @@ TEST_CASE("decode merge: one chunk is its own normalised output, chunk order is 
     CAPTURE(k::isa_name(isa));
     std::vector<float> part(head_dim), out(head_dim);
     k::DecodePartial p;
-    k::decode_chunk(isa, q.data(), kk.data(), ld, vv.data(), ld, 300, head_dim, 0.1f, part.data(), &p);
+    k::decode_chunk(isa, q.data(), kk.data(), ld, vv.data(), ld, 300, head_dim, 0.1f, part.data(),
+                    &p);
     k::decode_merge(isa, part.data(), &p, 1, head_dim, out.data());
     std::vector<double> want(head_dim);
     k::reference::decode(q.data(), kk.data(), ld, vv.data(), ld, 300, head_dim, 0.1f, want.data());

@@ -24,11 +24,12 @@ struct Layer {
   attn::Weights weights;
 };
 
-Layer make_layer(std::int64_t d_in, std::int64_t d_out, std::int64_t num_heads, std::int64_t num_kv_heads,
-                 std::int64_t head_dim, Rope rope, std::int64_t rope_dim, std::int64_t context_length,
-                 std::uint64_t seed) {
+Layer make_layer(std::int64_t d_in, std::int64_t d_out, std::int64_t num_heads,
+                 std::int64_t num_kv_heads, std::int64_t head_dim, Rope rope, std::int64_t rope_dim,
+                 std::int64_t context_length, std::uint64_t seed) {
   Layer l;
-  l.config = LayerConfig::chapter(Variant::kMultiHeadAttention, d_in, d_out, num_heads, context_length);
+  l.config =
+      LayerConfig::chapter(Variant::kMultiHeadAttention, d_in, d_out, num_heads, context_length);
   l.config.qkv_bias = true;
   l.config.num_kv_heads = num_kv_heads;
   l.config.head_dim = head_dim;
@@ -66,19 +67,20 @@ TEST_CASE("grouped-query heads, head_dim, scale and rotary embeddings match the 
           "[engine][layers]") {
   // d_in, d_out, num_heads, num_kv_heads, head_dim, rope, rope_dim
   using Row = std::tuple<int, int, int, int, int, Rope, int>;
-  const auto row = GENERATE(Row{16, 16, 4, 1, 0, Rope::kNone, 0},     // multi-query
-                            Row{16, 16, 4, 2, 0, Rope::kNeox, 0},     // grouped, rotary
-                            Row{24, 24, 4, 4, 0, Rope::kGptj, 0},     // plain MHA, gptj
-                            Row{12, 20, 2, 1, 80, Rope::kNeox, 32},   // head_dim 80, partial rotary
-                            Row{10, 10, 3, 3, 1, Rope::kNone, 0},     // head_dim 1
-                            Row{10, 6, 4, 2, 2, Rope::kGptj, 2},      // head_dim 2
-                            Row{9, 9, 2, 1, 3, Rope::kNeox, 2},       // head_dim 3, rope_dim 2
-                            Row{32, 64, 2, 2, 128, Rope::kNeox, 0},   // head_dim 128
-                            Row{8, 8, 2, 1, 256, Rope::kGptj, 64});   // head_dim 256
+  const auto row = GENERATE(Row{16, 16, 4, 1, 0, Rope::kNone, 0},    // multi-query
+                            Row{16, 16, 4, 2, 0, Rope::kNeox, 0},    // grouped, rotary
+                            Row{24, 24, 4, 4, 0, Rope::kGptj, 0},    // plain MHA, gptj
+                            Row{12, 20, 2, 1, 80, Rope::kNeox, 32},  // head_dim 80, partial rotary
+                            Row{10, 10, 3, 3, 1, Rope::kNone, 0},    // head_dim 1
+                            Row{10, 6, 4, 2, 2, Rope::kGptj, 2},     // head_dim 2
+                            Row{9, 9, 2, 1, 3, Rope::kNeox, 2},      // head_dim 3, rope_dim 2
+                            Row{32, 64, 2, 2, 128, Rope::kNeox, 0},  // head_dim 128
+                            Row{8, 8, 2, 1, 256, Rope::kGptj, 64});  // head_dim 256
   const auto [d_in, d_out, num_heads, num_kv_heads, head_dim, rope, rope_dim] = row;
   CAPTURE(d_in, d_out, num_heads, num_kv_heads, head_dim, attn::to_string(rope), rope_dim);
   const std::int64_t batch = 2, seq_len = 37;
-  Layer l = make_layer(d_in, d_out, num_heads, num_kv_heads, head_dim, rope, rope_dim, 64, 3 + d_out);
+  Layer l =
+      make_layer(d_in, d_out, num_heads, num_kv_heads, head_dim, rope, rope_dim, 64, 3 + d_out);
   if (head_dim == 3) l.config.scale = 0.3;  // a scale override
   const Tensor x(Shape{batch, seq_len, d_in}, test::random_floats(batch * seq_len * d_in, 7));
   const std::vector<double> want = reference(l, x);
@@ -123,8 +125,9 @@ TEST_CASE("decode equals forward with grouped heads and rotary embeddings, past 
       std::memcpy(two_in.data(), x.data() + t * d, d * sizeof(float));
       std::memcpy(two_in.data() + d, x.data() + (t - prompt) * d, d * sizeof(float));
       attn::Session* both[] = {&b.value(), &c.value()};
-      REQUIRE(engine.step(both, attn::ConstTensorView(two_in.data(), Shape{2, d}),
-                          attn::TensorView(two_out.data(), Shape{2, d}))
+      REQUIRE(engine
+                  .step(both, attn::ConstTensorView(two_in.data(), Shape{2, d}),
+                        attn::TensorView(two_out.data(), Shape{2, d}))
                   .ok());
       std::memcpy(got_b.data() + t * d, two_out.data(), d * sizeof(float));
       std::memcpy(scratch.data() + (t - prompt) * d, two_out.data() + d, d * sizeof(float));

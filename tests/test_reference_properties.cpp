@@ -22,8 +22,14 @@ TEST_CASE("attention weights: rows sum to 1 and masked positions get exactly 0",
   const auto window = GENERATE(0, 4);
   CAPTURE(rows, extra, window);
   const std::int64_t cols = rows + extra, d = 8;
-  Matrix q(rows, d, [&] { auto v = test::random_floats(rows * d, 1); return std::vector<double>(v.begin(), v.end()); }());
-  Matrix k(cols, d, [&] { auto v = test::random_floats(cols * d, 2); return std::vector<double>(v.begin(), v.end()); }());
+  Matrix q(rows, d, [&] {
+    auto v = test::random_floats(rows * d, 1);
+    return std::vector<double>(v.begin(), v.end());
+  }());
+  Matrix k(cols, d, [&] {
+    auto v = test::random_floats(cols * d, 2);
+    return std::vector<double>(v.begin(), v.end());
+  }());
   attn::reference::AttentionOptions o;
   o.scale = 0.35;
   o.causal = true;
@@ -32,10 +38,11 @@ TEST_CASE("attention weights: rows sum to 1 and masked positions get exactly 0",
   for (std::int64_t i = 0; i < rows; ++i) {
     double sum = 0;
     for (std::int64_t j = 0; j < cols; ++j) {
-      const bool visible = attn::kernels::visible_keys(static_cast<std::size_t>(i), static_cast<std::size_t>(rows),
-                                                       static_cast<std::size_t>(cols), true,
-                                                       static_cast<std::size_t>(window))
-                               .contains(static_cast<std::size_t>(j));
+      const bool visible =
+          attn::kernels::visible_keys(static_cast<std::size_t>(i), static_cast<std::size_t>(rows),
+                                      static_cast<std::size_t>(cols), true,
+                                      static_cast<std::size_t>(window))
+              .contains(static_cast<std::size_t>(j));
       if (!visible) CHECK(w(i, j) == 0.0);
       if (visible) CHECK(w(i, j) > 0.0);
       sum += w(i, j);
@@ -44,7 +51,8 @@ TEST_CASE("attention weights: rows sum to 1 and masked positions get exactly 0",
   }
 }
 
-TEST_CASE("dropout keeps about 1-p of a large matrix and scales survivors by 1/(1-p)", "[reference]") {
+TEST_CASE("dropout keeps about 1-p of a large matrix and scales survivors by 1/(1-p)",
+          "[reference]") {
   const double p = GENERATE(0.1, 0.5, 0.8);
   attn::TorchGenerator gen(42);
   const Matrix ones(300, 300, std::vector<double>(90000, 1.0));
@@ -64,7 +72,8 @@ TEST_CASE("dropout keeps about 1-p of a large matrix and scales survivors by 1/(
   CHECK(untouched.next_u32() == attn::TorchGenerator(42).next_u32());  // p = 0 draws nothing
 }
 
-TEST_CASE("the wrapper equals MultiHeadAttention when the weights are arranged to match", "[reference]") {
+TEST_CASE("the wrapper equals MultiHeadAttention when the weights are arranged to match",
+          "[reference]") {
   const std::int64_t d_in = 5, heads = 3, head_dim = 2, d_out = heads * head_dim, seq = 7;
   LayerConfig wrap = LayerConfig::chapter(Variant::kMultiHeadWrapper, d_in, d_out, heads, 16);
   wrap.qkv_bias = true;
@@ -74,7 +83,8 @@ TEST_CASE("the wrapper equals MultiHeadAttention when the weights are arranged t
   mha.variant = Variant::kMultiHeadAttention;
   attn::Weights wm = w.value();
   wm.w_out = Tensor(Shape{d_out, d_out});
-  for (std::int64_t i = 0; i < d_out; ++i) wm.w_out.data()[i * d_out + i] = 1.0f;  // identity out_proj
+  for (std::int64_t i = 0; i < d_out; ++i)
+    wm.w_out.data()[i * d_out + i] = 1.0f;  // identity out_proj
   wm.b_out = Tensor(Shape{d_out});
   const Tensor x(Shape{2, seq, d_in}, test::random_floats(2 * seq * d_in, 3));
   auto a = attn::reference::forward(wrap, w.value(), x.view());

@@ -22,11 +22,13 @@ attn::Engine make(const LayerConfig& c, const attn::Weights& w, const attn::RunO
 // Rows [r0, r0 + n) of a [rows, cols] tensor.
 Tensor rows(const Tensor& t, std::int64_t r0, std::int64_t n) {
   const std::int64_t cols = t.shape()[-1];
-  return Tensor(Shape{n, cols}, std::vector<float>(t.data() + r0 * cols, t.data() + (r0 + n) * cols));
+  return Tensor(Shape{n, cols},
+                std::vector<float>(t.data() + r0 * cols, t.data() + (r0 + n) * cols));
 }
 
 // Feeds x [T, d_in] as a prefill of `prompt` tokens then single steps; returns [T, d_out].
-std::vector<float> run_incremental(attn::Session& s, const Tensor& x, std::int64_t prompt, std::int64_t d_out) {
+std::vector<float> run_incremental(attn::Session& s, const Tensor& x, std::int64_t prompt,
+                                   std::int64_t d_out) {
   const std::int64_t total = x.shape()[0];
   std::vector<float> out;
   Tensor y(Shape{prompt, d_out});
@@ -46,17 +48,20 @@ std::vector<float> run_incremental(attn::Session& s, const Tensor& x, std::int64
 }  // namespace
 
 TEST_CASE("prefill then steps equal one full causal forward", "[session]") {
-  using Row = std::tuple<Variant, int, int, int, int, int, bool>;  // variant, d_in, d_out, heads, T, k, bias
-  const auto row = GENERATE(Row{Variant::kMultiHeadAttention, 3, 2, 2, 4, 2, false},
-                            Row{Variant::kMultiHeadAttention, 48, 48, 4, 40, 25, true},
-                            Row{Variant::kMultiHeadAttention, 64, 128, 2, 1, 600, true},  // > one decode chunk
-                            Row{Variant::kCausalAttention, 7, 5, 1, 9, 5, true},
-                            Row{Variant::kMultiHeadWrapper, 10, 6, 3, 13, 7, false},
-                            Row{Variant::kSimplified, 6, 6, 1, 5, 4, false});
+  using Row = std::tuple<Variant, int, int, int, int, int,
+                         bool>;  // variant, d_in, d_out, heads, T, k, bias
+  const auto row =
+      GENERATE(Row{Variant::kMultiHeadAttention, 3, 2, 2, 4, 2, false},
+               Row{Variant::kMultiHeadAttention, 48, 48, 4, 40, 25, true},
+               Row{Variant::kMultiHeadAttention, 64, 128, 2, 1, 600, true},  // > one decode chunk
+               Row{Variant::kCausalAttention, 7, 5, 1, 9, 5, true},
+               Row{Variant::kMultiHeadWrapper, 10, 6, 3, 13, 7, false},
+               Row{Variant::kSimplified, 6, 6, 1, 5, 4, false});
   const auto [variant, d_in, d_out, heads, prompt, steps, bias] = row;
   CAPTURE(attn::to_string(variant), d_in, d_out, heads, prompt, steps);
   const int total = prompt + steps;
-  test::EngineCase c = test::make_case(variant, d_in, d_out, heads, 1, total, bias, true, 5 + total, total + 3);
+  test::EngineCase c =
+      test::make_case(variant, d_in, d_out, heads, 1, total, bias, true, 5 + total, total + 3);
   attn::Engine engine = make(c.config, c.weights);
   const std::vector<double> want = test::run_reference(c);
   const Tensor x2 = rows(Tensor(Shape{total, d_in}, c.x.values()), 0, total);
@@ -71,7 +76,8 @@ TEST_CASE("prefill then steps equal one full causal forward", "[session]") {
 }
 
 TEST_CASE("a batched step equals individual steps, for any thread count", "[session][threads]") {
-  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 64, 64, 4, 1, 8, true, true, 77, 1200);
+  test::EngineCase c =
+      test::make_case(Variant::kMultiHeadAttention, 64, 64, 4, 1, 8, true, true, 77, 1200);
   const int prompts[] = {3, 700, 1, 64};  // sessions at different positions, some past a chunk
   std::vector<float> want;
   for (int threads : {1, 2, 3, 8}) {
@@ -112,7 +118,8 @@ TEST_CASE("a batched step equals individual steps, for any thread count", "[sess
 }
 
 TEST_CASE("a sliding window equals a full forward with the window mask", "[session]") {
-  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 2, 1, 1100, true, true, 8, 1100);
+  test::EngineCase c =
+      test::make_case(Variant::kMultiHeadAttention, 32, 32, 2, 1, 1100, true, true, 8, 1100);
   c.config.window = 600;  // the decode path then starts mid-chunk
   attn::Engine engine = make(c.config, c.weights);
   const std::vector<double> want = test::run_reference(c);
@@ -124,8 +131,10 @@ TEST_CASE("a sliding window equals a full forward with the window mask", "[sessi
   CHECK(test::max_error(run_incremental(s.value(), x2, 900, 32), want) <= 1.0);
 }
 
-TEST_CASE("session errors: full cache, shapes, foreign and repeated sessions, non-causal", "[session][errors]") {
-  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 8, 8, 2, 1, 4, true, true, 1, 4);
+TEST_CASE("session errors: full cache, shapes, foreign and repeated sessions, non-causal",
+          "[session][errors]") {
+  test::EngineCase c =
+      test::make_case(Variant::kMultiHeadAttention, 8, 8, 2, 1, 4, true, true, 1, 4);
   attn::Engine engine = make(c.config, c.weights);
   auto s = engine.new_session();
   REQUIRE(s.ok());

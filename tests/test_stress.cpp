@@ -24,7 +24,8 @@ constexpr std::int64_t kContext = 64;
 
 TEST_CASE("8 threads x 50 mixed-shape calls on one engine, engines created and destroyed alongside",
           "[stress][threads]") {
-  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 4, 1, kContext, true, true, 21, kContext);
+  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 4, 1, kContext, true,
+                                       true, 21, kContext);
   attn::RunOptions shared_options;
   shared_options.backend = test::threaded_backend();
   shared_options.threads = 2;
@@ -44,11 +45,14 @@ TEST_CASE("8 threads x 50 mixed-shape calls on one engine, engines created and d
       for (int i = 0; i < kCallsPerThread; ++i) {
         const std::int64_t batch = 1 + gen() % 4, seq = 1 + gen() % kContext;
         const Tensor x(Shape{batch, seq, 32}, test::random_floats(batch * seq * 32, gen()));
-        const auto impl = gen() % 4 == 0 ? attn::AttentionImpl::kUnfused : attn::AttentionImpl::kFused;
+        const auto impl =
+            gen() % 4 == 0 ? attn::AttentionImpl::kUnfused : attn::AttentionImpl::kFused;
         const auto got = test::try_run_engine(shared.value(), x, impl);
         const auto want = test::try_run_engine(serial.value(), x, impl);
-        if (!got.ok() || !want.ok()) ++failures;
-        else if (got.value() != want.value()) ++mismatches;
+        if (!got.ok() || !want.ok())
+          ++failures;
+        else if (got.value() != want.value())
+          ++mismatches;
         ++calls;
       }
     });
@@ -65,9 +69,12 @@ TEST_CASE("8 threads x 50 mixed-shape calls on one engine, engines created and d
         break;
       }
       const Tensor x(Shape{1, 5, 32}, test::random_floats(5 * 32, n));
-      const auto got = test::try_run_engine(e.value(), x), want = test::try_run_engine(serial.value(), x);
-      if (!got.ok() || !want.ok()) ++failures;
-      else if (got.value() != want.value()) ++mismatches;
+      const auto got = test::try_run_engine(e.value(), x),
+                 want = test::try_run_engine(serial.value(), x);
+      if (!got.ok() || !want.ok())
+        ++failures;
+      else if (got.value() != want.value())
+        ++mismatches;
       ++n;
     }
   });
@@ -80,7 +87,8 @@ TEST_CASE("8 threads x 50 mixed-shape calls on one engine, engines created and d
 }
 
 TEST_CASE("sessions of one engine step concurrently on 8 threads", "[stress][threads][session]") {
-  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 4, 1, kContext, true, true, 22, kContext);
+  test::EngineCase c = test::make_case(Variant::kMultiHeadAttention, 32, 32, 4, 1, kContext, true,
+                                       true, 22, kContext);
   c.options.backend = test::threaded_backend();
   c.options.threads = 2;
   auto engine = attn::Engine::create(c.config, c.weights);
@@ -101,7 +109,8 @@ TEST_CASE("sessions of one engine step concurrently on 8 threads", "[stress][thr
       }
       Tensor y(Shape{1, 32});
       for (std::int64_t i = 0; i < len; ++i) {
-        const Tensor xi(Shape{1, 32}, std::vector<float>(x.data() + i * 32, x.data() + (i + 1) * 32));
+        const Tensor xi(Shape{1, 32},
+                        std::vector<float>(x.data() + i * 32, x.data() + (i + 1) * 32));
         if (!s->step(xi.view(), y.view()).ok()) ++bad;
       }
       const std::vector<float> last(full->end() - 32, full->end());

@@ -50,7 +50,8 @@ void write_rows(std::ostream& out, const std::string& format, const std::vector<
     nlohmann::ordered_json array = nlohmann::ordered_json::array();
     for (const Row& r : rows) {
       nlohmann::ordered_json o;
-      for (const auto& field : r.fields()) std::visit([&](const auto& x) { o[field.first] = x; }, field.second);
+      for (const auto& field : r.fields())
+        std::visit([&](const auto& x) { o[field.first] = x; }, field.second);
       array.push_back(o);
     }
     out << array.dump(2) << "\n";
@@ -63,7 +64,8 @@ void write_rows(std::ostream& out, const std::string& format, const std::vector<
     for (std::size_t i = 0; i < names.size(); ++i) out << (i ? "," : "") << names[i];
     out << "\n";
     for (const Row& r : rows) {
-      for (std::size_t i = 0; i < r.fields().size(); ++i) out << (i ? "," : "") << text(r.fields()[i].second);
+      for (std::size_t i = 0; i < r.fields().size(); ++i)
+        out << (i ? "," : "") << text(r.fields()[i].second);
       out << "\n";
     }
     return;
@@ -73,7 +75,8 @@ void write_rows(std::ostream& out, const std::string& format, const std::vector<
   for (const Row& r : rows)
     for (std::size_t i = 0; i < r.fields().size() && i < width.size(); ++i)
       width[i] = std::max(width[i], text(r.fields()[i].second).size());
-  for (std::size_t i = 0; i < names.size(); ++i) out << (i ? "  " : "") << std::setw(static_cast<int>(width[i])) << names[i];
+  for (std::size_t i = 0; i < names.size(); ++i)
+    out << (i ? "  " : "") << std::setw(static_cast<int>(width[i])) << names[i];
   out << "\n";
   for (const Row& r : rows) {
     for (std::size_t i = 0; i < r.fields().size() && i < width.size(); ++i) {
@@ -85,8 +88,8 @@ void write_rows(std::ostream& out, const std::string& format, const std::vector<
 
 void progress(std::size_t i, std::size_t n, const std::string& label) {
   static const bool tty = isatty(STDERR_FILENO) != 0;
-  std::cerr << (tty ? "\r\033[K" : "") << "row " << i << " of " << n << ": " << label << (tty ? "" : "\n")
-            << std::flush;
+  std::cerr << (tty ? "\r\033[K" : "") << "row " << i << " of " << n << ": " << label
+            << (tty ? "" : "\n") << std::flush;
   if (tty && i == n) std::cerr << "\n";
 }
 

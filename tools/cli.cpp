@@ -23,9 +23,10 @@ std::string version_text() {
   const RuntimeInfo info = runtime_info();
   std::string isas;
   for (const auto& i : info.isas) isas += (isas.empty() ? "" : ", ") + i;
-  return "attn " + info.version + " (commit " + (info.git_commit.empty() ? "unknown" : info.git_commit) +
-         ")\ncpu: " + info.cpu_model + ", " + std::to_string(info.cpus) + " CPUs usable\n" +
-         "instruction sets: " + isas + "; kernels in use: " + info.default_isa + " (ATTN_ISA overrides)";
+  return "attn " + info.version + " (commit " +
+         (info.git_commit.empty() ? "unknown" : info.git_commit) + ")\ncpu: " + info.cpu_model +
+         ", " + std::to_string(info.cpus) + " CPUs usable\n" + "instruction sets: " + isas +
+         "; kernels in use: " + info.default_isa + " (ATTN_ISA overrides)";
 }
 
 int run_parsed(int argc, const char* const* argv) {
@@ -45,9 +46,10 @@ int run_parsed(int argc, const char* const* argv) {
       if (c.app->parsed()) where += " " + c.app->get_name();
       names += (names.empty() ? "" : ", ") + c.app->get_name();
     }
-    if (where == "attn" && argc > 1 && argv[1][0] != '-') {  // CLI11 says "A subcommand is required"
-      std::fprintf(stderr, "attn: unknown subcommand '%s' (subcommands: %s; usage: attn --help)\n", argv[1],
-                   names.c_str());
+    if (where == "attn" && argc > 1 &&
+        argv[1][0] != '-') {  // CLI11 says "A subcommand is required"
+      std::fprintf(stderr, "attn: unknown subcommand '%s' (subcommands: %s; usage: attn --help)\n",
+                   argv[1], names.c_str());
       return kExitUsage;
     }
     std::fprintf(stderr, "%s: %s (usage: %s --help)\n", where.c_str(), e.what(), where.c_str());

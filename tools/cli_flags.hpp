@@ -20,7 +20,8 @@ inline CLI::Validator in_range(std::int64_t lo, std::int64_t hi) {
         std::int64_t v = 0;
         if (!CLI::detail::lexical_cast(text, v)) return "'" + text + "' is not an integer";
         if (v < lo || v > hi) {
-          return text + " is out of range (" + std::to_string(lo) + " to " + std::to_string(hi) + ")";
+          return text + " is out of range (" + std::to_string(lo) + " to " + std::to_string(hi) +
+                 ")";
         }
         return {};
       },
@@ -34,8 +35,8 @@ inline CLI::Validator finite_in_range(double lo, double hi) {
         double v = 0;
         if (!CLI::detail::lexical_cast(text, v)) return "'" + text + "' is not a number";
         if (!(v >= lo && v <= hi)) {
-          return text + " is out of range (a finite number from " + CLI::detail::to_string(lo) + " to " +
-                 CLI::detail::to_string(hi) + ")";
+          return text + " is out of range (a finite number from " + CLI::detail::to_string(lo) +
+                 " to " + CLI::detail::to_string(hi) + ")";
         }
         return {};
       },
@@ -57,12 +58,13 @@ struct RunFlags {
   /// Declares the flags on `sub`; with `sweep`, --threads and --backend take comma-separated
   /// lists (attn bench), else one value each (the last one given wins).
   void add_to(CLI::App* sub, bool sweep) {
-    CLI::Option* t = sub->add_option("--threads", threads,
-                                     std::string("Worker threads") + (sweep ? " (comma-separated)" : "") +
-                                         "; 0 = the CPUs this process may use; more than that "
-                                         "is clamped to it")
-                         ->check(in_range(0, kMaxThreadsFlag))
-                         ->capture_default_str();
+    CLI::Option* t =
+        sub->add_option("--threads", threads,
+                        std::string("Worker threads") + (sweep ? " (comma-separated)" : "") +
+                            "; 0 = the CPUs this process may use; more than that "
+                            "is clamped to it")
+            ->check(in_range(0, kMaxThreadsFlag))
+            ->capture_default_str();
     CLI::Option* b = sub->add_option("--backend", backends,
                                      std::string("Threading: tbb, openmp or serial") +
                                          (sweep ? " (comma-separated)" : ""))

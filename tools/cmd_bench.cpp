@@ -40,7 +40,9 @@ struct BenchOptions {
   std::string format = "table";
 };
 
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
 
 int fail(const Status& s) {
   std::cerr << "attn bench: " << s.to_string() << "\n";
@@ -64,8 +66,8 @@ class PeakProbe {
   std::string summary() const {
     const auto [lo, hi] = std::minmax_element(probes_.begin(), probes_.end());
     char buf[128];
-    std::snprintf(buf, sizeof buf, "%zu probes of %.2g s: %.1f to %.1f GFLOP/s, best kept", probes_.size(),
-                  kProbeSeconds, *lo, *hi);
+    std::snprintf(buf, sizeof buf, "%zu probes of %.2g s: %.1f to %.1f GFLOP/s, best kept",
+                  probes_.size(), kProbeSeconds, *lo, *hi);
     return buf;
   }
 
@@ -83,11 +85,14 @@ Result<Engine> make_engine(const BenchOptions& o, std::int64_t context_length, s
   return bench::make_engine(bench::layer_config(o.layer, context_length), run);
 }
 
-Row describe(const Engine& e, const std::string& impl, const std::string& backend, const RuntimeInfo& info) {
+Row describe(const Engine& e, const std::string& impl, const std::string& backend,
+             const RuntimeInfo& info) {
   Row r;
   r.set("impl", impl).set("backend", backend).set("isa", std::string(e.isa()));
   // The count that runs: requests above the CPUs available are clamped by the engine.
-  r.set("threads", std::int64_t{e.threads()}).set("d_model", e.config().d_out).set("num_heads", e.config().num_heads);
+  r.set("threads", std::int64_t{e.threads()})
+      .set("d_model", e.config().d_out)
+      .set("num_heads", e.config().num_heads);
   r.set("causal", e.config().causal());
   r.set("commit", info.git_commit).set("cpu_model", info.cpu_model);
   return r;
@@ -111,7 +116,8 @@ Row finish(Row r, const std::string& format) {
 int bench_forward(const BenchOptions& o, const RuntimeInfo& info, PeakProbe& peak) {
   std::int64_t max_seq = 1;
   for (auto s : o.seq_len) max_seq = std::max(max_seq, s);
-  const std::size_t n = o.run.threads.size() * o.run.backends.size() * o.impl.size() * o.batch.size() * o.seq_len.size();
+  const std::size_t n = o.run.threads.size() * o.run.backends.size() * o.impl.size() *
+                        o.batch.size() * o.seq_len.size();
   struct Measured {
     Row row;
     double gflops;
@@ -124,11 +130,13 @@ int bench_forward(const BenchOptions& o, const RuntimeInfo& info, PeakProbe& pea
       Result<Engine> engine = make_engine(o, max_seq, threads, backend);
       if (!engine.ok()) return fail(engine.status());
       for (const auto& impl_name : o.impl) {
-        const AttentionImpl impl = impl_name == "unfused" ? AttentionImpl::kUnfused : AttentionImpl::kFused;
+        const AttentionImpl impl =
+            impl_name == "unfused" ? AttentionImpl::kUnfused : AttentionImpl::kFused;
         for (auto batch : o.batch) {
           for (auto seq : o.seq_len) {
-            progress(++i, n, impl_name + " " + backend + " threads " + std::to_string(engine->threads()) +
-                                 " batch " + std::to_string(batch) + " seq_len " + std::to_string(seq));
+            progress(++i, n,
+                     impl_name + " " + backend + " threads " + std::to_string(engine->threads()) +
+                         " batch " + std::to_string(batch) + " seq_len " + std::to_string(seq));
             Result<Tensor> x = bench::random_tensor(Shape{batch, seq, o.layer.d_model}, 7);
             if (!x.ok()) return fail(x.status());
             Result<Tensor> y = Tensor::zeros(Shape{batch, seq, o.layer.d_model});
@@ -141,9 +149,13 @@ int bench_forward(const BenchOptions& o, const RuntimeInfo& info, PeakProbe& pea
             }
             peak.probe();
             const Timing t = Timing::of(ms);
-            const double gflops = bench::forward_gflops(engine.value(), batch, seq, t.median_ms * 1e-3);
+            const double gflops =
+                bench::forward_gflops(engine.value(), batch, seq, t.median_ms * 1e-3);
             Row row = describe(engine.value(), impl_name, backend, info);
-            row.set("batch", batch).set("seq_len", seq).set("median_ms", t.median_ms).set("min_ms", t.min_ms);
+            row.set("batch", batch)
+                .set("seq_len", seq)
+                .set("median_ms", t.median_ms)
+                .set("min_ms", t.min_ms);
             row.set("max_ms", t.max_ms).set("gflops", gflops);
             row.set("tokens_per_s", static_cast<double>(batch * seq) / (t.median_ms * 1e-3));
             measured.push_back({row, gflops, engine->threads()});
@@ -156,7 +168,8 @@ int bench_forward(const BenchOptions& o, const RuntimeInfo& info, PeakProbe& pea
   std::cerr << "attn bench: single-core FMA peak: " << peak.summary() << "\n";
   std::vector<Row> rows;
   for (Measured& m : measured) {
-    m.row.set("peak_gflops", peak.best()).set("peak_fraction", m.gflops / (peak.best() * m.threads));
+    m.row.set("peak_gflops", peak.best())
+        .set("peak_fraction", m.gflops / (peak.best() * m.threads));
     rows.push_back(finish(m.row, o.format));
   }
   write_rows(std::cout, o.format, rows);
@@ -193,14 +206,18 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
   for (auto threads : o.run.threads) {
     for (const auto& backend : o.run.backends) {
       for (auto kv_len : o.kv_len) {
-        const std::int64_t cache_bytes = 2 * kv_len * o.layer.d_model * static_cast<std::int64_t>(sizeof(float));
-        const std::int64_t sessions = std::min(kMaxColdSessions, llc_bytes() / std::max<std::int64_t>(cache_bytes, 1) + 2);
+        const std::int64_t cache_bytes =
+            2 * kv_len * o.layer.d_model * static_cast<std::int64_t>(sizeof(float));
+        const std::int64_t sessions =
+            std::min(kMaxColdSessions, llc_bytes() / std::max<std::int64_t>(cache_bytes, 1) + 2);
         const int cold_steps = static_cast<int>(std::max<std::int64_t>(o.reps, sessions));
         const std::int64_t capacity = kv_len + 1 + o.warmup + o.reps + cold_steps;
         Result<Engine> engine = make_engine(o, capacity, threads, backend);
         if (!engine.ok()) return fail(engine.status());
-        progress(++i, n, "decode " + backend + " threads " + std::to_string(engine->threads()) + " kv_len " +
-                             std::to_string(kv_len) + " (" + std::to_string(sessions) + " sessions)");
+        progress(++i, n,
+                 "decode " + backend + " threads " + std::to_string(engine->threads()) +
+                     " kv_len " + std::to_string(kv_len) + " (" + std::to_string(sessions) +
+                     " sessions)");
         Result<Tensor> prompt = bench::random_tensor(Shape{kv_len, o.layer.d_model}, 3);
         if (!prompt.ok()) return fail(prompt.status());
         Result<Tensor> prompt_out = Tensor::zeros(Shape{kv_len, o.layer.d_model});
@@ -209,7 +226,8 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
         for (std::int64_t s = 0; s < sessions; ++s) {
           Result<Session> session = engine->new_session();
           if (!session.ok()) return fail(session.status());
-          if (Status st = session->prefill(prompt->view(), prompt_out->view()); !st.ok()) return fail(st);
+          if (Status st = session->prefill(prompt->view(), prompt_out->view()); !st.ok())
+            return fail(st);
           pool.push_back(std::move(session.value()));
         }
         Result<Tensor> x = bench::random_tensor(Shape{1, o.layer.d_model}, 5);
@@ -219,7 +237,9 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
         for (int r = 0; r < cold_steps; ++r) {
           StepStats stats;
           const auto t0 = Clock::now();
-          if (Status s = pool[static_cast<std::size_t>(r % sessions)].step(x->view(), y->view(), &stats); !s.ok())
+          if (Status s =
+                  pool[static_cast<std::size_t>(r % sessions)].step(x->view(), y->view(), &stats);
+              !s.ok())
             return fail(s);
           cold_ms.push_back(ms_since(t0));
           cold_gbs.push_back(stats.cache_bytes_read / static_cast<double>(stats.attention_ns));
@@ -238,9 +258,14 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
         const double warm_median = Timing::of(warm_gbs).median_ms;  // median of the GB/s values
         const double cold_median = Timing::of(cold_gbs).median_ms;
         Row row = describe(engine.value(), "decode", backend, info);
-        row.set("kv_len", kv_len).set("median_ms", t.median_ms).set("min_ms", t.min_ms).set("max_ms", t.max_ms);
+        row.set("kv_len", kv_len)
+            .set("median_ms", t.median_ms)
+            .set("min_ms", t.min_ms)
+            .set("max_ms", t.max_ms);
         row.set("tokens_per_s", 1e3 / t.median_ms).set("cold_median_ms", cold.median_ms);
-        row.set("cold_sessions", sessions).set("cache_gb_s_warm", warm_median).set("cache_gb_s_cold", cold_median);
+        row.set("cold_sessions", sessions)
+            .set("cache_gb_s_warm", warm_median)
+            .set("cache_gb_s_cold", cold_median);
         measured.push_back({row, cold_median, engine->threads()});
       }
     }
@@ -271,15 +296,19 @@ int bench_distributed(const BenchOptions& o, const RuntimeInfo& info) {
     for (const auto& backend : o.run.backends) {
       dist::Options options;
       if (Status s = o.run.apply(options.run, threads, backend); !s.ok()) return fail(s);
-      const LayerConfig c = bench::layer_config(o.layer, max_len + (o.decode ? o.warmup + o.reps : 0));
+      const LayerConfig c =
+          bench::layer_config(o.layer, max_len + (o.decode ? o.warmup + o.reps : 0));
       Result<Weights> w = init_weights_like_torch(c, 123);
       if (!w.ok()) return fail(w.status());
       Result<dist::DistributedEngine> engine =
           dist::DistributedEngine::create(dist::Communicator::world(), c, w.value(), options);
       if (!engine.ok()) return fail(engine.status());
       Row base;
-      base.set("impl", o.decode ? "decode" : "fused").set("backend", backend).set("isa", std::string(engine->local_engine().isa()));
-      base.set("ranks", std::int64_t{mpi->size()}).set("threads", std::int64_t{engine->local_engine().threads()});
+      base.set("impl", o.decode ? "decode" : "fused")
+          .set("backend", backend)
+          .set("isa", std::string(engine->local_engine().isa()));
+      base.set("ranks", std::int64_t{mpi->size()})
+          .set("threads", std::int64_t{engine->local_engine().threads()});
       base.set("d_model", c.d_out).set("num_heads", c.num_heads).set("causal", c.causal());
       auto time_calls = [&](auto&& call) -> Result<std::pair<Timing, Timing>> {
         std::vector<double> ms, exchange_ms;
@@ -304,10 +333,13 @@ int bench_distributed(const BenchOptions& o, const RuntimeInfo& info) {
             Row row = base;
             row.set("batch", batch).set("seq_len", seq).set("median_ms", t->first.median_ms);
             row.set("min_ms", t->first.min_ms).set("max_ms", t->first.max_ms);
-            row.set("gflops", bench::forward_gflops(engine->local_engine(), batch, seq, seconds) * mpi->size());
+            row.set("gflops", bench::forward_gflops(engine->local_engine(), batch, seq, seconds) *
+                                  mpi->size());
             row.set("tokens_per_s", static_cast<double>(batch * seq) / seconds);
-            row.set("exchange_ms", t->second.median_ms).set("exchange_fraction", t->second.median_ms / t->first.median_ms);
-            rows.push_back(finish(row.set("commit", info.git_commit).set("cpu_model", info.cpu_model), o.format));
+            row.set("exchange_ms", t->second.median_ms)
+                .set("exchange_fraction", t->second.median_ms / t->first.median_ms);
+            rows.push_back(finish(
+                row.set("commit", info.git_commit).set("cpu_model", info.cpu_model), o.format));
           }
         }
         continue;
@@ -322,14 +354,19 @@ int bench_distributed(const BenchOptions& o, const RuntimeInfo& info) {
         }
         Result<dist::DistributedSession> session = engine->new_session();
         if (!session.ok()) return fail(session.status());
-        if (Status s = session->prefill(prompt->view(), prompt_out->view()); !s.ok()) return fail(s);
+        if (Status s = session->prefill(prompt->view(), prompt_out->view()); !s.ok())
+          return fail(s);
         auto t = time_calls([&](int) { return session->step(x->view(), y->view()); });
         if (!t.ok()) return fail(t.status());
         Row row = base;
-        row.set("kv_len", kv_len).set("median_ms", t->first.median_ms).set("min_ms", t->first.min_ms);
+        row.set("kv_len", kv_len)
+            .set("median_ms", t->first.median_ms)
+            .set("min_ms", t->first.min_ms);
         row.set("max_ms", t->first.max_ms).set("tokens_per_s", 1e3 / t->first.median_ms);
-        row.set("exchange_ms", t->second.median_ms).set("exchange_fraction", t->second.median_ms / t->first.median_ms);
-        rows.push_back(finish(row.set("commit", info.git_commit).set("cpu_model", info.cpu_model), o.format));
+        row.set("exchange_ms", t->second.median_ms)
+            .set("exchange_fraction", t->second.median_ms / t->first.median_ms);
+        rows.push_back(
+            finish(row.set("commit", info.git_commit).set("cpu_model", info.cpu_model), o.format));
       }
     }
   }
@@ -347,7 +384,8 @@ int run_bench(BenchOptions o) {
   }
   const RuntimeInfo info = runtime_info();
   std::cerr << "attn bench: " << info.cpu_model << ", " << info.cpus << " CPUs, kernels "
-            << (o.run.isa == "auto" ? info.default_isa : o.run.isa) << ", commit " << info.git_commit << "\n";
+            << (o.run.isa == "auto" ? info.default_isa : o.run.isa) << ", commit "
+            << info.git_commit << "\n";
   if (o.distributed) {
 #if ATTN_HAVE_MPI
     return bench_distributed(o, info);
@@ -365,8 +403,10 @@ int run_bench(BenchOptions o) {
 
 Command add_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
-  CLI::App* sub = app.add_subcommand("bench", "Measure forward() or decode-step throughput over a sweep of sizes");
-  sub->add_option("--preset", o->preset, "gpt2-small: batch 8, seq_len 1024, d_model 768, 12 heads, causal")
+  CLI::App* sub = app.add_subcommand(
+      "bench", "Measure forward() or decode-step throughput over a sweep of sizes");
+  sub->add_option("--preset", o->preset,
+                  "gpt2-small: batch 8, seq_len 1024, d_model 768, 12 heads, causal")
       ->check(CLI::IsMember({"gpt2-small"}));
   const CLI::Validator size = in_range(1, kMaxSizeFlag);
   sub->add_option("--batch", o->batch, "batch (comma-separated list)")->delimiter(',')->check(size);
@@ -374,18 +414,25 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--d-model", o->layer.d_model, "d_in = d_out")->check(size);
   sub->add_option("--num-heads,--heads", o->layer.num_heads, "num_heads")->check(size);
   o->run.add_to(sub, /*sweep=*/true);
-  sub->add_option("--impl", o->impl, "Attention paths: fused (flash), unfused (scores materialised)")
-      ->delimiter(',')->check(CLI::IsMember({"fused", "unfused"}));
+  sub->add_option("--impl", o->impl,
+                  "Attention paths: fused (flash), unfused (scores materialised)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"fused", "unfused"}));
   sub->add_flag("--causal,!--no-causal", o->layer.causal, "Causal mask (default) or none");
-  sub->add_option("--warmup", o->warmup, "Untimed runs before measuring")->check(in_range(0, 1000000));
-  sub->add_option("--reps", o->reps, "Timed runs per row (decode: steps)")->check(in_range(1, 1000000));
-  sub->add_option("--format", o->format, "table, csv or json")->check(CLI::IsMember({"table", "csv", "json"}));
-  sub->add_flag("--decode", o->decode, "Measure one decode step against a KV cache instead of forward()");
+  sub->add_option("--warmup", o->warmup, "Untimed runs before measuring")
+      ->check(in_range(0, 1000000));
+  sub->add_option("--reps", o->reps, "Timed runs per row (decode: steps)")
+      ->check(in_range(1, 1000000));
+  sub->add_option("--format", o->format, "table, csv or json")
+      ->check(CLI::IsMember({"table", "csv", "json"}));
+  sub->add_flag("--decode", o->decode,
+                "Measure one decode step against a KV cache instead of forward()");
   sub->add_flag("--distributed", o->distributed,
                 "Split the heads over the ranks of `mpirun -np P attn bench --distributed ...` "
                 "(--threads per rank; rank 0 writes the rows, with the exchange's share)");
   sub->add_option("--kv-len,--context", o->kv_len, "Decode: kv_len, the cached positions (list)")
-      ->delimiter(',')->check(size);
+      ->delimiter(',')
+      ->check(size);
   return {sub, [o] { return run_bench(*o); }};
 }
 

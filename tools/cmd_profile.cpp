@@ -28,7 +28,8 @@ int fail(const Status& s) {
 }
 
 int run_profile(const ProfileOptions& o) {
-  const bench::Workload w = *bench::preset(o.preset);  // the flag's validator admits only known presets
+  const bench::Workload w =
+      *bench::preset(o.preset);  // the flag's validator admits only known presets
   LayerConfig c = bench::layer_config(w, w.seq_len);
   RunOptions run;
   if (Status s = o.run.apply(run); !s.ok()) return fail(s);
@@ -41,9 +42,10 @@ int run_profile(const ProfileOptions& o) {
   const AttentionImpl impl = o.impl == "unfused" ? AttentionImpl::kUnfused : AttentionImpl::kFused;
   // The first call sizes the engine's workspace; the loop below then allocates nothing.
   if (Status s = engine->forward(x->view(), y->view(), impl); !s.ok()) return fail(s);
-  std::cerr << "attn profile: " << o.preset << " forward, batch " << w.batch << " x " << w.seq_len << " tokens, d_model "
-            << w.d_model << ", " << w.num_heads << " heads, kernels " << engine->isa() << ", " << engine->threads()
-            << " threads, for " << o.seconds << " s\n";
+  std::cerr << "attn profile: " << o.preset << " forward, batch " << w.batch << " x " << w.seq_len
+            << " tokens, d_model " << w.d_model << ", " << w.num_heads << " heads, kernels "
+            << engine->isa() << ", " << engine->threads() << " threads, for " << o.seconds
+            << " s\n";
 
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
@@ -54,8 +56,8 @@ int run_profile(const ProfileOptions& o) {
     ++calls;
   }
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::cerr << "attn profile: " << calls << " calls in " << s << " s (" << s / static_cast<double>(calls) * 1e3
-            << " ms per call)\n";
+  std::cerr << "attn profile: " << calls << " calls in " << s << " s ("
+            << s / static_cast<double>(calls) * 1e3 << " ms per call)\n";
   return 0;
 }
 
@@ -64,13 +66,16 @@ int run_profile(const ProfileOptions& o) {
 Command add_profile(CLI::App& app) {
   auto o = std::make_shared<ProfileOptions>();
   CLI::App* sub = app.add_subcommand(
-      "profile", "Run forward() in a steady loop for a profiler: perf record -g -- attn profile ...");
-  sub->add_option("--preset", o->preset, "Workload: gpt2-small (batch 8 x 1024 tokens, d_model 768, 12 heads)")
+      "profile",
+      "Run forward() in a steady loop for a profiler: perf record -g -- attn profile ...");
+  sub->add_option("--preset", o->preset,
+                  "Workload: gpt2-small (batch 8 x 1024 tokens, d_model 768, 12 heads)")
       ->check(CLI::IsMember({"gpt2-small"}))
       ->capture_default_str();
   sub->add_option("--seconds", o->seconds, "How long to loop")->check(finite_in_range(1e-3, 1e6));
   o->run.add_to(sub, /*sweep=*/false);
-  sub->add_option("--impl", o->impl, "fused or unfused")->check(CLI::IsMember({"fused", "unfused"}));
+  sub->add_option("--impl", o->impl, "fused or unfused")
+      ->check(CLI::IsMember({"fused", "unfused"}));
   return {sub, [o] { return run_profile(*o); }};
 }
 

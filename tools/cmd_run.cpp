@@ -69,7 +69,8 @@ int check_expected(const RunArgs& args, const Tensor& got) {
     const double g = got.data()[i], w = want->data()[i];
     const double diff = std::abs(g - w), tol = args.atol + args.rtol * std::abs(w);
     const bool outside = !(std::isfinite(diff) && diff <= tol);  // NaN or Inf on either side
-    const double ratio = outside ? (tol > 0 && std::isfinite(diff) ? diff / tol : INFINITY) : (tol > 0 ? diff / tol : 0);
+    const double ratio = outside ? (tol > 0 && std::isfinite(diff) ? diff / tol : INFINITY)
+                                 : (tol > 0 ? diff / tol : 0);
     if (outside) ++bad;
     if (std::isnan(diff) || diff > max_abs) max_abs = diff;
     if (ratio > worst) worst = ratio, worst_i = i;
@@ -118,7 +119,8 @@ Status decode(const EngineT& engine, const Tensor& x, Tensor& y) {
 }
 
 std::int64_t count_non_finite(const Tensor& t) {
-  return std::count_if(t.values().begin(), t.values().end(), [](float v) { return !std::isfinite(v); });
+  return std::count_if(t.values().begin(), t.values().end(),
+                       [](float v) { return !std::isfinite(v); });
 }
 
 int finish(const RunArgs& args, const Tensor& x, const Tensor& y);
@@ -151,7 +153,8 @@ int run(const RunArgs& args) {
   RunOptions run;
   if (Status s = args.run.apply(run); !s.ok()) return fail(s);
   // The output's size comes from the input and the file: allocated through a checked path.
-  Result<Tensor> out = Tensor::zeros(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out} : Shape{xs[0], config.d_out});
+  Result<Tensor> out = Tensor::zeros(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out}
+                                                    : Shape{xs[0], config.d_out});
   if (!out.ok()) return fail(out.status());
   Tensor& y = out.value();
 
@@ -163,20 +166,23 @@ int run(const RunArgs& args) {
     dist::Options dist_options;
     dist_options.run = run;
     dist_options.output_on_all_ranks = false;
-    Result<dist::DistributedEngine> engine =
-        dist::DistributedEngine::create(dist::Communicator::world(), config, layer->weights, dist_options);
+    Result<dist::DistributedEngine> engine = dist::DistributedEngine::create(
+        dist::Communicator::world(), config, layer->weights, dist_options);
     if (!engine.ok()) return fail(engine.status());
     if (args.verbose && mpi->rank() == 0) {
       std::cerr << "attn run: " << describe(config) << "\nattn run: " << mpi->size() << " ranks x "
-                << engine->local_engine().threads() << " threads, kernels " << engine->local_engine().isa() << "\n";
+                << engine->local_engine().threads() << " threads, kernels "
+                << engine->local_engine().isa() << "\n";
     }
-    const Status status = args.decode ? decode<dist::DistributedEngine, dist::DistributedSession>(engine.value(), x.value(), y)
+    const Status status = args.decode ? decode<dist::DistributedEngine, dist::DistributedSession>(
+                                            engine.value(), x.value(), y)
                                       : engine->forward(x->view(), y.view());
     if (!status.ok()) return fail(status);
     if (mpi->rank() != 0) return 0;
     return finish(args, x.value(), y);
 #else
-    return fail("--distributed: this attn was built without MPI (install libopenmpi-dev and rebuild)");
+    return fail(
+        "--distributed: this attn was built without MPI (install libopenmpi-dev and rebuild)");
 #endif
   }
 
@@ -200,9 +206,10 @@ int run(const RunArgs& args) {
 // Warns about non-finite values, writes or prints y, and compares it with --expect.
 int finish(const RunArgs& args, const Tensor& x, const Tensor& y) {
   // NaN or Inf in, NaN out: computed as PyTorch would, but never silently.
-  if (const std::int64_t bad_in = count_non_finite(x), bad_out = count_non_finite(y); bad_in + bad_out > 0) {
-    std::cerr << "attn run: warning: " << bad_in << " non-finite (NaN or Inf) input values, " << bad_out
-              << " non-finite output values\n";
+  if (const std::int64_t bad_in = count_non_finite(x), bad_out = count_non_finite(y);
+      bad_in + bad_out > 0) {
+    std::cerr << "attn run: warning: " << bad_in << " non-finite (NaN or Inf) input values, "
+              << bad_out << " non-finite output values\n";
   }
 
   if (!args.output.empty()) {

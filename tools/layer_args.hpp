@@ -24,7 +24,8 @@ struct LayerArgs {
   CLI::Option* context_opt = nullptr;
   CLI::Option* causal_opt = nullptr;
 
-  /// Declares --layout, --prefix, --num-heads (alias --heads), --context-length, --causal/--no-causal on `sub`.
+  /// Declares --layout, --prefix, --num-heads (alias --heads), --context-length,
+  /// --causal/--no-causal on `sub`.
   void add_to(CLI::App* sub) {
     sub->add_option(
            "--layout", layout,
@@ -39,9 +40,9 @@ struct LayerArgs {
         ->capture_default_str();
     sub->add_option("--prefix", prefix,
                     "Read the layer whose tensor names start with this, e.g. h.3 (GPT-2 block 3)");
-    num_heads_opt =
-        sub->add_option("--num-heads,--heads", num_heads, "num_heads (else __metadata__['num_heads'])")
-            ->check(in_range(1, kMaxSizeFlag));
+    num_heads_opt = sub->add_option("--num-heads,--heads", num_heads,
+                                    "num_heads (else __metadata__['num_heads'])")
+                        ->check(in_range(1, kMaxSizeFlag));
     context_opt =
         sub->add_option("--context-length", context_length,
                         "Most tokens per sequence (else the mask buffer or __metadata__; attn run "

@@ -1,16 +1,16 @@
 // `attn walkthrough`: every step of chapter 3 with the numbers the book prints, computed by
 // the library: the float64 reference for the step-by-step parts, the fast engine for the
 // modules (SelfAttention_v1/v2, CausalAttention, the wrapper, MultiHeadAttention).
-#include "commands.hpp"
 #include "walkthrough.hpp"
+#include "commands.hpp"
 
 #include <cmath>
 #include <cstdio>
 #include <functional>
 #include <iostream>
-#include <memory>
 #include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -44,7 +44,9 @@ void print_vector(std::ostream& out, const std::string& label, const std::vector
   out << "]\n";
 }
 
-void print_scalar(std::ostream& out, const std::string& label, double v) { out << label << ": " << fmt(v) << "\n"; }
+void print_scalar(std::ostream& out, const std::string& label, double v) {
+  out << label << ": " << fmt(v) << "\n";
+}
 
 void print_rows(std::ostream& out, const std::string& indent, const double* v, std::int64_t rows,
                 std::int64_t cols) {
@@ -92,10 +94,12 @@ void report(std::ostream& out, const Status& s) {
 
 // Runs the fast engine; the walkthrough's configurations are valid, so an error here is a
 // failure of the library (or of the environment, e.g. ATTN_ISA naming a missing ISA).
-Tensor run_engine(const LayerConfig& config, const Weights& weights, const Tensor& x, std::ostream& out) {
+Tensor run_engine(const LayerConfig& config, const Weights& weights, const Tensor& x,
+                  std::ostream& out) {
   Result<Engine> engine = Engine::create(config, weights);
   Shape shape = x.shape();
-  Tensor y(x.shape().rank() == 3 ? Shape{shape[0], shape[1], config.d_out} : Shape{shape[0], config.d_out});
+  Tensor y(x.shape().rank() == 3 ? Shape{shape[0], shape[1], config.d_out}
+                                 : Shape{shape[0], config.d_out});
   if (!engine.ok()) {
     report(out, engine.status());
     return y;
@@ -119,7 +123,8 @@ void section_3_3(std::ostream& out) {
   print_matrix(out, "inputs (\"Your journey starts with one step\")", x);
   const std::vector<double> scores = reference::query_scores(x, 1);
   print_vector(out, "step 1: attention scores of query x(2)", scores);
-  print_scalar(out, "step 1b: dot(x(1), x(2)) as an explicit loop", reference::dot(x.row(0), x.row(1)));
+  print_scalar(out, "step 1b: dot(x(1), x(2)) as an explicit loop",
+               reference::dot(x.row(0), x.row(1)));
   const std::vector<double> by_sum = reference::normalize_by_sum(scores);
   print_vector(out, "step 2a: scores / sum", by_sum);
   double sum = 0;
@@ -144,11 +149,13 @@ void section_3_3(std::ostream& out) {
   print_vector(out, "row sums", row_sums);
   print_matrix(out, "context vectors = W X (reference)", reference::matmul(all_weights, x));
   LayerConfig c = LayerConfig::chapter(Variant::kSimplified, kDim, kDim, 1, kTokens);
-  print_tensor(out, "context vectors (fast engine, variant simplified)", run_engine(c, Weights{}, inputs(), out));
+  print_tensor(out, "context vectors (fast engine, variant simplified)",
+               run_engine(c, Weights{}, inputs(), out));
 }
 
 void section_3_4(std::ostream& out) {
-  heading(out, "3.4 Self-attention with trainable weights (torch.manual_seed(123), d_in 3, d_out 2)");
+  heading(out,
+          "3.4 Self-attention with trainable weights (torch.manual_seed(123), d_in 3, d_out 2)");
   const Matrix x = to_matrix(inputs());
   TorchGenerator gen(123);
   const Matrix wq = to_matrix(gen.rand(Shape{3, 2}));
@@ -162,7 +169,8 @@ void section_3_4(std::ostream& out) {
   print_vector(out, "query_2 = x(2) W_query", {queries.row(1).begin(), queries.row(1).end()});
   print_scalar(out, "score of query 2 with key 2", reference::dot(queries.row(1), keys.row(1)));
   std::vector<double> q2_scores;
-  for (std::int64_t j = 0; j < kTokens; ++j) q2_scores.push_back(reference::dot(queries.row(1), keys.row(j)));
+  for (std::int64_t j = 0; j < kTokens; ++j)
+    q2_scores.push_back(reference::dot(queries.row(1), keys.row(j)));
   print_vector(out, "scores of query 2 with all keys", q2_scores);
   std::vector<double> scaled = q2_scores;
   for (double& s : scaled) s /= std::sqrt(2.0);
@@ -185,10 +193,12 @@ void exercise_3_1(std::ostream& out) {
   auto transposed = [](const Tensor& t) {
     Tensor r(Shape{t.shape()[1], t.shape()[0]});
     for (std::int64_t i = 0; i < t.shape()[0]; ++i)
-      for (std::int64_t j = 0; j < t.shape()[1]; ++j) r.data()[j * t.shape()[0] + i] = t.data()[i * t.shape()[1] + j];
+      for (std::int64_t j = 0; j < t.shape()[1]; ++j)
+        r.data()[j * t.shape()[0] + i] = t.data()[i * t.shape()[1] + j];
     return r;
   };
-  Result<Weights> w1 = Weights::from_input_major(transposed(w2.w_query), transposed(w2.w_key), transposed(w2.w_value));
+  Result<Weights> w1 = Weights::from_input_major(transposed(w2.w_query), transposed(w2.w_key),
+                                                 transposed(w2.w_value));
   LayerConfig v1 = LayerConfig::chapter(Variant::kSelfAttentionV1, 3, 2, 1, kTokens);
   print_tensor(out, "SelfAttention_v2 (seed 123)", run_engine(v2, w2, inputs(), out));
   if (!w1.ok()) report(out, w1.status());
@@ -201,16 +211,21 @@ void section_3_5(std::ostream& out) {
   LayerConfig v2 = LayerConfig::chapter(Variant::kSelfAttentionV2, 3, 2, 1, kTokens);
   const Weights w = torch_weights(v2, 789, out);
   const Matrix x = to_matrix(inputs());
-  const Matrix q = reference::linear(x, to_matrix(w.w_query)), k = reference::linear(x, to_matrix(w.w_key));
+  const Matrix q = reference::linear(x, to_matrix(w.w_query)),
+               k = reference::linear(x, to_matrix(w.w_key));
   const Matrix scores = reference::matmul_transposed(q, k);
   const Matrix weights = reference::softmax_rows(reference::scale(scores, 1.0 / std::sqrt(2.0)));
   print_matrix(out, "attention weights before masking", weights);
-  Matrix masked_simple = weights;  // the chapter's weights * torch.tril(ones): zeros above the diagonal
+  Matrix masked_simple =
+      weights;  // the chapter's weights * torch.tril(ones): zeros above the diagonal
   for (std::int64_t i = 0; i < masked_simple.rows; ++i)
     for (std::int64_t j = i + 1; j < masked_simple.cols; ++j) masked_simple(i, j) = 0.0;
-  print_matrix(out, "way 1: weights times the lower-triangular mask (masked_simple, rows not yet summing to 1)",
-               masked_simple);
-  print_matrix(out, "way 1: zero above the diagonal, renormalise rows", reference::mask_after_softmax(weights));
+  print_matrix(
+      out,
+      "way 1: weights times the lower-triangular mask (masked_simple, rows not yet summing to 1)",
+      masked_simple);
+  print_matrix(out, "way 1: zero above the diagonal, renormalise rows",
+               reference::mask_after_softmax(weights));
   const Matrix masked = reference::mask_before_softmax(scores);
   print_matrix(out, "way 2: scores with -inf above the diagonal", masked);
   const Matrix causal = reference::softmax_rows(reference::scale(masked, 1.0 / std::sqrt(2.0)));
@@ -220,11 +235,13 @@ void section_3_5(std::ostream& out) {
   print_matrix(out, "Dropout(0.5) on a 6x6 matrix of ones (seed 123)",
                reference::dropout(Matrix(6, 6, std::vector<double>(36, 1.0)), 0.5, gen));
   TorchGenerator gen2(123);
-  print_matrix(out, "Dropout(0.5) on the causal weights (seed 123)", reference::dropout(causal, 0.5, gen2));
+  print_matrix(out, "Dropout(0.5) on the causal weights (seed 123)",
+               reference::dropout(causal, 0.5, gen2));
 
   LayerConfig ca = LayerConfig::chapter(Variant::kCausalAttention, 3, 2, 1, kTokens);
-  print_tensor(out, "CausalAttention(d_in 3, d_out 2, context_length 6, dropout 0, seed 123) on the batch",
-               run_engine(ca, torch_weights(ca, 123, out), batch_of_two(), out));
+  print_tensor(
+      out, "CausalAttention(d_in 3, d_out 2, context_length 6, dropout 0, seed 123) on the batch",
+      run_engine(ca, torch_weights(ca, 123, out), batch_of_two(), out));
   Tensor seven(Shape{7, 3});
   Result<Engine> e = Engine::create(ca, torch_weights(ca, 123, out));
   Tensor y(Shape{7, 2});
@@ -232,7 +249,8 @@ void section_3_5(std::ostream& out) {
     report(out, e.status());
     return;
   }
-  out << "7 tokens with context_length 6: " << e->forward(seven.view(), y.view()).to_string() << "\n";
+  out << "7 tokens with context_length 6: " << e->forward(seven.view(), y.view()).to_string()
+      << "\n";
 }
 
 void section_3_6(std::ostream& out) {
@@ -249,7 +267,8 @@ void section_3_6(std::ostream& out) {
                                  0.4066, 0.2318, 0.4545, 0.9737, 0.4606, 0.5159, 0.4220, 0.5786};
   for (int h = 0; h < 2; ++h) {
     const Matrix head(3, 4, std::vector<double>(a.begin() + h * 12, a.begin() + (h + 1) * 12));
-    print_matrix(out, "a aᵀ for head " + std::to_string(h) + " of a [1, 2, 3, 4]", reference::matmul_transposed(head, head));
+    print_matrix(out, "a aᵀ for head " + std::to_string(h) + " of a [1, 2, 3, 4]",
+                 reference::matmul_transposed(head, head));
   }
 }
 
@@ -264,7 +283,8 @@ void exercise_3_3(std::ostream& out) {
   heading(out, "Exercise 3.3: GPT-2 small's attention (d 768, 12 heads, context 1024)");
   LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 768, 768, 12, 1024);
   const Weights w = torch_weights(c, 123, out);
-  const std::int64_t params = w.w_query.numel() + w.w_key.numel() + w.w_value.numel() + w.w_out.numel() + w.b_out.numel();
+  const std::int64_t params =
+      w.w_query.numel() + w.w_key.numel() + w.w_value.numel() + w.w_out.numel() + w.b_out.numel();
   out << "parameters (qkv_bias=False, as in the chapter): " << params << "\n";
   out << "head_dim: " << c.resolved_head_dim() << "\n";
   Result<Engine> e = Engine::create(c, w);
@@ -272,15 +292,15 @@ void exercise_3_3(std::ostream& out) {
     report(out, e.status());
     return;
   }
-  out << "packed weights: " << e->weight_bytes() << " bytes; kernels: " << e->isa() << "; threads: " << e->threads()
-      << "\n";
+  out << "packed weights: " << e->weight_bytes() << " bytes; kernels: " << e->isa()
+      << "; threads: " << e->threads() << "\n";
 }
 
 }  // namespace
 
 int walkthrough(std::ostream& out, const std::string& section) {
   const std::vector<std::pair<std::string, std::function<void(std::ostream&)>>> sections = {
-      {"3.3", section_3_3}, {"3.4", section_3_4}, {"ex3.1", exercise_3_1}, {"3.5", section_3_5},
+      {"3.3", section_3_3}, {"3.4", section_3_4},    {"ex3.1", exercise_3_1}, {"3.5", section_3_5},
       {"3.6", section_3_6}, {"ex3.2", exercise_3_2}, {"ex3.3", exercise_3_3}};
   bool found = false;
   failed_steps = 0;
@@ -293,11 +313,13 @@ int walkthrough(std::ostream& out, const std::string& section) {
   if (!found) {
     std::string names;
     for (const auto& s : sections) names += " " + s.first;
-    std::fprintf(stderr, "attn walkthrough: unknown section '%s' (sections:%s)\n", section.c_str(), names.c_str());
+    std::fprintf(stderr, "attn walkthrough: unknown section '%s' (sections:%s)\n", section.c_str(),
+                 names.c_str());
     return 2;
   }
   if (failed_steps > 0) {
-    std::fprintf(stderr, "attn walkthrough: %d step(s) failed (see 'error:' above)\n", failed_steps);
+    std::fprintf(stderr, "attn walkthrough: %d step(s) failed (see 'error:' above)\n",
+                 failed_steps);
     return 1;
   }
   return 0;
@@ -305,8 +327,10 @@ int walkthrough(std::ostream& out, const std::string& section) {
 
 Command add_walkthrough(CLI::App& app) {
   auto section = std::make_shared<std::string>();
-  CLI::App* sub = app.add_subcommand("walkthrough", "Print chapter 3's steps and numbers, section by section");
-  sub->add_option("--section", *section, "Print one section: 3.3, 3.4, ex3.1, 3.5, 3.6, ex3.2, ex3.3");
+  CLI::App* sub =
+      app.add_subcommand("walkthrough", "Print chapter 3's steps and numbers, section by section");
+  sub->add_option("--section", *section,
+                  "Print one section: 3.3, 3.4, ex3.1, 3.5, 3.6, ex3.2, ex3.3");
   return {sub, [section] { return walkthrough(std::cout, *section); }};
 }
 

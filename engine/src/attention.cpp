@@ -33,7 +33,8 @@ HeadIo head_io(const EngineState& st, const SequenceCall& s, const AttentionIo& 
   r.ld_q = ld;
   r.out = io.out + static_cast<std::ptrdiff_t>(s.first_row) * io.ld_out + col;
   if (s.cache != nullptr) {
-    const auto head = static_cast<std::ptrdiff_t>(kv_head * static_cast<std::size_t>(st.config.context_length) * st.head_dim);
+    const auto head = static_cast<std::ptrdiff_t>(
+        kv_head * static_cast<std::size_t>(st.config.context_length) * st.head_dim);
     r.k = s.cache->k_cache.data() + head;
     r.v = s.cache->v_cache.data() + head;
     r.ld_kv = static_cast<std::ptrdiff_t>(st.head_dim);
@@ -48,8 +49,9 @@ HeadIo head_io(const EngineState& st, const SequenceCall& s, const AttentionIo& 
 
 // The sequence that task t belongs to (tasks numbered from sequences[i].first_task on).
 const SequenceCall& sequence_of(std::span<SequenceCall> sequences, std::size_t t) {
-  auto it = std::upper_bound(sequences.begin(), sequences.end(), t,
-                             [](std::size_t task, const SequenceCall& s) { return task < s.first_task; });
+  auto it =
+      std::upper_bound(sequences.begin(), sequences.end(), t,
+                       [](std::size_t task, const SequenceCall& s) { return task < s.first_task; });
   return *(it - 1);
 }
 
@@ -88,7 +90,8 @@ void run_flash_attention(const EngineState& st, Workspace& ws, std::span<Sequenc
       a.out = h.out;
       a.seq_len_q = s.new_tokens;
       a.seq_len_kv = s.kv_len;
-      const std::size_t n_blocks = kernels::flash_attention_block_count(st.isa, s.new_tokens, st.head_dim);
+      const std::size_t n_blocks =
+          kernels::flash_attention_block_count(st.isa, s.new_tokens, st.head_dim);
       const std::size_t first = local % pairs, last = n_blocks - 1 - first;
       kernels::flash_attention_blocks(st.isa, a, first, first + 1);
       if (last != first) kernels::flash_attention_blocks(st.isa, a, last, last + 1);
@@ -115,7 +118,8 @@ Status run_unfused_attention(const EngineState& st, Workspace& ws,
   const std::size_t scores = mul_or_max(max_q, ld_s);
   const std::size_t per_worker = scores > SIZE_MAX / 4 ? SIZE_MAX : scores + k_packed + v_packed;
   const std::size_t floats = mul_or_max(per_worker, static_cast<std::size_t>(st.workers));
-  if (Status e = grow(ws, ws.extra, floats, "the unfused path's scores", st.workspace_limit()); !e.ok()) {
+  if (Status e = grow(ws, ws.extra, floats, "the unfused path's scores", st.workspace_limit());
+      !e.ok()) {
     return e;
   }
   auto body = [&](std::size_t begin, std::size_t end, int worker) {
@@ -141,10 +145,10 @@ Status run_unfused_attention(const EngineState& st, Workspace& ws,
       g.c = scores_buf;
       g.ldc = static_cast<std::ptrdiff_t>(ld_s);
       kernels::gemm(isa, g);
-      kernels::masked_softmax_rows(isa, scores_buf, static_cast<std::ptrdiff_t>(ld_s), seq_len_q, kv_len,
-                                   st.scale, st.causal,
-                                   static_cast<std::ptrdiff_t>(kv_len) - static_cast<std::ptrdiff_t>(seq_len_q),
-                                   static_cast<std::size_t>(st.config.window));
+      kernels::masked_softmax_rows(
+          isa, scores_buf, static_cast<std::ptrdiff_t>(ld_s), seq_len_q, kv_len, st.scale,
+          st.causal, static_cast<std::ptrdiff_t>(kv_len) - static_cast<std::ptrdiff_t>(seq_len_q),
+          static_cast<std::size_t>(st.config.window));
       g.a = scores_buf;
       g.lda = static_cast<std::ptrdiff_t>(ld_s);
       g.packed_b = v_pack;
@@ -169,21 +173,26 @@ Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> 
   auto keys_of = [&](const SequenceCall& s) {
     return kernels::visible_keys(0, 1, s.kv_len, /*causal=*/true, window);
   };
-  auto chunks_of = [&](kernels::KeyRange keys) { return (keys.end - 1) / kChunk - keys.begin / kChunk + 1; };
+  auto chunks_of = [&](kernels::KeyRange keys) {
+    return (keys.end - 1) / kChunk - keys.begin / kChunk + 1;
+  };
   std::size_t max_chunks = 1;
   double bytes = 0;
   for (const SequenceCall& s : sequences) {
     const kernels::KeyRange keys = keys_of(s);
     max_chunks = std::max(max_chunks, chunks_of(keys));
     // Each kv head's keys and values once (a group's query heads share them in cache).
-    bytes += 2.0 * static_cast<double>(keys.size() * head_dim * sizeof(float)) * static_cast<double>(st.kv_heads);
+    bytes += 2.0 * static_cast<double>(keys.size() * head_dim * sizeof(float)) *
+             static_cast<double>(st.kv_heads);
   }
   const std::size_t slots = sequences.size() * num_heads * max_chunks;
   // Partial outputs [slots, head_dim], then the partial (max, sum) pairs.
   const std::size_t floats = round_up_floats(slots * head_dim) + slots * 2;
-  if (Status e = grow(ws, ws.extra, floats, "decode partials", st.workspace_limit()); !e.ok()) return e;
+  if (Status e = grow(ws, ws.extra, floats, "decode partials", st.workspace_limit()); !e.ok())
+    return e;
   float* partial_outs = ws.extra.data();
-  auto* partials = reinterpret_cast<kernels::DecodePartial*>(partial_outs + round_up_floats(slots * head_dim));
+  auto* partials =
+      reinterpret_cast<kernels::DecodePartial*>(partial_outs + round_up_floats(slots * head_dim));
   static_assert(sizeof(kernels::DecodePartial) == 2 * sizeof(float));
 
   auto chunk_body = [&](std::size_t begin, std::size_t end, int) {
@@ -197,8 +206,8 @@ Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> 
       const std::size_t k1 = std::min(keys.end, (first + 1) * kChunk);
       const HeadIo h = head_io(st, s, io, sh % num_heads);
       const auto row0 = static_cast<std::ptrdiff_t>(k0) * h.ld_kv;
-      kernels::decode_chunk(st.isa, h.q, h.k + row0, h.ld_kv, h.v + row0, h.ld_kv, k1 - k0, head_dim,
-                            st.scale, partial_outs + t * head_dim, partials + t);
+      kernels::decode_chunk(st.isa, h.q, h.k + row0, h.ld_kv, h.v + row0, h.ld_kv, k1 - k0,
+                            head_dim, st.scale, partial_outs + t * head_dim, partials + t);
     }
   };
   st.scheduler->parallel_for(slots, 1, chunk_body);
@@ -206,8 +215,8 @@ Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> 
     for (std::size_t sh = begin; sh < end; ++sh) {
       const SequenceCall& s = sequences[sh / num_heads];
       const HeadIo h = head_io(st, s, io, sh % num_heads);
-      kernels::decode_merge(st.isa, partial_outs + sh * max_chunks * head_dim, partials + sh * max_chunks,
-                            chunks_of(keys_of(s)), head_dim, h.out);
+      kernels::decode_merge(st.isa, partial_outs + sh * max_chunks * head_dim,
+                            partials + sh * max_chunks, chunks_of(keys_of(s)), head_dim, h.out);
     }
   };
   // The merge is tiny: one grain of many (sequence, head) pairs per task.

@@ -43,6 +43,8 @@ class AlignedBuffer {
 };
 
 /// Rounds a float count up to a whole number of 64-byte lines.
-constexpr std::size_t round_up_floats(std::size_t floats) noexcept { return (floats + 15) / 16 * 16; }
+constexpr std::size_t round_up_floats(std::size_t floats) noexcept {
+  return (floats + 15) / 16 * 16;
+}
 
 }  // namespace attn::detail

@@ -92,15 +92,18 @@ Status validate(const LayerConfig& c) {
   }
   if (c.variant != Variant::kMultiHeadAttention) {
     if (c.kv_heads() != c.num_heads) {
-      return invalid(std::string("variant ") + to_string(c.variant) + " has num_kv_heads = num_heads; got num_kv_heads = " +
-                     std::to_string(c.num_kv_heads) + ", num_heads = " + std::to_string(c.num_heads) +
-                     " (grouped-query attention needs variant mha)");
+      return invalid(
+          std::string("variant ") + to_string(c.variant) +
+          " has num_kv_heads = num_heads; got num_kv_heads = " + std::to_string(c.num_kv_heads) +
+          ", num_heads = " + std::to_string(c.num_heads) +
+          " (grouped-query attention needs variant mha)");
     }
     if (c.q_dim() != c.d_out) {
-      return invalid(std::string("variant ") + to_string(c.variant) +
-                     " outputs its heads side by side, so num_heads x head_dim must equal d_out; got " +
-                     std::to_string(c.num_heads) + " x " + std::to_string(c.head_dim) +
-                     " != " + std::to_string(c.d_out));
+      return invalid(
+          std::string("variant ") + to_string(c.variant) +
+          " outputs its heads side by side, so num_heads x head_dim must equal d_out; got " +
+          std::to_string(c.num_heads) + " x " + std::to_string(c.head_dim) +
+          " != " + std::to_string(c.d_out));
     }
   }
   if (!std::isfinite(c.scale) || c.scale < 0) {
@@ -115,35 +118,36 @@ Status validate(const LayerConfig& c) {
     }
     const std::int64_t head_dim = c.resolved_head_dim();
     if (c.rope_dim < 0 || c.rope_dim > head_dim || c.rope_dim % 2 != 0) {
-      return invalid("rope_dim = " + std::to_string(c.rope_dim) + " must be even and in [0, head_dim = " +
-                     std::to_string(head_dim) + "] (0: head_dim)");
+      return invalid("rope_dim = " + std::to_string(c.rope_dim) +
+                     " must be even and in [0, head_dim = " + std::to_string(head_dim) +
+                     "] (0: head_dim)");
     }
     if (c.rope_dim == 0 && head_dim % 2 != 0) {
       return invalid("rope_dim = head_dim = " + std::to_string(head_dim) +
                      " must be even (give an even rope_dim for a partial rotary)");
     }
   }
-  const bool single_head = c.variant == Variant::kSimplified ||
-                           c.variant == Variant::kSelfAttentionV1 ||
-                           c.variant == Variant::kSelfAttentionV2 ||
-                           c.variant == Variant::kCausalAttention;
+  const bool single_head =
+      c.variant == Variant::kSimplified || c.variant == Variant::kSelfAttentionV1 ||
+      c.variant == Variant::kSelfAttentionV2 || c.variant == Variant::kCausalAttention;
   if (single_head && c.num_heads != 1) {
-    return invalid(std::string("variant ") + to_string(c.variant) + " has one head, not num_heads = " +
-                   std::to_string(c.num_heads));
+    return invalid(std::string("variant ") + to_string(c.variant) +
+                   " has one head, not num_heads = " + std::to_string(c.num_heads));
   }
   if (c.variant == Variant::kSimplified && c.d_out != c.d_in) {
     return invalid("variant simplified has no weights, so d_out must equal d_in; got d_in = " +
                    std::to_string(c.d_in) + ", d_out = " + std::to_string(c.d_out));
   }
   if ((c.variant == Variant::kSimplified || c.variant == Variant::kSelfAttentionV1) && c.qkv_bias) {
-    return invalid(std::string("variant ") + to_string(c.variant) + " has no bias; qkv_bias must be false");
+    return invalid(std::string("variant ") + to_string(c.variant) +
+                   " has no bias; qkv_bias must be false");
   }
   // CausalAttention and the wrapper of CausalAttention heads are causal by definition. (3.3
   // and 3.4 have no mask unless asked: section 3.5.1 masks v2's weights itself.)
   if ((c.variant == Variant::kCausalAttention || c.variant == Variant::kMultiHeadWrapper) &&
       c.mask == Mask::kNone) {
-    return invalid(std::string("variant ") + to_string(c.variant) + " contradicts mask none: " +
-                   to_string(c.variant) +
+    return invalid(std::string("variant ") + to_string(c.variant) +
+                   " contradicts mask none: " + to_string(c.variant) +
                    " is causal by definition (use mask variant or causal, or variant mha or v2 "
                    "for attention without a mask)");
   }
@@ -157,7 +161,8 @@ Status validate(const LayerConfig& c) {
 Status validate(const RunOptions& o) {
   if (Status s = check_range("threads", o.threads, 0, kMaxThreads); !s.ok()) return s;
   if (o.max_workspace_bytes < 0) {
-    return invalid("max_workspace_bytes = " + std::to_string(o.max_workspace_bytes) + " must be >= 0");
+    return invalid("max_workspace_bytes = " + std::to_string(o.max_workspace_bytes) +
+                   " must be >= 0");
   }
   return {};
 }
@@ -232,13 +237,14 @@ Result<E> parse(std::string_view what, std::string_view name, const E (&all)[N])
     names += to_string(e);
   }
   return Status(ErrorCode::kInvalidArgument, "unknown " + std::string(what) + " '" +
-                                                 std::string(name) + "' (expected one of: " + names + ")");
+                                                 std::string(name) +
+                                                 "' (expected one of: " + names + ")");
 }
 }  // namespace
 
 Result<Variant> parse_variant(std::string_view name) {
-  static constexpr Variant kAll[] = {Variant::kSimplified,      Variant::kSelfAttentionV1,
-                                     Variant::kSelfAttentionV2, Variant::kCausalAttention,
+  static constexpr Variant kAll[] = {Variant::kSimplified,       Variant::kSelfAttentionV1,
+                                     Variant::kSelfAttentionV2,  Variant::kCausalAttention,
                                      Variant::kMultiHeadWrapper, Variant::kMultiHeadAttention};
   return parse("variant", name, kAll);
 }

@@ -19,7 +19,8 @@ namespace attn {
 
 Engine::Engine(std::shared_ptr<const EngineState> state) : state_(std::move(state)) {}
 
-Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights, const RunOptions& options) {
+Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
+                              const RunOptions& options) {
   try {
     if (Status s = validate(config, weights); !s.ok()) return s;
     if (Status s = validate(options); !s.ok()) return s;
@@ -29,7 +30,8 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
     st->config = config;
     st->options = options;
     st->isa = *kernels::from_public(*isa);
-    Result<std::unique_ptr<detail::Scheduler>> sched = detail::make_scheduler(options.backend, options.threads);
+    Result<std::unique_ptr<detail::Scheduler>> sched =
+        detail::make_scheduler(options.backend, options.threads);
     if (!sched.ok()) return sched.status();
     st->scheduler = std::move(sched.value());
     st->workers = st->scheduler->workers();
@@ -43,10 +45,10 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
     detail::build_rope_tables(config, *st);
     if (config.has_projections()) {
       const auto& w = weights;
-      Status s = config.qkv_bias
-                     ? detail::pack_linear(st->isa, {&w.w_query, &w.w_key, &w.w_value},
-                                           {&w.b_query, &w.b_key, &w.b_value}, st->qkv)
-                     : detail::pack_linear(st->isa, {&w.w_query, &w.w_key, &w.w_value}, {}, st->qkv);
+      Status s = config.qkv_bias ? detail::pack_linear(st->isa, {&w.w_query, &w.w_key, &w.w_value},
+                                                       {&w.b_query, &w.b_key, &w.b_value}, st->qkv)
+                                 : detail::pack_linear(st->isa, {&w.w_query, &w.w_key, &w.w_value},
+                                                       {}, st->qkv);
       if (!s.ok()) return s;
       st->activation_cols = st->q_dim + 2 * st->kv_dim;
       st->k_col = st->q_dim;
@@ -55,13 +57,15 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
       st->activation_cols = static_cast<std::size_t>(config.d_in);  // q = k = v = x
     }
     if (config.has_out_proj()) {
-      Status s = weights.b_out.empty() ? detail::pack_linear(st->isa, {&weights.w_out}, {}, st->out_proj)
-                                       : detail::pack_linear(st->isa, {&weights.w_out}, {&weights.b_out}, st->out_proj);
+      Status s =
+          weights.b_out.empty()
+              ? detail::pack_linear(st->isa, {&weights.w_out}, {}, st->out_proj)
+              : detail::pack_linear(st->isa, {&weights.w_out}, {&weights.b_out}, st->out_proj);
       if (!s.ok()) return s;
     }
-    st->worker_scratch_floats = detail::round_up_floats(
-        std::max({kernels::gemm_scratch_floats(st->isa),
-                  kernels::flash_attention_scratch_floats(st->isa, st->head_dim), std::size_t{16}}));
+    st->worker_scratch_floats = detail::round_up_floats(std::max(
+        {kernels::gemm_scratch_floats(st->isa),
+         kernels::flash_attention_scratch_floats(st->isa, st->head_dim), std::size_t{16}}));
     return Engine(std::move(st));
   } catch (const std::bad_alloc&) {
     return Status(ErrorCode::kResourceExhausted, "out of memory while creating the engine");
@@ -83,15 +87,17 @@ Status Engine::forward(ConstTensorView x, TensorView out, AttentionImpl impl) co
     call.add({.first_row = b * seq_len, .new_tokens = seq_len, .kv_len = seq_len});
   }
   return call.run(x.data, out.data,
-                  impl == AttentionImpl::kUnfused ? detail::AttentionPath::kUnfused : detail::AttentionPath::kFlash);
+                  impl == AttentionImpl::kUnfused ? detail::AttentionPath::kUnfused
+                                                  : detail::AttentionPath::kFlash);
 }
 
 Result<Session> Engine::new_session() const {
   const LayerConfig& c = state_->config;
   if (!state_->causal) {
     return Status(ErrorCode::kInvalidArgument,
-                  std::string("KV-cache sessions need causal attention (variant ") + to_string(c.variant) +
-                      " with mask " + to_string(c.mask) + " lets every token see later tokens)");
+                  std::string("KV-cache sessions need causal attention (variant ") +
+                      to_string(c.variant) + " with mask " + to_string(c.mask) +
+                      " lets every token see later tokens)");
   }
   auto st = std::unique_ptr<SessionState>(new (std::nothrow) SessionState());
   if (!st) return detail::out_of_memory("a session", sizeof(SessionState));
@@ -99,7 +105,8 @@ Result<Session> Engine::new_session() const {
   const std::size_t floats =
       detail::mul_or_max(state_->kv_dim, static_cast<std::size_t>(c.context_length));
   if (!st->k_cache.reserve(floats) || !st->v_cache.reserve(floats)) {
-    return detail::out_of_memory("the key/value cache", detail::mul_or_max(2 * floats, sizeof(float)));
+    return detail::out_of_memory("the key/value cache",
+                                 detail::mul_or_max(2 * floats, sizeof(float)));
   }
   return Session(std::move(st));
 }
@@ -110,8 +117,8 @@ const char* Engine::isa() const noexcept { return kernels::isa_name(state_->isa)
 int Engine::threads() const noexcept { return state_->workers; }
 
 std::size_t Engine::weight_bytes() const noexcept {
-  return (state_->qkv.packed.capacity() + state_->out_proj.packed.capacity() + state_->qkv.bias.size() +
-          state_->out_proj.bias.size()) *
+  return (state_->qkv.packed.capacity() + state_->out_proj.packed.capacity() +
+          state_->qkv.bias.size() + state_->out_proj.bias.size()) *
          sizeof(float);
 }
 
@@ -124,9 +131,11 @@ Cost Engine::forward_cost(std::int64_t batch, std::int64_t seq_len) const noexce
   const double q_dim = static_cast<double>(st.q_dim), kv_dim = static_cast<double>(st.kv_dim);
   if (c.has_projections()) cost.projection_flops += 2.0 * b * t * d_in * (q_dim + 2.0 * kv_dim);
   if (c.has_out_proj()) cost.projection_flops += 2.0 * b * t * q_dim * d_out;
-  const double pairs = kernels::visible_pairs(static_cast<std::size_t>(seq_len), static_cast<std::size_t>(seq_len),
-                                              st.causal, static_cast<std::size_t>(c.window));
-  cost.attention_flops = 4.0 * static_cast<double>(st.head_dim) * pairs * b * static_cast<double>(c.num_heads);
+  const double pairs =
+      kernels::visible_pairs(static_cast<std::size_t>(seq_len), static_cast<std::size_t>(seq_len),
+                             st.causal, static_cast<std::size_t>(c.window));
+  cost.attention_flops =
+      4.0 * static_cast<double>(st.head_dim) * pairs * b * static_cast<double>(c.num_heads);
   cost.flops = cost.projection_flops + cost.attention_flops;
   cost.bytes = 4.0 * (b * t * (d_in + d_out)) + static_cast<double>(weight_bytes());
   return cost;

@@ -26,7 +26,8 @@ void project_qkv(const EngineState& st, const Workspace& ws, const float* x, std
   const LayerConfig& c = st.config;
   float* act = ws.activations.data();
   if (c.has_projections()) {
-    run_linear(st, ws, st.qkv, x, c.d_in, tokens, act, static_cast<std::ptrdiff_t>(st.activation_cols));
+    run_linear(st, ws, st.qkv, x, c.d_in, tokens, act,
+               static_cast<std::ptrdiff_t>(st.activation_cols));
   } else {
     std::memcpy(act, x, tokens * st.activation_cols * sizeof(float));
   }
@@ -34,7 +35,8 @@ void project_qkv(const EngineState& st, const Workspace& ws, const float* x, std
 
 // Copies the new rows' keys and values into their sequences' caches
 // ([kv_heads, context_length, head_dim] each).
-void append_kv(const EngineState& st, const Workspace& ws, std::span<const SequenceCall> sequences) {
+void append_kv(const EngineState& st, const Workspace& ws,
+               std::span<const SequenceCall> sequences) {
   const std::size_t head_dim = st.head_dim;
   const std::size_t context_length = static_cast<std::size_t>(st.config.context_length);
   const std::size_t k_col = st.k_col, v_col = st.v_col;
@@ -84,7 +86,8 @@ Status Call::run(const float* x, float* out, AttentionPath path, StepStats* stat
       !e.ok()) {
     return e;
   }
-  if (Status e = grow(ws, ws.scratch, mul_or_max(st.worker_scratch_floats, static_cast<std::size_t>(st.workers)),
+  if (Status e = grow(ws, ws.scratch,
+                      mul_or_max(st.worker_scratch_floats, static_cast<std::size_t>(st.workers)),
                       "kernel scratch", st.workspace_limit());
       !e.ok()) {
     return e;
@@ -115,8 +118,8 @@ Status Call::run(const float* x, float* out, AttentionPath path, StepStats* stat
   const auto t2 = Clock::now();
 
   if (c.has_out_proj()) {
-    run_linear(st, ws, st.out_proj, io.activations, static_cast<std::ptrdiff_t>(st.activation_cols), tokens_,
-               out, c.d_out);
+    run_linear(st, ws, st.out_proj, io.activations, static_cast<std::ptrdiff_t>(st.activation_cols),
+               tokens_, out, c.d_out);
   }
   for (const SequenceCall& s : sequences) {
     if (s.cache != nullptr) s.cache->position = static_cast<std::int64_t>(s.kv_len);

@@ -3,8 +3,8 @@
 
 #include <algorithm>
 
-#include "kernels/kernels.hpp"
 #include "engine_state.hpp"
+#include "kernels/kernels.hpp"
 
 namespace attn::detail {
 
@@ -14,13 +14,17 @@ Status pack_linear(kernels::Isa isa, std::initializer_list<const Tensor*> parts,
   const std::size_t k = static_cast<std::size_t>((*parts.begin())->shape()[1]);
   for (const Tensor* p : parts) n += static_cast<std::size_t>(p->shape()[0]);
   const std::size_t floats = kernels::gemm_packed_floats(isa, n, k);
-  if (!lin.packed.reserve(floats)) return out_of_memory("packed weights", mul_or_max(floats, sizeof(float)));
+  if (!lin.packed.reserve(floats))
+    return out_of_memory("packed weights", mul_or_max(floats, sizeof(float)));
   try {
     std::vector<float> stacked;
     stacked.reserve(n * k);
-    for (const Tensor* p : parts) stacked.insert(stacked.end(), p->values().begin(), p->values().end());
-    kernels::gemm_pack_b(isa, stacked.data(), static_cast<std::ptrdiff_t>(k), 1, n, k, lin.packed.data());
-    for (const Tensor* b : biases) lin.bias.insert(lin.bias.end(), b->values().begin(), b->values().end());
+    for (const Tensor* p : parts)
+      stacked.insert(stacked.end(), p->values().begin(), p->values().end());
+    kernels::gemm_pack_b(isa, stacked.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
+                         lin.packed.data());
+    for (const Tensor* b : biases)
+      lin.bias.insert(lin.bias.end(), b->values().begin(), b->values().end());
   } catch (const std::bad_alloc&) {
     return out_of_memory("the weights being packed", mul_or_max(n * k, sizeof(float)));
   }
@@ -29,8 +33,8 @@ Status pack_linear(kernels::Isa isa, std::initializer_list<const Tensor*> parts,
   return {};
 }
 
-void run_linear(const EngineState& st, const Workspace& ws, const PackedLinear& lin,
-                const float* a, std::ptrdiff_t lda, std::size_t m, float* c, std::ptrdiff_t ldc) {
+void run_linear(const EngineState& st, const Workspace& ws, const PackedLinear& lin, const float* a,
+                std::ptrdiff_t lda, std::size_t m, float* c, std::ptrdiff_t ldc) {
   const kernels::GemmBlock block = kernels::gemm_task_block(st.isa);
   const std::size_t m_tiles = (m + block.m - 1) / block.m;
   const std::size_t n_tiles = (lin.n + block.n - 1) / block.n;

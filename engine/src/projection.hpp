@@ -34,7 +34,7 @@ Status pack_linear(kernels::Isa isa, std::initializer_list<const Tensor*> parts,
 
 /// C[m, n] = A[m, k] · Wᵀ + b over the engine's scheduler, split into output tiles; each
 /// task uses its worker's scratch in ws.
-void run_linear(const EngineState& st, const Workspace& ws, const PackedLinear& lin,
-                const float* a, std::ptrdiff_t lda, std::size_t m, float* c, std::ptrdiff_t ldc);
+void run_linear(const EngineState& st, const Workspace& ws, const PackedLinear& lin, const float* a,
+                std::ptrdiff_t lda, std::size_t m, float* c, std::ptrdiff_t ldc);
 
 }  // namespace attn::detail

@@ -171,8 +171,8 @@ Matrix attention_weights(const Matrix& q, const Matrix& k, const AttentionOption
   Matrix s = scale(matmul_transposed(q, k), o.scale);
   for (std::int64_t i = 0; i < s.rows; ++i) {
     const kernels::KeyRange keys = kernels::visible_keys(
-        static_cast<std::size_t>(i), static_cast<std::size_t>(q.rows), static_cast<std::size_t>(k.rows),
-        o.causal, static_cast<std::size_t>(o.window));
+        static_cast<std::size_t>(i), static_cast<std::size_t>(q.rows),
+        static_cast<std::size_t>(k.rows), o.causal, static_cast<std::size_t>(o.window));
     for (std::int64_t j = 0; j < s.cols; ++j) {
       if (!keys.contains(static_cast<std::size_t>(j))) s(i, j) = kNegInf;
     }
@@ -202,7 +202,8 @@ void rotate(const LayerConfig& config, Matrix& m) {
   const auto theta = static_cast<float>(config.rope_theta);
   for (std::int64_t p = 0; p < m.rows; ++p) {
     for (std::int64_t i = 0; i < half; ++i) {
-      const float inv_freq = 1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
+      const float inv_freq =
+          1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(rope_dim));
       const double angle = static_cast<double>(static_cast<float>(p) * inv_freq);
       const double c = std::cos(angle), s = std::sin(angle);
       for (std::int64_t h0 = 0; h0 < m.cols; h0 += head_dim) {
@@ -223,7 +224,8 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
   Result<detail::BatchShape> shape = detail::check_input(config, x);
   if (!shape.ok()) return shape.status();
   const std::int64_t batch = shape->batch, seq_len = shape->seq_len;
-  const std::int64_t d_in = config.d_in, d_out = config.d_out, head_dim = config.resolved_head_dim();
+  const std::int64_t d_in = config.d_in, d_out = config.d_out,
+                     head_dim = config.resolved_head_dim();
 
   AttentionOptions opt;
   opt.causal = config.causal();
@@ -245,7 +247,8 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
       const std::int64_t group = config.num_heads / config.kv_heads();
       Matrix q = linear(xb, rows_of(weights.w_query, 0, q_dim), bias_of(weights.b_query, 0, q_dim));
       Matrix k = linear(xb, rows_of(weights.w_key, 0, kv_dim), bias_of(weights.b_key, 0, kv_dim));
-      const Matrix v = linear(xb, rows_of(weights.w_value, 0, kv_dim), bias_of(weights.b_value, 0, kv_dim));
+      const Matrix v =
+          linear(xb, rows_of(weights.w_value, 0, kv_dim), bias_of(weights.b_value, 0, kv_dim));
       rotate(config, q);
       rotate(config, k);
       Matrix heads(seq_len, q_dim);
@@ -260,9 +263,12 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
     } else {
       // Single-head variants and the wrapper: each head is its own small module.
       for (std::int64_t h = 0; h < config.num_heads; ++h) {
-        const Matrix q = linear(xb, rows_of(weights.w_query, h * head_dim, head_dim), bias_of(weights.b_query, h * head_dim, head_dim));
-        const Matrix k = linear(xb, rows_of(weights.w_key, h * head_dim, head_dim), bias_of(weights.b_key, h * head_dim, head_dim));
-        const Matrix v = linear(xb, rows_of(weights.w_value, h * head_dim, head_dim), bias_of(weights.b_value, h * head_dim, head_dim));
+        const Matrix q = linear(xb, rows_of(weights.w_query, h * head_dim, head_dim),
+                                bias_of(weights.b_query, h * head_dim, head_dim));
+        const Matrix k = linear(xb, rows_of(weights.w_key, h * head_dim, head_dim),
+                                bias_of(weights.b_key, h * head_dim, head_dim));
+        const Matrix v = linear(xb, rows_of(weights.w_value, h * head_dim, head_dim),
+                                bias_of(weights.b_value, h * head_dim, head_dim));
         Matrix qr = q, kr = k;
         rotate(config, qr);
         rotate(config, kr);

@@ -48,7 +48,8 @@ void build_rope_tables(const LayerConfig& config, EngineState& st) {
   }
 }
 
-void apply_rope(const EngineState& st, const Workspace& ws, std::span<const SequenceCall> sequences) {
+void apply_rope(const EngineState& st, const Workspace& ws,
+                std::span<const SequenceCall> sequences) {
   if (st.rope_dim == 0 || sequences.empty()) return;
   const std::size_t half = st.rope_dim / 2;
   const Rope rope = st.config.rope;
@@ -56,15 +57,18 @@ void apply_rope(const EngineState& st, const Workspace& ws, std::span<const Sequ
   auto body = [&](std::size_t begin, std::size_t end, int) {
     for (std::size_t row = begin; row < end; ++row) {
       // The sequence of this row (sequences are in row order).
-      const auto it = std::upper_bound(sequences.begin(), sequences.end(), row,
-                                       [](std::size_t r, const SequenceCall& s) { return r < s.first_row; });
+      const auto it =
+          std::upper_bound(sequences.begin(), sequences.end(), row,
+                           [](std::size_t r, const SequenceCall& s) { return r < s.first_row; });
       const SequenceCall& s = *(it - 1);
       const std::size_t position = s.kv_len - s.new_tokens + (row - s.first_row);
       const float* cos = st.rope_cos.data() + position * half;
       const float* sin = st.rope_sin.data() + position * half;
       float* x = ws.activations.data() + row * st.activation_cols;
-      for (std::size_t h = 0; h < st.num_heads; ++h) rotate(x + h * st.head_dim, cos, sin, half, rope);
-      for (std::size_t h = 0; h < st.kv_heads; ++h) rotate(x + st.k_col + h * st.head_dim, cos, sin, half, rope);
+      for (std::size_t h = 0; h < st.num_heads; ++h)
+        rotate(x + h * st.head_dim, cos, sin, half, rope);
+      for (std::size_t h = 0; h < st.kv_heads; ++h)
+        rotate(x + st.k_col + h * st.head_dim, cos, sin, half, rope);
     }
   };
   st.scheduler->parallel_for(tokens, 64, body);

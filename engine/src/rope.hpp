@@ -23,6 +23,7 @@ void build_rope_tables(const LayerConfig& config, EngineState& st);
 
 /// Rotates every query head and key head of the call's new rows in the activations, row t
 /// of a sequence at position kv_len - new_tokens + t.
-void apply_rope(const EngineState& st, const Workspace& ws, std::span<const SequenceCall> sequences);
+void apply_rope(const EngineState& st, const Workspace& ws,
+                std::span<const SequenceCall> sequences);
 
 }  // namespace attn::detail

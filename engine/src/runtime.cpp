@@ -6,11 +6,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <new>
+#include <string>
 #include <thread>
 #include <vector>
-#include <fstream>
-#include <string>
 
 #include "kernels/isa.hpp"
 #include "kernels/kernels.hpp"
@@ -42,16 +42,18 @@ Result<Isa> resolve_isa(Isa requested) {
     const char* env = std::getenv("ATTN_ISA");
     if (env != nullptr && *env != '\0') {
       Result<Isa> parsed = parse_isa(env);
-      if (!parsed.ok()) return Status(ErrorCode::kInvalidArgument, "ATTN_ISA: " + parsed.status().message());
+      if (!parsed.ok())
+        return Status(ErrorCode::kInvalidArgument, "ATTN_ISA: " + parsed.status().message());
       isa = *parsed;
     }
   }
   if (isa == Isa::kAuto) return kernels::to_public(kernels::best_isa());
   const std::optional<kernels::Isa> k = kernels::from_public(isa);
   if (!k || !kernels::isa_supported(*k)) {
-    return Status(ErrorCode::kUnsupported, std::string("instruction set ") + to_string(isa) +
-                                               " is not available on this CPU or in this build (available: " +
-                                               supported_list() + ")");
+    return Status(
+        ErrorCode::kUnsupported,
+        std::string("instruction set ") + to_string(isa) +
+            " is not available on this CPU or in this build (available: " + supported_list() + ")");
   }
   return isa;
 }
@@ -64,7 +66,8 @@ RuntimeInfo runtime_info() {
   for (std::string line; std::getline(cpuinfo, line);) {
     if (line.rfind("model name", 0) == 0) {
       const auto colon = line.find(':');
-      if (colon != std::string::npos) info.cpu_model = line.substr(line.find_first_not_of(' ', colon + 1));
+      if (colon != std::string::npos)
+        info.cpu_model = line.substr(line.find_first_not_of(' ', colon + 1));
       break;
     }
   }
@@ -119,7 +122,8 @@ double measure_read_bandwidth(int threads, std::size_t bytes, Isa isa) {
     for (int t = 0; t < threads; ++t) {
       pool.emplace_back([&, t] {
         const std::size_t begin = n * t / threads, end = n * (t + 1) / threads;
-        sink.store(kernels::read_sum(k, buffer.data() + begin, end - begin), std::memory_order_relaxed);
+        sink.store(kernels::read_sum(k, buffer.data() + begin, end - begin),
+                   std::memory_order_relaxed);
       });
     }
     for (auto& th : pool) th.join();

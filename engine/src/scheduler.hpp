@@ -20,8 +20,9 @@ class FunctionRef<R(Args...)> {
  public:
   template <class F, class = std::enable_if_t<!std::is_same_v<std::decay_t<F>, FunctionRef>>>
   FunctionRef(F& f) noexcept  // NOLINT: implicit by design
-      : object_(static_cast<void*>(&f)),
-        call_([](void* o, Args... args) -> R { return (*static_cast<F*>(o))(std::forward<Args>(args)...); }) {}
+      : object_(static_cast<void*>(&f)), call_([](void* o, Args... args) -> R {
+          return (*static_cast<F*>(o))(std::forward<Args>(args)...);
+        }) {}
   R operator()(Args... args) const { return call_(object_, std::forward<Args>(args)...); }
 
  private:

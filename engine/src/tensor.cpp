@@ -44,11 +44,14 @@ bool operator==(const Shape& a, const Shape& b) noexcept {
 Tensor::Tensor(Shape shape)
     : shape_(shape), values_(static_cast<std::size_t>(std::max<std::int64_t>(shape.numel(), 0))) {}
 
-Tensor::Tensor(Shape shape, std::vector<float> values) : shape_(shape), values_(std::move(values)) {}
+Tensor::Tensor(Shape shape, std::vector<float> values)
+    : shape_(shape), values_(std::move(values)) {}
 
 Result<Tensor> Tensor::zeros(Shape shape) noexcept {
   const std::int64_t n = shape.numel();
-  if (n < 0) return Status(ErrorCode::kInvalidArgument, "tensor shape " + shape.to_string() + " has no valid size");
+  if (n < 0)
+    return Status(ErrorCode::kInvalidArgument,
+                  "tensor shape " + shape.to_string() + " has no valid size");
   try {
     return Tensor(shape);
   } catch (const std::exception&) {  // bad_alloc, or length_error past max_size()

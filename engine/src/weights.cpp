@@ -1,27 +1,26 @@
 // Weight validation, SelfAttention_v1 conversion and PyTorch-compatible initialisation.
-#include "attn/chapter/random.hpp"
 #include "attn/weights.hpp"
+#include "attn/chapter/random.hpp"
 
 #include <stdexcept>
 #include <string>
-
 
 namespace attn {
 namespace {
 
 Status check_tensor(const char* name, const Tensor& t, Shape want) {
   if (t.shape() != want || t.numel() != want.numel()) {
-    return {ErrorCode::kInvalidArgument, std::string("weight ") + name + " has shape " +
-                                             t.shape().to_string() + " (" + std::to_string(t.numel()) +
-                                             " values), expected " + want.to_string()};
+    return {ErrorCode::kInvalidArgument,
+            std::string("weight ") + name + " has shape " + t.shape().to_string() + " (" +
+                std::to_string(t.numel()) + " values), expected " + want.to_string()};
   }
   return {};
 }
 
 Status check_absent(const char* name, const Tensor& t, const char* why) {
   if (!t.empty() || t.shape().rank() != 0) {
-    return {ErrorCode::kInvalidArgument, std::string("weight ") + name + " " +
-                                             t.shape().to_string() + " is given but " + why};
+    return {ErrorCode::kInvalidArgument,
+            std::string("weight ") + name + " " + t.shape().to_string() + " is given but " + why};
   }
   return {};
 }
@@ -50,9 +49,10 @@ Result<Weights> Weights::from_input_major(const Tensor& w_query, const Tensor& w
   }
   if (!(w_key.shape() == w_query.shape()) || !(w_value.shape() == w_query.shape()) ||
       w_key.numel() != w_query.numel() || w_value.numel() != w_query.numel()) {
-    return Status(ErrorCode::kInvalidArgument,
-                  "W_query, W_key, W_value must have one shape; got " + w_query.shape().to_string() +
-                      ", " + w_key.shape().to_string() + ", " + w_value.shape().to_string());
+    return Status(ErrorCode::kInvalidArgument, "W_query, W_key, W_value must have one shape; got " +
+                                                   w_query.shape().to_string() + ", " +
+                                                   w_key.shape().to_string() + ", " +
+                                                   w_value.shape().to_string());
   }
   Weights w;
   w.w_query = transpose(w_query);
@@ -70,11 +70,14 @@ Status validate(const LayerConfig& config, const Weights& w) {
     const Tensor& t;
     std::int64_t rows;  // q_dim for the query, kv_dim for the key and the value
   };
-  const Named qkv[] = {{"w_query", w.w_query, q_dim}, {"w_key", w.w_key, kv_dim}, {"w_value", w.w_value, kv_dim}};
-  const Named bias[] = {{"b_query", w.b_query, q_dim}, {"b_key", w.b_key, kv_dim}, {"b_value", w.b_value, kv_dim}};
+  const Named qkv[] = {
+      {"w_query", w.w_query, q_dim}, {"w_key", w.w_key, kv_dim}, {"w_value", w.w_value, kv_dim}};
+  const Named bias[] = {
+      {"b_query", w.b_query, q_dim}, {"b_key", w.b_key, kv_dim}, {"b_value", w.b_value, kv_dim}};
   for (const Named& n : qkv) {
-    Status s = config.has_projections() ? check_tensor(n.name, n.t, Shape{n.rows, d_in})
-                                        : check_absent(n.name, n.t, "variant simplified has no weights");
+    Status s = config.has_projections()
+                   ? check_tensor(n.name, n.t, Shape{n.rows, d_in})
+                   : check_absent(n.name, n.t, "variant simplified has no weights");
     if (!s.ok()) return s;
   }
   for (const Named& n : bias) {
@@ -110,12 +113,13 @@ Result<Weights> init_weights_like_torch(const LayerConfig& config, std::uint64_t
     return draw_weights_like_torch(config, seed);
   } catch (const std::exception&) {
     const std::uint64_t floats =  // Q, K, V, out_proj
-        static_cast<std::uint64_t>(config.d_in) * static_cast<std::uint64_t>(config.q_dim() + 2 * config.kv_dim()) +
+        static_cast<std::uint64_t>(config.d_in) *
+            static_cast<std::uint64_t>(config.q_dim() + 2 * config.kv_dim()) +
         static_cast<std::uint64_t>(config.q_dim()) * static_cast<std::uint64_t>(config.d_out);
     return Status(ErrorCode::kResourceExhausted,
-                  "init_weights_like_torch: cannot allocate the weights of d_in " + std::to_string(config.d_in) +
-                      ", d_out " + std::to_string(config.d_out) + " (about " +
-                      std::to_string(floats * sizeof(float)) + " bytes)");
+                  "init_weights_like_torch: cannot allocate the weights of d_in " +
+                      std::to_string(config.d_in) + ", d_out " + std::to_string(config.d_out) +
+                      " (about " + std::to_string(floats * sizeof(float)) + " bytes)");
   }
 }
 

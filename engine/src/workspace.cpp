@@ -4,7 +4,6 @@
 #include <new>
 #include <string>
 
-
 namespace attn::detail {
 namespace {
 

@@ -16,9 +16,9 @@ namespace attn::detail {
 
 /// The buffers one call uses. Only one call holds a workspace at a time.
 struct Workspace {
-  AlignedBuffer activations;  ///< projections: [tokens, activation_cols] (or a copy of x)
-  AlignedBuffer scratch;      ///< workers x per-worker kernel scratch
-  AlignedBuffer extra;        ///< the unfused path's scores, decode partials
+  AlignedBuffer activations;            ///< projections: [tokens, activation_cols] (or a copy of x)
+  AlignedBuffer scratch;                ///< workers x per-worker kernel scratch
+  AlignedBuffer extra;                  ///< the unfused path's scores, decode partials
   std::vector<SequenceCall> sequences;  ///< the call's plan (see plan.hpp)
 
   /// Per-worker scratch of `floats_per_worker` floats for worker w (64-byte aligned).

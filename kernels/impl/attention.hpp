@@ -100,8 +100,8 @@ struct FlashAttention {
     const float c = a.scale * kLog2e;
     for (std::size_t t = 0; t < n_tiles; ++t) {
       const std::size_t i0 = r0 + t * L;
-      T::pack_q(a.q + static_cast<std::ptrdiff_t>(i0) * a.ld_q, a.ld_q, std::min(L, r1 - i0), head_dim, c,
-                qt + t * head_dim * L);
+      T::pack_q(a.q + static_cast<std::ptrdiff_t>(i0) * a.ld_q, a.ld_q, std::min(L, r1 - i0),
+                head_dim, c, qt + t * head_dim * L);
     }
     std::fill(ot, ot + n_tiles * head_dim * L, 0.0f);
     std::fill(m, m + n_tiles * L, kNegInf);
@@ -136,8 +136,8 @@ struct FlashAttention {
         const auto n = static_cast<std::size_t>(hi - lo + 1);
         const auto full_begin =
             static_cast<std::size_t>(std::clamp<std::int64_t>(f_lo - lo, 0, hi - lo + 1));
-        const auto full_end = static_cast<std::size_t>(
-            std::clamp<std::int64_t>(f_hi + 1 - lo, static_cast<std::int64_t>(full_begin), hi - lo + 1));
+        const auto full_end = static_cast<std::size_t>(std::clamp<std::int64_t>(
+            f_hi + 1 - lo, static_cast<std::int64_t>(full_begin), hi - lo + 1));
         typename T::LaneLimits lim;
         for (std::size_t v = 0; v < T::kQv; ++v) {
           lim.lim[v] =
@@ -168,8 +168,9 @@ struct FlashAttention {
   // One tile against keys [j_first, j_first + n) of one kv-block.
   template <class Arch>
   static void tile_block(Arch, const AttentionArgs& a, const float* qt, float* ot, float* m,
-                         float* l, float* s, std::size_t j_first, std::size_t n, std::size_t full_begin,
-                         std::size_t full_end, const typename AttnTile<Arch>::LaneLimits& lim) noexcept {
+                         float* l, float* s, std::size_t j_first, std::size_t n,
+                         std::size_t full_begin, std::size_t full_end,
+                         const typename AttnTile<Arch>::LaneLimits& lim) noexcept {
     using T = AttnTile<Arch>;
     constexpr std::size_t L = T::kLanes;
     const std::size_t head_dim = a.head_dim;
@@ -179,12 +180,14 @@ struct FlashAttention {
     for (auto& x : vmax) x = typename T::B(-std::numeric_limits<float>::infinity());
     T::for_each_group(n, [&](std::size_t r, auto rows) {
       T::template qk<decltype(rows)::value>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k, a.ld_k,
-                                            head_dim, s + r * L, r, full_begin, full_end, lim, jf, vmax);
+                                            head_dim, s + r * L, r, full_begin, full_end, lim, jf,
+                                            vmax);
     });
     T::softmax(s, n, vmax, m, l, alpha);
     const float* v = a.v + static_cast<std::ptrdiff_t>(j_first) * a.ld_v;
     T::for_each_group(head_dim, [&](std::size_t d, auto rows) {
-      T::template pv<decltype(rows)::value>(s, v + d, a.ld_v, n, full_begin, full_end, ot + d * L, alpha, lim, jf);
+      T::template pv<decltype(rows)::value>(s, v + d, a.ld_v, n, full_begin, full_end, ot + d * L,
+                                            alpha, lim, jf);
     });
   }
 };

@@ -71,8 +71,8 @@ struct AttnTile {
   /// qt[d][lane] = q[lane][d] * c for lanes < rows (0 for the other lanes up to kLanes),
   /// d < head_dim; q rows at stride ld_q, qt rows at stride kLanes. Blocks of 4 rows x W dims are
   /// transposed in registers (a scalar transpose cost ~15% of a 128-token causal call).
-  static void pack_q(const float* q, std::ptrdiff_t ld_q, std::size_t rows, std::size_t head_dim, float c,
-                     float* qt) noexcept {
+  static void pack_q(const float* q, std::ptrdiff_t ld_q, std::size_t rows, std::size_t head_dim,
+                     float c, float* qt) noexcept {
     const std::size_t hd_w = head_dim / kW * kW;
     std::size_t l0 = 0;
     for (; l0 + 4 <= rows; l0 += 4) {
@@ -139,12 +139,12 @@ struct AttnTile {
   }
 
   /// s[r][lane] = sum_d qt[d][lane] * k[r][d] for N keys (rows of k at stride ld_k), keys
-  /// j0 .. j0 + N - 1 of the tile. Keys outside [full_begin, full_end) get -inf on the lanes that may not see
-  /// them; vmax (kQv vectors) takes the lane-wise max of what is stored.
+  /// j0 .. j0 + N - 1 of the tile. Keys outside [full_begin, full_end) get -inf on the lanes that
+  /// may not see them; vmax (kQv vectors) takes the lane-wise max of what is stored.
   template <std::size_t N>
-  static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t head_dim, float* s,
-                 std::size_t j0, std::size_t full_begin, std::size_t full_end, const LaneLimits& lim,
-                 float j_first, B* vmax) noexcept {
+  static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t head_dim,
+                 float* s, std::size_t j0, std::size_t full_begin, std::size_t full_end,
+                 const LaneLimits& lim, float j_first, B* vmax) noexcept {
     B acc[N][kQv];
     const float* kr[N];
     for (std::size_t r = 0; r < N; ++r) {
@@ -175,13 +175,13 @@ struct AttnTile {
   }
 
   /// ot[r][lane] = alpha[lane] * ot[r][lane] + sum_j v[j][r] * p[j][lane] for N head dims,
-  /// keys j = 0 .. n-1 in order. Keys outside [full_begin, full_end) are masked for some lanes: there the
-  /// update is skipped per lane (select), so a NaN/Inf value of a masked key never meets its
-  /// zero probability (0 * NaN).
+  /// keys j = 0 .. n-1 in order. Keys outside [full_begin, full_end) are masked for some lanes:
+  /// there the update is skipped per lane (select), so a NaN/Inf value of a masked key never meets
+  /// its zero probability (0 * NaN).
   template <std::size_t N>
-  static void pv(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n, std::size_t full_begin,
-                 std::size_t full_end, float* ot, const B* alpha, const LaneLimits& lim,
-                 float j_first) noexcept {
+  static void pv(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
+                 std::size_t full_begin, std::size_t full_end, float* ot, const B* alpha,
+                 const LaneLimits& lim, float j_first) noexcept {
     B acc[N][kQv];
     for (std::size_t r = 0; r < N; ++r)
       for (std::size_t c = 0; c < kQv; ++c)

@@ -36,8 +36,8 @@ const KernelTable& make_table(Isa isa) noexcept {
          std::size_t head_dim, float* out) noexcept {
         DecodeMerge{}(Arch{}, out_partials, partials, n_chunks, head_dim, out);
       },
-      [](float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols, float scale,
-         bool causal, std::ptrdiff_t visible_offset, std::size_t window) noexcept {
+      [](float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols, float scale, bool causal,
+         std::ptrdiff_t visible_offset, std::size_t window) noexcept {
         MaskedSoftmaxRows{}(Arch{}, s, ld, rows, cols, scale, causal, visible_offset, window);
       },
       [](const float* x, float* y, std::size_t n) noexcept { VectorExp{}(Arch{}, x, y, n); },

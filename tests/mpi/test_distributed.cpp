@@ -5,9 +5,9 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <thread>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "attn/chapter/random.hpp"
@@ -56,7 +56,8 @@ attn::dist::DistributedEngine make_dist(const Case& c, bool all = true) {
   attn::dist::Options o;
   o.output_on_all_ranks = all;
   o.timeout_seconds = 30;
-  auto e = attn::dist::DistributedEngine::create(attn::dist::Communicator::world(), c.config, c.weights, o);
+  auto e = attn::dist::DistributedEngine::create(attn::dist::Communicator::world(), c.config,
+                                                 c.weights, o);
   INFO(e.status().to_string());
   REQUIRE(e.ok());
   return std::move(e.value());
@@ -66,8 +67,9 @@ attn::dist::DistributedEngine make_dist(const Case& c, bool all = true) {
 
 TEST_CASE("a forward split over the ranks equals one process, and repeats bit for bit", "[mpi]") {
   using Row = std::tuple<Variant, int, bool>;
-  const auto row = GENERATE(Row{Variant::kMultiHeadAttention, 0, true}, Row{Variant::kMultiHeadAttention, 0, false},
-                            Row{Variant::kMultiHeadAttention, 6, true}, Row{Variant::kMultiHeadWrapper, 0, true});
+  const auto row = GENERATE(
+      Row{Variant::kMultiHeadAttention, 0, true}, Row{Variant::kMultiHeadAttention, 0, false},
+      Row{Variant::kMultiHeadAttention, 6, true}, Row{Variant::kMultiHeadWrapper, 0, true});
   const auto [variant, kv_heads, causal] = row;
   CAPTURE(attn::to_string(variant), kv_heads, causal, g_size);
   const Case c = make(variant, kv_heads, causal);
@@ -102,7 +104,9 @@ TEST_CASE("decode split over the ranks equals one process's forward", "[mpi][ses
     std::memcpy(in.data(), x.data() + t * 20, 20 * sizeof(float));
     std::memcpy(in.data() + 20, x.data() + (t - prompt) * 20, 20 * sizeof(float));
     attn::dist::DistributedSession* both[] = {&a.value(), &b.value()};
-    REQUIRE(engine.step(both, attn::ConstTensorView(in.data(), Shape{2, 20}), attn::TensorView(out.data(), Shape{2, 48}))
+    REQUIRE(engine
+                .step(both, attn::ConstTensorView(in.data(), Shape{2, 20}),
+                      attn::TensorView(out.data(), Shape{2, 48}))
                 .ok());
     std::memcpy(got.data() + t * 48, out.data(), 48 * sizeof(float));
     CHECK(test::max_error(std::span<const float>(out.data() + 48, 48),
@@ -114,8 +118,11 @@ TEST_CASE("decode split over the ranks equals one process's forward", "[mpi][ses
   auto s = engine.new_session();
   REQUIRE(s.ok());
   std::vector<float> one(48);
-  REQUIRE(s->step(attn::ConstTensorView(x.data(), Shape{1, 20}), attn::TensorView(one.data(), Shape{1, 48})).ok());
-  CHECK(test::max_error(std::span<const float>(one), std::span<const float>(want.data(), 48)) <= 1.0);
+  REQUIRE(s->step(attn::ConstTensorView(x.data(), Shape{1, 20}),
+                  attn::TensorView(one.data(), Shape{1, 48}))
+              .ok());
+  CHECK(test::max_error(std::span<const float>(one), std::span<const float>(want.data(), 48)) <=
+        1.0);
 }
 
 TEST_CASE("output on rank 0 only", "[mpi]") {
@@ -139,9 +146,11 @@ TEST_CASE("errors are the same on every rank, and nothing hangs", "[mpi][errors]
   c.config.d_out = c.config.num_heads * 4;
   auto w = attn::init_weights_like_torch(c.config, 1);
   REQUIRE(w.ok());
-  auto e = attn::dist::DistributedEngine::create(attn::dist::Communicator::world(), c.config, w.value());
+  auto e =
+      attn::dist::DistributedEngine::create(attn::dist::Communicator::world(), c.config, w.value());
   REQUIRE_FALSE(e.ok());
-  CHECK_THAT(e.status().message(), Catch::Contains("is not divisible by the " + std::to_string(g_size) + " ranks"));
+  CHECK_THAT(e.status().message(),
+             Catch::Contains("is not divisible by the " + std::to_string(g_size) + " ranks"));
   // A wrong shape given on one rank only fails the call on every rank (no rank waits forever).
   const Case ok = make(Variant::kMultiHeadAttention, 0, true);
   auto engine = make_dist(ok);
@@ -172,7 +181,8 @@ int main(int argc, char** argv) {
     if (!w.ok()) return 1;
     attn::dist::Options o;
     o.timeout_seconds = 5;
-    auto e = attn::dist::DistributedEngine::create(attn::dist::Communicator::world(), config, w.value(), o);
+    auto e = attn::dist::DistributedEngine::create(attn::dist::Communicator::world(), config,
+                                                   w.value(), o);
     if (!e.ok()) return 1;
     if (runtime->rank() == 1) {
       if (die) std::_Exit(3);

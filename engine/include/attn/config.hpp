@@ -67,11 +67,11 @@ struct ATTN_API LayerConfig {
   /// head_dim wide and out_proj maps that back to d_out (kMultiHeadAttention only; the other
   /// variants output the heads themselves, so num_heads * head_dim must equal d_out).
   std::int64_t head_dim = 0;
-  double scale = 0;             ///< multiplies q·k; 0: 1/sqrt(head_dim) (1 for kSimplified)
-  Rope rope = Rope::kNone;      ///< rotary position embeddings (not with kSimplified)
-  double rope_theta = 10000;    ///< the rotary base
-  std::int64_t rope_dim = 0;    ///< rotated features of each head (even, <= head_dim; the rest
-                                ///< pass through, GPT-NeoX's partial rotary); 0: head_dim
+  double scale = 0;           ///< multiplies q·k; 0: 1/sqrt(head_dim) (1 for kSimplified)
+  Rope rope = Rope::kNone;    ///< rotary position embeddings (not with kSimplified)
+  double rope_theta = 10000;  ///< the rotary base
+  std::int64_t rope_dim = 0;  ///< rotated features of each head (even, <= head_dim; the rest
+                              ///< pass through, GPT-NeoX's partial rotary); 0: head_dim
 
   /// Returns the chapter's configuration of `variant` (mask kVariant); d_out is the total
   /// output width.

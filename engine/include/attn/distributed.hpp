@@ -28,8 +28,8 @@ struct Communicator {
 /// `attn` command line). Thread safety: create once, on the main thread.
 class ATTN_API Runtime {
  public:
-  /// Initialises MPI (MPI_THREAD_FUNNELED; argc/argv may be null); fails if it cannot, or if MPI is already
-  /// initialised (then the caller owns it: use Communicator::world() directly).
+  /// Initialises MPI (MPI_THREAD_FUNNELED; argc/argv may be null); fails if it cannot, or if MPI is
+  /// already initialised (then the caller owns it: use Communicator::world() directly).
   static Result<Runtime> init(int* argc, char*** argv);
   Runtime(Runtime&& other) noexcept;
   Runtime& operator=(Runtime&&) = delete;
@@ -45,10 +45,10 @@ class ATTN_API Runtime {
 
 /// How a distributed engine runs.
 struct Options {
-  RunOptions run;                  ///< this process's engine (threads, backend, isa, ...)
+  RunOptions run;                   ///< this process's engine (threads, backend, isa, ...)
   bool output_on_all_ranks = true;  ///< false: only rank 0's `out` is written
-  double timeout_seconds = 60;     ///< a rank that waits this long for the others fails
-                                   ///< with kUnavailable instead of hanging
+  double timeout_seconds = 60;      ///< a rank that waits this long for the others fails
+                                    ///< with kUnavailable instead of hanging
 };
 
 class DistributedSession;
@@ -83,7 +83,8 @@ class ATTN_API DistributedEngine {
   /// Creates a session on every rank; each caches its own heads' keys and values.
   Result<DistributedSession> new_session() const;
   /// Advances every session by one token (row i of x for sessions[i]), as Engine::step.
-  Status step(std::span<DistributedSession* const> sessions, ConstTensorView x, TensorView out) const;
+  Status step(std::span<DistributedSession* const> sessions, ConstTensorView x,
+              TensorView out) const;
 
   int rank() const noexcept;
   int size() const noexcept;

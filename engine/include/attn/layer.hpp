@@ -81,9 +81,9 @@ struct Layer {
   std::vector<std::string> notes;    ///< where num_heads, context_length and causal came from
 };
 
-/// Reads the layer at options.layout/prefix (see find_layer) into LayerConfig + Weights in nn.Linear
-/// layout (the wrapper's heads stacked by rows, GPT-2's Conv1D weights transposed). Masks are
-/// checked to be the causal pattern. Errors name the file and tensor: a missing tensor, a shape
+/// Reads the layer at options.layout/prefix (see find_layer) into LayerConfig + Weights in
+/// nn.Linear layout (the wrapper's heads stacked by rows, GPT-2's Conv1D weights transposed). Masks
+/// are checked to be the causal pattern. Errors name the file and tensor: a missing tensor, a shape
 /// that disagrees with another or with the options, num_heads unknown for a multi-head layout
 /// (kInvalidArgument: "pass num_heads"), a malformed __metadata__ value (kCorruptData).
 ATTN_API Result<Layer> load_layer(const SafetensorsFile& file, const LayerOptions& options = {});

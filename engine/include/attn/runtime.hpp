@@ -10,12 +10,12 @@
 namespace attn {
 
 struct RuntimeInfo {
-  std::string version;                   ///< e.g. "0.1.0"
-  std::string git_commit;                ///< the commit the library was built from, or ""
-  std::string cpu_model;                 ///< from /proc/cpuinfo, or ""
-  std::string default_isa;               ///< what Isa::kAuto resolves to now
-  std::vector<std::string> isas;         ///< instruction sets this CPU can run, best first
-  int cpus = 0;                          ///< CPUs in this process's affinity mask
+  std::string version;            ///< e.g. "0.1.0"
+  std::string git_commit;         ///< the commit the library was built from, or ""
+  std::string cpu_model;          ///< from /proc/cpuinfo, or ""
+  std::string default_isa;        ///< what Isa::kAuto resolves to now
+  std::vector<std::string> isas;  ///< instruction sets this CPU can run, best first
+  int cpus = 0;                   ///< CPUs in this process's affinity mask
 };
 
 /// Returns the build and machine description used by `attn` and the benchmarks.

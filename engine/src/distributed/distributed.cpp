@@ -23,7 +23,8 @@ Tensor rows_of(const Tensor& t, std::int64_t r0, std::int64_t n) {
   if (t.empty()) return {};
   const std::int64_t cols = t.shape().rank() == 2 ? t.shape()[1] : 1;
   std::vector<float> v(t.values().begin() + r0 * cols, t.values().begin() + (r0 + n) * cols);
-  return t.shape().rank() == 2 ? Tensor(Shape{n, cols}, std::move(v)) : Tensor(Shape{n}, std::move(v));
+  return t.shape().rank() == 2 ? Tensor(Shape{n, cols}, std::move(v))
+                               : Tensor(Shape{n}, std::move(v));
 }
 
 // Copies columns [c0, c0 + n) of a [rows, cols] tensor.
@@ -101,8 +102,8 @@ struct DistributedState {
     std::strncpy(mine.message, local_status.message().c_str(), sizeof(mine.message) - 1);
     reports.resize(static_cast<std::size_t>(size));
     MPI_Request request;
-    if (MPI_Iallgather(&mine, sizeof(Report), MPI_BYTE, reports.data(), sizeof(Report), MPI_BYTE, comm,
-                       &request) != MPI_SUCCESS ||
+    if (MPI_Iallgather(&mine, sizeof(Report), MPI_BYTE, reports.data(), sizeof(Report), MPI_BYTE,
+                       comm, &request) != MPI_SUCCESS ||
         !wait(request, deadline)) {
       return timeout("exchanging call status");
     }
@@ -127,10 +128,10 @@ struct DistributedState {
     if (all || rank == 0) gathered.resize(n * static_cast<std::size_t>(size));
     MPI_Request request;
     const int count = static_cast<int>(n);
-    const int rc = all ? MPI_Iallgather(partial.data(), count, MPI_FLOAT, gathered.data(), count, MPI_FLOAT,
-                                        comm, &request)
-                       : MPI_Igather(partial.data(), count, MPI_FLOAT, gathered.data(), count, MPI_FLOAT, 0,
-                                     comm, &request);
+    const int rc = all ? MPI_Iallgather(partial.data(), count, MPI_FLOAT, gathered.data(), count,
+                                        MPI_FLOAT, comm, &request)
+                       : MPI_Igather(partial.data(), count, MPI_FLOAT, gathered.data(), count,
+                                     MPI_FLOAT, 0, comm, &request);
     if (rc != MPI_SUCCESS || !wait(request, deadline)) return timeout("exchanging partial outputs");
     if (all || rank == 0) {
       const std::size_t d_out = static_cast<std::size_t>(config.d_out);
@@ -139,7 +140,8 @@ struct DistributedState {
         for (int r = 0; r < size; ++r) {
           const float* src = gathered.data() + static_cast<std::size_t>(r) * n;
           for (std::size_t i = 0; i < rows; ++i) {
-            std::memcpy(out + i * d_out + static_cast<std::size_t>(r) * cols, src + i * cols, cols * sizeof(float));
+            std::memcpy(out + i * d_out + static_cast<std::size_t>(r) * cols, src + i * cols,
+                        cols * sizeof(float));
           }
         }
       } else {
@@ -174,14 +176,19 @@ struct DistributedState {
   }
 };
 
-Communicator Communicator::world() noexcept { return Communicator{static_cast<int>(MPI_Comm_c2f(MPI_COMM_WORLD))}; }
+Communicator Communicator::world() noexcept {
+  return Communicator{static_cast<int>(MPI_Comm_c2f(MPI_COMM_WORLD))};
+}
 
 Result<Runtime> Runtime::init(int* argc, char*** argv) {
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  if (finalized) return Status(ErrorCode::kUnavailable, "MPI was finalised in this process: it cannot start again");
-  if (initialized) return Status(ErrorCode::kInvalidArgument, "MPI is already initialised by the program");
+  if (finalized)
+    return Status(ErrorCode::kUnavailable,
+                  "MPI was finalised in this process: it cannot start again");
+  if (initialized)
+    return Status(ErrorCode::kInvalidArgument, "MPI is already initialised by the program");
   int provided = 0;
   if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
     return Status(ErrorCode::kUnavailable, "MPI_Init_thread failed");
@@ -192,7 +199,8 @@ Result<Runtime> Runtime::init(int* argc, char*** argv) {
   return Runtime(rank, size);
 }
 
-Runtime::Runtime(Runtime&& other) noexcept : owns_(other.owns_), rank_(other.rank_), size_(other.size_) {
+Runtime::Runtime(Runtime&& other) noexcept
+    : owns_(other.owns_), rank_(other.rank_), size_(other.size_) {
   other.owns_ = false;
 }
 
@@ -203,20 +211,21 @@ Runtime::~Runtime() {
   if (!finalized) MPI_Finalize();
 }
 
-Status shard_layer(const LayerConfig& config, const Weights& weights, int rank, int size, LayerConfig& local,
-                   Weights& w) {
+Status shard_layer(const LayerConfig& config, const Weights& weights, int rank, int size,
+                   LayerConfig& local, Weights& w) {
   if (Status s = validate(config, weights); !s.ok()) return s;
   if (size < 1 || rank < 0 || rank >= size) {
     return invalid("rank " + std::to_string(rank) + " of " + std::to_string(size) + " ranks");
   }
-  if (config.variant != Variant::kMultiHeadAttention && config.variant != Variant::kMultiHeadWrapper && size > 1) {
+  if (config.variant != Variant::kMultiHeadAttention &&
+      config.variant != Variant::kMultiHeadWrapper && size > 1) {
     return invalid(std::string("variant ") + to_string(config.variant) +
                    " has one head: it cannot be split over " + std::to_string(size) + " ranks");
   }
   if (config.num_heads % size != 0 || config.kv_heads() % size != 0) {
-    return invalid("num_heads = " + std::to_string(config.num_heads) + " (num_kv_heads = " +
-                   std::to_string(config.kv_heads()) + ") is not divisible by the " + std::to_string(size) +
-                   " ranks");
+    return invalid("num_heads = " + std::to_string(config.num_heads) +
+                   " (num_kv_heads = " + std::to_string(config.kv_heads()) +
+                   ") is not divisible by the " + std::to_string(size) + " ranks");
   }
   const std::int64_t head_dim = config.resolved_head_dim();
   const std::int64_t q_local = config.q_dim() / size, kv_local = config.kv_dim() / size;
@@ -244,24 +253,29 @@ Status shard_layer(const LayerConfig& config, const Weights& weights, int rank, 
   return validate(local, w);
 }
 
-DistributedEngine::DistributedEngine(std::shared_ptr<DistributedState> state) : state_(std::move(state)) {}
+DistributedEngine::DistributedEngine(std::shared_ptr<DistributedState> state)
+    : state_(std::move(state)) {}
 
 Result<DistributedEngine> DistributedEngine::create(Communicator comm, const LayerConfig& config,
-                                                    const Weights& weights, const Options& options) {
+                                                    const Weights& weights,
+                                                    const Options& options) {
   try {
     MPI_Comm parent = MPI_Comm_f2c(comm.fortran_handle);
     int rank = 0, size = 1;
-    if (MPI_Comm_rank(parent, &rank) != MPI_SUCCESS || MPI_Comm_size(parent, &size) != MPI_SUCCESS) {
+    if (MPI_Comm_rank(parent, &rank) != MPI_SUCCESS ||
+        MPI_Comm_size(parent, &size) != MPI_SUCCESS) {
       return Status(ErrorCode::kInvalidArgument, "the communicator is not valid");
     }
     if (!(options.timeout_seconds > 0)) {
-      return Status(ErrorCode::kInvalidArgument,
-                    "timeout_seconds = " + std::to_string(options.timeout_seconds) + " must be > 0");
+      return Status(
+          ErrorCode::kInvalidArgument,
+          "timeout_seconds = " + std::to_string(options.timeout_seconds) + " must be > 0");
     }
     // Every rank checks the same config against the same size: the same error everywhere.
     LayerConfig local_config;
     Weights local_weights;
-    if (Status s = shard_layer(config, weights, rank, size, local_config, local_weights); !s.ok()) return s;
+    if (Status s = shard_layer(config, weights, rank, size, local_config, local_weights); !s.ok())
+      return s;
     Result<Engine> engine = Engine::create(local_config, local_weights, options.run);
     auto st = std::make_shared<DistributedState>();
     st->rank = rank;
@@ -279,7 +293,8 @@ Result<DistributedEngine> DistributedEngine::create(Communicator comm, const Lay
     st->local.emplace(std::move(engine.value()));
     return DistributedEngine(std::move(st));
   } catch (const std::bad_alloc&) {
-    return Status(ErrorCode::kResourceExhausted, "out of memory while creating the distributed engine");
+    return Status(ErrorCode::kResourceExhausted,
+                  "out of memory while creating the distributed engine");
   }
 }
 
@@ -287,15 +302,19 @@ Status DistributedEngine::forward(ConstTensorView x, TensorView out) const {
   const DistributedState& st = *state_;
   const Shape& s = x.shape;
   const std::int64_t rows = s.rank() >= 2 && s.numel() > 0 ? s.numel() / s[-1] : 0;
-  return st.collective(static_cast<std::size_t>(std::max<std::int64_t>(rows, 0)), out, [&](float* partial) {
-    const Shape local_shape = s.rank() == 3 ? Shape{s[0], s[1], st.local_cols} : Shape{s[0], st.local_cols};
-    if (Status e = st.local->forward(x, TensorView(partial, local_shape)); !e.ok()) return e;
-    const Shape want = s.rank() == 3 ? Shape{s[0], s[1], st.config.d_out} : Shape{s[0], st.config.d_out};
-    if ((st.options.output_on_all_ranks || st.rank == 0) && !(out.shape == want)) {
-      return invalid("out has shape " + out.shape.to_string() + ", expected " + want.to_string());
-    }
-    return Status();
-  });
+  return st.collective(
+      static_cast<std::size_t>(std::max<std::int64_t>(rows, 0)), out, [&](float* partial) {
+        const Shape local_shape =
+            s.rank() == 3 ? Shape{s[0], s[1], st.local_cols} : Shape{s[0], st.local_cols};
+        if (Status e = st.local->forward(x, TensorView(partial, local_shape)); !e.ok()) return e;
+        const Shape want =
+            s.rank() == 3 ? Shape{s[0], s[1], st.config.d_out} : Shape{s[0], st.config.d_out};
+        if ((st.options.output_on_all_ranks || st.rank == 0) && !(out.shape == want)) {
+          return invalid("out has shape " + out.shape.to_string() + ", expected " +
+                         want.to_string());
+        }
+        return Status();
+      });
 }
 
 Result<DistributedSession> DistributedEngine::new_session() const {
@@ -316,11 +335,13 @@ Status step_sessions(const DistributedState& st, std::span<DistributedSession* c
       local[i] = &sessions[i]->local();
     }
     const auto n = static_cast<std::int64_t>(sessions.size());
-    if (Status e = st.local->step(local, x, TensorView(partial, Shape{n, st.local_cols})); !e.ok()) return e;
-    return out.shape == Shape{n, st.config.d_out} || !(st.options.output_on_all_ranks || st.rank == 0)
+    if (Status e = st.local->step(local, x, TensorView(partial, Shape{n, st.local_cols})); !e.ok())
+      return e;
+    return out.shape == Shape{n, st.config.d_out} ||
+                   !(st.options.output_on_all_ranks || st.rank == 0)
                ? Status()
-               : invalid("out has shape " + out.shape.to_string() + ", expected [" + std::to_string(n) + ", " +
-                         std::to_string(st.config.d_out) + "]");
+               : invalid("out has shape " + out.shape.to_string() + ", expected [" +
+                         std::to_string(n) + ", " + std::to_string(st.config.d_out) + "]");
   });
 }
 
@@ -334,13 +355,16 @@ Status DistributedEngine::step(std::span<DistributedSession* const> sessions, Co
 Status DistributedSession::prefill(ConstTensorView x, TensorView out) {
   const DistributedState& st = *state_;
   const std::int64_t rows = x.shape.rank() == 2 ? x.shape[0] : 0;
-  return st.collective(static_cast<std::size_t>(std::max<std::int64_t>(rows, 0)), out, [&](float* partial) {
-    if (Status e = local_.prefill(x, TensorView(partial, Shape{rows, st.local_cols})); !e.ok()) return e;
-    return out.shape == Shape{rows, st.config.d_out} || !(st.options.output_on_all_ranks || st.rank == 0)
-               ? Status()
-               : invalid("prefill: out has shape " + out.shape.to_string() + ", expected [" +
-                         std::to_string(rows) + ", " + std::to_string(st.config.d_out) + "]");
-  });
+  return st.collective(
+      static_cast<std::size_t>(std::max<std::int64_t>(rows, 0)), out, [&](float* partial) {
+        if (Status e = local_.prefill(x, TensorView(partial, Shape{rows, st.local_cols})); !e.ok())
+          return e;
+        return out.shape == Shape{rows, st.config.d_out} ||
+                       !(st.options.output_on_all_ranks || st.rank == 0)
+                   ? Status()
+                   : invalid("prefill: out has shape " + out.shape.to_string() + ", expected [" +
+                             std::to_string(rows) + ", " + std::to_string(st.config.d_out) + "]");
+      });
 }
 
 Status DistributedSession::step(ConstTensorView x, TensorView out) {
@@ -352,6 +376,8 @@ int DistributedEngine::rank() const noexcept { return state_->rank; }
 int DistributedEngine::size() const noexcept { return state_->size; }
 const LayerConfig& DistributedEngine::config() const noexcept { return state_->config; }
 const Engine& DistributedEngine::local_engine() const noexcept { return *state_->local; }
-double DistributedEngine::last_exchange_seconds() const noexcept { return state_->exchange_seconds; }
+double DistributedEngine::last_exchange_seconds() const noexcept {
+  return state_->exchange_seconds;
+}
 
 }  // namespace attn::dist

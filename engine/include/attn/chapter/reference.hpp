@@ -31,7 +31,9 @@ struct ATTN_API Matrix {
 
   double& operator()(std::int64_t r, std::int64_t c) { return values[r * cols + c]; }
   double operator()(std::int64_t r, std::int64_t c) const { return values[r * cols + c]; }
-  std::span<const double> row(std::int64_t r) const { return {values.data() + r * cols, size_t(cols)}; }
+  std::span<const double> row(std::int64_t r) const {
+    return {values.data() + r * cols, size_t(cols)};
+  }
 };
 
 // ---- 3.3 simplified self-attention, step by step -------------------------------------
@@ -75,9 +77,9 @@ ATTN_API Matrix dropout(const Matrix& x, double p, TorchGenerator& gen);
 
 /// Options of scaled dot-product attention over one sequence.
 struct AttentionOptions {
-  double scale = 1.0;        ///< multiplies q·k before softmax
-  bool causal = false;       ///< bottom-right aligned when q has fewer rows than k
-  std::int64_t window = 0;   ///< > 0: row i sees at most the last `window` visible keys
+  double scale = 1.0;       ///< multiplies q·k before softmax
+  bool causal = false;      ///< bottom-right aligned when q has fewer rows than k
+  std::int64_t window = 0;  ///< > 0: row i sees at most the last `window` visible keys
 };
 
 /// softmax(mask(scale · q kᵀ)) · v for one sequence and one head; a row with no visible
@@ -98,6 +100,7 @@ struct Output {
 /// The oracle: runs `config`'s variant the way the chapter's classes do (the wrapper runs
 /// its heads one by one and concatenates, MultiHeadAttention splits one projection and
 /// applies out_proj), in float64. x: [batch, seq_len, d_in] or [seq_len, d_in].
-ATTN_API Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstTensorView x);
+ATTN_API Result<Output> forward(const LayerConfig& config, const Weights& weights,
+                                ConstTensorView x);
 
 }  // namespace attn::reference
