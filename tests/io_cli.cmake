@@ -95,6 +95,13 @@ check(bad_rope_dim fail "" "rope_dim = 5" run --weights hf_llama_gqa.safetensors
       --input hf_llama_gqa.input.npy --rope-dim 5)
 check(bad_theta usage "" "--rope-theta" run --weights hf_llama_gqa.safetensors
       --input hf_llama_gqa.input.npy --rope-theta nan)
+# Bench presets carry the layer's fields; the layer flags win over the preset.
+check(bench_llama_preset ok "2048,32,8,64,false,true,neox,500000,64,0,1,8," "" bench
+      --preset llama-3.2-1b --batch 1 --seq-len 8 --reps 1 --warmup 0 --format csv)
+check(bench_preset_flags ok "2048,32,32,64,false,true,none,10000,0,0,1,8," "" bench
+      --preset llama-3.2-1b --batch 1 --seq-len 8 --reps 1 --warmup 0 --format csv --rope none
+      --kv-heads 32 --rope-theta 10000)
+check(bench_bad_preset usage "" "--preset: llama not in" bench --preset llama)
 
 # Options: backends, instruction set, threads, overrides, printing to stdout.
 check(serial ok "" "0 of" run --weights mha_b3.safetensors --input mha_b3.input.npy
