@@ -159,7 +159,7 @@ Status resolve_shape(const LayerReader& r, const LayerOptions& o, const Found& f
                       std::to_string(head_dim) + " give " + std::to_string(c.kv_dim()) +
                       " key rows but tensor '" + r.full(found.kv_name) + "' has " +
                       std::to_string(found.kv_dim) +
-                      (found.kv_dim % head_dim == 0
+                      (head_dim > 0 && found.kv_dim % head_dim == 0
                            ? " (" + std::to_string(found.kv_dim / head_dim) + " kv heads)"
                            : std::string()));
   }
