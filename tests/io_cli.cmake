@@ -48,6 +48,61 @@ foreach(i 0 1)
         --prefix h.${i} --input gpt2_2layers.input.npy --expect gpt2_2layers.h${i}.output.npy)
 endforeach()
 
+# Hugging Face Llama / Qwen2 / Mistral and GPT-NeoX attention (PyTorch's outputs from the
+# projects' own code): forward and token by token, and the layer flags of issue 14.
+foreach(f hf_llama_gqa hf_qwen2_bias hf_mistral_window gpt_neox_partial hf_llama_long)
+  check(${f} ok "" "0 of [0-9]+ values outside" run --weights ${f}.safetensors --input ${f}.input.npy
+        --expect ${f}.output.npy --output ${WORK}/${f}.npy)
+  check(decode_${f} ok "" "0 of [0-9]+ values outside" run --weights ${f}.safetensors
+        --input ${f}.input.npy --expect ${f}.output.npy --output ${WORK}/${f}.npy --decode)
+endforeach()
+check(hf_prefix ok "" "0 of 288 values outside" run --weights hf_llama_gqa.safetensors
+      --prefix model.layers.0.self_attn --layout hf-llama --input hf_llama_gqa.input.npy
+      --expect hf_llama_gqa.output.npy --output ${WORK}/p.npy)
+check(neox_prefix ok "" "0 of 192 values outside" run --weights gpt_neox_partial.safetensors
+      --prefix gpt_neox.layers.0.attention --input gpt_neox_partial.input.npy
+      --expect gpt_neox_partial.output.npy --output ${WORK}/p.npy --decode)
+# The flags restate the file (same output) or change it (a different output).
+check(hf_flags_same ok "" "0 of 288 values outside" run --weights hf_llama_gqa.safetensors
+      --input hf_llama_gqa.input.npy --expect hf_llama_gqa.output.npy --output ${WORK}/p.npy
+      --kv-heads 2 --head-dim 6 --rope neox --rope-theta 10000 --rope-dim 6 --window 0
+      --scale 0.408248290463863 --decode)
+check(hf_rope_gptj_differs fail "" "values outside" run --weights hf_llama_gqa.safetensors
+      --input hf_llama_gqa.input.npy --expect hf_llama_gqa.output.npy --output ${WORK}/p.npy
+      --rope gptj)
+check(hf_rope_none_differs fail "" "values outside" run --weights hf_llama_gqa.safetensors
+      --input hf_llama_gqa.input.npy --expect hf_llama_gqa.output.npy --output ${WORK}/p.npy
+      --rope none)
+check(hf_theta_differs fail "" "values outside" run --weights hf_qwen2_bias.safetensors
+      --input hf_qwen2_bias.input.npy --expect hf_qwen2_bias.output.npy --output ${WORK}/p.npy
+      --rope-theta 10000)
+check(info_hf ok "num_kv_heads 2.*rope neox \\(theta 10000, rope_dim 6\\)" "" info
+      hf_llama_gqa.safetensors)
+check(info_hf_notes ok "num_kv_heads = 2 \\(rows of 'model.layers.0.self_attn.k_proj.weight'"
+      "" info hf_llama_gqa.safetensors)
+check(info_hf_flags ok "num_kv_heads 2.*rope gptj \\(theta 500000, rope_dim 4\\).*window 3" ""
+      info hf_qwen2_bias.safetensors --kv-heads 2 --head-dim 4 --rope gptj --rope-theta 500000
+      --rope-dim 4 --window 3 --heads 6 --scale 0.5)
+check(info_neox ok "layer: layout gpt-neox, prefix 'gpt_neox.layers.0.attention.'.*rope_dim 4" ""
+      info gpt_neox_partial.safetensors)
+check(hf_kv_mismatch fail "" "num_kv_heads = 4 \\(from the options\\).*k_proj.weight' has 12" run
+      --weights hf_llama_gqa.safetensors --input hf_llama_gqa.input.npy --kv-heads 4)
+check(hf_head_dim_mismatch fail "" "head_dim = 8 \\(from the options\\).*q_proj.weight' has 24"
+      info hf_llama_gqa.safetensors --head-dim 8)
+check(bad_rope usage "" "--rope: rotary not in" run --weights hf_llama_gqa.safetensors
+      --input hf_llama_gqa.input.npy --rope rotary)
+check(bad_rope_dim fail "" "rope_dim = 5" run --weights hf_llama_gqa.safetensors
+      --input hf_llama_gqa.input.npy --rope-dim 5)
+check(bad_theta usage "" "--rope-theta" run --weights hf_llama_gqa.safetensors
+      --input hf_llama_gqa.input.npy --rope-theta nan)
+# Bench presets carry the layer's fields; the layer flags win over the preset.
+check(bench_llama_preset ok "2048,32,8,64,false,true,neox,500000,64,0,1,8," "" bench
+      --preset llama-3.2-1b --batch 1 --seq-len 8 --reps 1 --warmup 0 --format csv)
+check(bench_preset_flags ok "2048,32,32,64,false,true,none,10000,0,0,1,8," "" bench
+      --preset llama-3.2-1b --batch 1 --seq-len 8 --reps 1 --warmup 0 --format csv --rope none
+      --kv-heads 32 --rope-theta 10000)
+check(bench_bad_preset usage "" "--preset: llama not in" bench --preset llama)
+
 # Options: backends, instruction set, threads, overrides, printing to stdout.
 check(serial ok "" "0 of" run --weights mha_b3.safetensors --input mha_b3.input.npy
       --expect mha_b3.output.npy --backend serial --threads 1)

@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,60 @@ inline CLI::Validator finite_in_range(double lo, double hi) {
 inline constexpr std::int64_t kMaxSizeFlag = std::int64_t{1} << 40;
 /// Largest --threads value (requests above the CPUs available are clamped by the engine).
 inline constexpr std::int64_t kMaxThreadsFlag = 1024;
+
+/// The layer's shape beyond d_model and num_heads, for `attn run`, `attn info` and `attn
+/// bench` (names fixed by issue 14): --kv-heads, --head-dim, --rope, --rope-theta, --rope-dim,
+/// --scale, --window. A flag not given leaves the value to the file (or the preset).
+struct LayerShapeFlags {
+  std::int64_t kv_heads = 0, head_dim = 0, rope_dim = 0, window = 0;
+  std::string rope = "none";
+  double rope_theta = 10000, scale = 0;
+  CLI::Option *kv_heads_opt = nullptr, *head_dim_opt = nullptr, *rope_opt = nullptr,
+              *rope_theta_opt = nullptr, *rope_dim_opt = nullptr, *scale_opt = nullptr,
+              *window_opt = nullptr;
+  // Issue 14: --alibi and --softcap F are declared here once LayerConfig has alibi/softcap.
+
+  /// Declares the flags on `sub`.
+  void add_to(CLI::App* sub) {
+    const double kMax = std::numeric_limits<double>::max();
+    kv_heads_opt = sub->add_option("--kv-heads", kv_heads,
+                                   "Key/value heads (grouped-query attention; 1 = multi-query); "
+                                   "must divide num_heads (else __metadata__['num_kv_heads'])")
+                       ->check(in_range(1, kMaxSizeFlag));
+    head_dim_opt = sub->add_option("--head-dim", head_dim,
+                                   "Features per head when num_heads * head_dim != d_model "
+                                   "(else __metadata__['head_dim'] or the shapes)")
+                       ->check(in_range(1, kMaxSizeFlag));
+    rope_opt = sub->add_option("--rope", rope,
+                               "Rotary position embeddings: none, neox (rotate-half) or gptj "
+                               "(interleaved) (else __metadata__['rope'] or the layout's default)")
+                   ->check(CLI::IsMember({"none", "neox", "gptj"}));
+    rope_theta_opt = sub->add_option("--rope-theta", rope_theta, "Rotary base (default 10000)")
+                         ->check(finite_in_range(-kMax, kMax));
+    rope_dim_opt = sub->add_option("--rope-dim", rope_dim,
+                                   "Rotated features per head, even, <= head_dim (partial "
+                                   "rotary); 0 = head_dim")
+                       ->check(in_range(0, kMaxSizeFlag));
+    scale_opt = sub->add_option("--scale", scale, "Multiplier of q.k; 0 = 1/sqrt(head_dim)")
+                    ->check(finite_in_range(-kMax, kMax));
+    window_opt = sub->add_option("--window", window,
+                                 "Sliding window: each token sees at most the last N tokens "
+                                 "(causal only); 0 = no window")
+                     ->check(in_range(0, kMaxSizeFlag));
+  }
+
+  /// Sets the fields of `c` (a LayerConfig or io::LayerOptions) whose flag was given.
+  template <class Config>
+  void apply(Config& c) const {
+    if (kv_heads_opt->count() > 0) c.num_kv_heads = kv_heads;
+    if (head_dim_opt->count() > 0) c.head_dim = head_dim;
+    if (rope_opt->count() > 0) c.rope = parse_rope(rope).value();  // validated at parse time
+    if (rope_theta_opt->count() > 0) c.rope_theta = rope_theta;
+    if (rope_dim_opt->count() > 0) c.rope_dim = rope_dim;
+    if (scale_opt->count() > 0) c.scale = scale;
+    if (window_opt->count() > 0) c.window = window;
+  }
+};
 
 /// How a layer runs: --threads, --backend, --isa, for every subcommand that runs one.
 struct RunFlags {

@@ -38,6 +38,10 @@ struct BenchOptions {
   bool distributed = false;
   int warmup = 1, reps = 5;
   std::string format = "table";
+  LayerShapeFlags shape;
+  // Flags given on the command line win over the preset's values.
+  CLI::Option *batch_opt = nullptr, *seq_len_opt = nullptr, *d_model_opt = nullptr,
+              *heads_opt = nullptr, *causal_opt = nullptr;
 };
 
 double ms_since(Clock::time_point t0) {
@@ -85,6 +89,16 @@ Result<Engine> make_engine(const BenchOptions& o, std::int64_t context_length, s
   return bench::make_engine(bench::layer_config(o.layer, context_length), run);
 }
 
+// The layer's fields beyond d_model and num_heads, in every row.
+void add_shape(Row& r, const LayerConfig& c) {
+  r.set("num_kv_heads", c.kv_heads()).set("head_dim", c.resolved_head_dim());
+  r.set("qkv_bias", c.qkv_bias).set("causal", c.causal());
+  r.set("rope", std::string(to_string(c.rope)))
+      .set("rope_theta", c.rope_theta)
+      .set("rope_dim", c.resolved_rope_dim());
+  r.set("window", c.window);
+}
+
 Row describe(const Engine& e, const std::string& impl, const std::string& backend,
              const RuntimeInfo& info) {
   Row r;
@@ -93,7 +107,7 @@ Row describe(const Engine& e, const std::string& impl, const std::string& backen
   r.set("threads", std::int64_t{e.threads()})
       .set("d_model", e.config().d_out)
       .set("num_heads", e.config().num_heads);
-  r.set("causal", e.config().causal());
+  add_shape(r, e.config());
   r.set("commit", info.git_commit).set("cpu_model", info.cpu_model);
   return r;
 }
@@ -206,8 +220,8 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
   for (auto threads : o.run.threads) {
     for (const auto& backend : o.run.backends) {
       for (auto kv_len : o.kv_len) {
-        const std::int64_t cache_bytes =
-            2 * kv_len * o.layer.d_model * static_cast<std::int64_t>(sizeof(float));
+        const std::int64_t cache_bytes = 2 * kv_len * bench::layer_config(o.layer, 1).kv_dim() *
+                                         static_cast<std::int64_t>(sizeof(float));
         const std::int64_t sessions =
             std::min(kMaxColdSessions, llc_bytes() / std::max<std::int64_t>(cache_bytes, 1) + 2);
         const int cold_steps = static_cast<int>(std::max<std::int64_t>(o.reps, sessions));
@@ -309,7 +323,8 @@ int bench_distributed(const BenchOptions& o, const RuntimeInfo& info) {
           .set("isa", std::string(engine->local_engine().isa()));
       base.set("ranks", std::int64_t{mpi->size()})
           .set("threads", std::int64_t{engine->local_engine().threads()});
-      base.set("d_model", c.d_out).set("num_heads", c.num_heads).set("causal", c.causal());
+      base.set("d_model", c.d_out).set("num_heads", c.num_heads);
+      add_shape(base, c);
       auto time_calls = [&](auto&& call) -> Result<std::pair<Timing, Timing>> {
         std::vector<double> ms, exchange_ms;
         for (int r = 0; r < o.warmup + o.reps; ++r) {
@@ -377,11 +392,16 @@ int bench_distributed(const BenchOptions& o, const RuntimeInfo& info) {
 
 int run_bench(BenchOptions o) {
   if (!o.preset.empty()) {
+    const bench::Workload given = o.layer;
     const std::optional<bench::Workload> p = bench::preset(o.preset);
     o.layer = *p;  // the flag's validator admits only known presets
-    o.batch = {p->batch};
-    o.seq_len = {p->seq_len};
+    if (o.batch_opt->count() == 0) o.batch = {p->batch};
+    if (o.seq_len_opt->count() == 0) o.seq_len = {p->seq_len};
+    if (o.d_model_opt->count() > 0) o.layer.d_model = given.d_model;
+    if (o.heads_opt->count() > 0) o.layer.num_heads = given.num_heads;
+    if (o.causal_opt->count() > 0) o.layer.causal = given.causal;
   }
+  o.shape.apply(o.layer);
   const RuntimeInfo info = runtime_info();
   std::cerr << "attn bench: " << info.cpu_model << ", " << info.cpus << " CPUs, kernels "
             << (o.run.isa == "auto" ? info.default_isa : o.run.isa) << ", commit "
@@ -406,19 +426,29 @@ Command add_bench(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "bench", "Measure forward() or decode-step throughput over a sweep of sizes");
   sub->add_option("--preset", o->preset,
-                  "gpt2-small: batch 8, seq_len 1024, d_model 768, 12 heads, causal")
-      ->check(CLI::IsMember({"gpt2-small"}));
+                  "A released model's attention layer (flags given beside it win): gpt2-small "
+                  "(batch 8, seq_len 1024, d_model 768, 12 heads), llama-3.2-1b (batch 4, d 2048, "
+                  "32 heads, 8 kv heads, head_dim 64, rope neox, theta 500000), qwen2-0.5b (d "
+                  "896, 14 heads, 2 kv heads, head_dim 64, q/k/v bias, theta 1000000), "
+                  "mistral-7b (batch 1, d 4096, 32 heads, 8 kv heads, head_dim 128, window 4096)")
+      ->check(CLI::IsMember(bench::preset_names()));
   const CLI::Validator size = in_range(1, kMaxSizeFlag);
-  sub->add_option("--batch", o->batch, "batch (comma-separated list)")->delimiter(',')->check(size);
-  sub->add_option("--seq-len", o->seq_len, "seq_len (list)")->delimiter(',')->check(size);
-  sub->add_option("--d-model", o->layer.d_model, "d_in = d_out")->check(size);
-  sub->add_option("--num-heads,--heads", o->layer.num_heads, "num_heads")->check(size);
+  o->batch_opt = sub->add_option("--batch", o->batch, "batch (comma-separated list)")
+                     ->delimiter(',')
+                     ->check(size);
+  o->seq_len_opt =
+      sub->add_option("--seq-len", o->seq_len, "seq_len (list)")->delimiter(',')->check(size);
+  o->d_model_opt = sub->add_option("--d-model", o->layer.d_model, "d_in = d_out")->check(size);
+  o->heads_opt =
+      sub->add_option("--num-heads,--heads", o->layer.num_heads, "num_heads")->check(size);
+  o->shape.add_to(sub);
   o->run.add_to(sub, /*sweep=*/true);
   sub->add_option("--impl", o->impl,
                   "Attention paths: fused (flash), unfused (scores materialised)")
       ->delimiter(',')
       ->check(CLI::IsMember({"fused", "unfused"}));
-  sub->add_flag("--causal,!--no-causal", o->layer.causal, "Causal mask (default) or none");
+  o->causal_opt =
+      sub->add_flag("--causal,!--no-causal", o->layer.causal, "Causal mask (default) or none");
   sub->add_option("--warmup", o->warmup, "Untimed runs before measuring")
       ->check(in_range(0, 1000000));
   sub->add_option("--reps", o->reps, "Timed runs per row (decode: steps)")

@@ -69,8 +69,9 @@ Command add_profile(CLI::App& app) {
       "profile",
       "Run forward() in a steady loop for a profiler: perf record -g -- attn profile ...");
   sub->add_option("--preset", o->preset,
-                  "Workload: gpt2-small (batch 8 x 1024 tokens, d_model 768, 12 heads)")
-      ->check(CLI::IsMember({"gpt2-small"}))
+                  "Workload: gpt2-small (batch 8 x 1024 tokens, d_model 768, 12 heads), "
+                  "llama-3.2-1b, qwen2-0.5b or mistral-7b (see attn bench --help)")
+      ->check(CLI::IsMember(bench::preset_names()))
       ->capture_default_str();
   sub->add_option("--seconds", o->seconds, "How long to loop")->check(finite_in_range(1e-3, 1e6));
   o->run.add_to(sub, /*sweep=*/false);

@@ -229,6 +229,254 @@ class TinyGPT2(nn.Module):
         self.h = nn.ModuleList([GPT2Block(n_embd, n_head, n_ctx) for _ in range(n_layer)])
 
 
+# ---- Hugging Face Llama (also Mistral, Qwen2) and GPT-NeoX attention ------------------------
+# Written as transformers 4.36 writes them (modeling_llama.py, modeling_gpt_neox.py), trimmed
+# to the self-attention path without a cache; no transformers package needed.
+
+class LlamaRotaryEmbedding(nn.Module):
+    def __init__(self, dim, max_position_embeddings=2048, base=10000, device=None):
+        super().__init__()
+
+        self.dim = dim
+        self.max_position_embeddings = max_position_embeddings
+        self.base = base
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2).float().to(device) / self.dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+        # Build here to make `torch.jit.trace` work.
+        self._set_cos_sin_cache(
+            seq_len=max_position_embeddings, device=self.inv_freq.device, dtype=torch.get_default_dtype()
+        )
+
+    def _set_cos_sin_cache(self, seq_len, device, dtype):
+        self.max_seq_len_cached = seq_len
+        t = torch.arange(self.max_seq_len_cached, device=device, dtype=self.inv_freq.dtype)
+
+        freqs = torch.outer(t, self.inv_freq)
+        # Different from paper, but it uses a different permutation in order to obtain the same calculation
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos_cached", emb.cos().to(dtype), persistent=False)
+        self.register_buffer("sin_cached", emb.sin().to(dtype), persistent=False)
+
+    def forward(self, x, seq_len=None):
+        # x: [bs, num_attention_heads, seq_len, head_size]
+        if seq_len > self.max_seq_len_cached:
+            self._set_cos_sin_cache(seq_len=seq_len, device=x.device, dtype=x.dtype)
+
+        return (
+            self.cos_cached[:seq_len].to(dtype=x.dtype),
+            self.sin_cached[:seq_len].to(dtype=x.dtype),
+        )
+
+
+def rotate_half(x):
+    """Rotates half the hidden dims of the input."""
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2 :]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin, position_ids, unsqueeze_dim=1):
+    """Applies Rotary Position Embedding to the query and key tensors."""
+    cos = cos[position_ids].unsqueeze(unsqueeze_dim)
+    sin = sin[position_ids].unsqueeze(unsqueeze_dim)
+    q_embed = (q * cos) + (rotate_half(q) * sin)
+    k_embed = (k * cos) + (rotate_half(k) * sin)
+    return q_embed, k_embed
+
+
+def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """
+    This is the equivalent of torch.repeat_interleave(x, dim=1, repeats=n_rep). The hidden states go from (batch,
+    num_key_value_heads, seqlen, head_dim) to (batch, num_attention_heads, seqlen, head_dim)
+    """
+    batch, num_key_value_heads, slen, head_dim = hidden_states.shape
+    if n_rep == 1:
+        return hidden_states
+    hidden_states = hidden_states[:, :, None, :, :].expand(batch, num_key_value_heads, n_rep, slen, head_dim)
+    return hidden_states.reshape(batch, num_key_value_heads * n_rep, slen, head_dim)
+
+
+def causal_attention_mask(bsz, q_len, dtype, sliding_window=None):
+    """The 4D additive mask of _prepare_4d_causal_attention_mask (Mistral's sliding window:
+    position i sees j when i - sliding_window < j <= i)."""
+    mask = torch.full((q_len, q_len), torch.finfo(dtype).min)
+    mask_cond = torch.arange(q_len)
+    mask.masked_fill_(mask_cond < (mask_cond + 1).view(q_len, 1), 0)
+    if sliding_window is not None:
+        context_mask = torch.tril(torch.ones_like(mask, dtype=torch.bool), diagonal=-sliding_window)
+        mask.masked_fill_(context_mask, torch.finfo(dtype).min)
+    return mask[None, None, :, :].expand(bsz, 1, q_len, q_len).to(dtype)
+
+
+class LlamaAttention(nn.Module):
+    """Multi-headed attention from 'Attention Is All You Need' paper (Hugging Face's; Mistral and
+    Qwen2 are this with a sliding window and q/k/v biases)."""
+
+    def __init__(self, hidden_size, num_heads, num_key_value_heads, head_dim, rope_theta=10000.0,
+                 max_position_embeddings=2048, attention_bias=False, qkv_bias=False, sliding_window=None):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.num_key_value_heads = num_key_value_heads
+        self.num_key_value_groups = self.num_heads // self.num_key_value_heads
+        self.max_position_embeddings = max_position_embeddings
+        self.rope_theta = rope_theta
+        self.sliding_window = sliding_window
+
+        self.q_proj = nn.Linear(self.hidden_size, self.num_heads * self.head_dim, bias=attention_bias or qkv_bias)
+        self.k_proj = nn.Linear(self.hidden_size, self.num_key_value_heads * self.head_dim, bias=attention_bias or qkv_bias)
+        self.v_proj = nn.Linear(self.hidden_size, self.num_key_value_heads * self.head_dim, bias=attention_bias or qkv_bias)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, self.hidden_size, bias=attention_bias)
+        self.rotary_emb = LlamaRotaryEmbedding(
+            self.head_dim, max_position_embeddings=self.max_position_embeddings, base=self.rope_theta)
+
+    def forward(self, hidden_states):
+        bsz, q_len, _ = hidden_states.size()
+        position_ids = torch.arange(q_len, dtype=torch.long).unsqueeze(0)
+        attention_mask = causal_attention_mask(bsz, q_len, hidden_states.dtype, self.sliding_window)
+
+        query_states = self.q_proj(hidden_states)
+        key_states = self.k_proj(hidden_states)
+        value_states = self.v_proj(hidden_states)
+
+        query_states = query_states.view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key_states = key_states.view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        value_states = value_states.view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+
+        kv_seq_len = key_states.shape[-2]
+        cos, sin = self.rotary_emb(value_states, seq_len=kv_seq_len)
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin, position_ids)
+
+        key_states = repeat_kv(key_states, self.num_key_value_groups)
+        value_states = repeat_kv(value_states, self.num_key_value_groups)
+
+        attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) / math.sqrt(self.head_dim)
+        attn_weights = attn_weights + attention_mask
+
+        # upcast attention to fp32
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query_states.dtype)
+        attn_output = torch.matmul(attn_weights, value_states)
+
+        attn_output = attn_output.transpose(1, 2).contiguous()
+        attn_output = attn_output.reshape(bsz, q_len, self.num_heads * self.head_dim)
+        attn_output = self.o_proj(attn_output)
+        return attn_output
+
+
+class GPTNeoXRotaryEmbedding(LlamaRotaryEmbedding):
+    """GPT-NeoX's copy of the Llama rotary embedding (dim = rotary_ndims)."""
+
+
+class GPTNeoXAttention(nn.Module):
+    def __init__(self, hidden_size, num_attention_heads, rotary_pct=0.25, rotary_emb_base=10000,
+                 max_position_embeddings=2048, attention_bias=True):
+        super().__init__()
+        self.num_attention_heads = num_attention_heads
+        self.hidden_size = hidden_size
+        self.head_size = self.hidden_size // self.num_attention_heads
+        self.rotary_ndims = int(self.head_size * rotary_pct)
+        self.rotary_emb = GPTNeoXRotaryEmbedding(
+            self.rotary_ndims, max_position_embeddings, base=rotary_emb_base)
+        self.norm_factor = self.head_size ** -0.5
+        self.query_key_value = nn.Linear(hidden_size, 3 * hidden_size, bias=attention_bias)
+        self.dense = nn.Linear(hidden_size, hidden_size, bias=attention_bias)
+
+    def forward(self, hidden_states):
+        position_ids = torch.arange(hidden_states.shape[1], dtype=torch.long).unsqueeze(0)
+        # Compute QKV
+        # Attention heads [batch, seq_len, hidden_size]
+        #   --> [batch, seq_len, (np * 3 * head_size)]
+        qkv = self.query_key_value(hidden_states)
+
+        # [batch, seq_len, (num_heads * 3 * head_size)]
+        #   --> [batch, seq_len, num_heads, 3 * head_size]
+        new_qkv_shape = qkv.size()[:-1] + (self.num_attention_heads, 3 * self.head_size)
+        qkv = qkv.view(*new_qkv_shape)
+
+        # [batch, seq_len, num_attention_heads, 3 * head_size] --> 3 [batch, num_attention_heads, seq_len, head_size]
+        query = qkv[..., : self.head_size].permute(0, 2, 1, 3)
+        key = qkv[..., self.head_size : 2 * self.head_size].permute(0, 2, 1, 3)
+        value = qkv[..., 2 * self.head_size :].permute(0, 2, 1, 3)
+
+        # Compute rotary embeddings on rotary_ndims
+        query_rot = query[..., : self.rotary_ndims]
+        query_pass = query[..., self.rotary_ndims :]
+        key_rot = key[..., : self.rotary_ndims]
+        key_pass = key[..., self.rotary_ndims :]
+
+        seq_len = key.shape[-2]
+        cos, sin = self.rotary_emb(value, seq_len=seq_len)
+        query, key = apply_rotary_pos_emb(query_rot, key_rot, cos, sin, position_ids)
+        query = torch.cat((query, query_pass), dim=-1)
+        key = torch.cat((key, key_pass), dim=-1)
+
+        attn_output = self._attn(query, key, value)
+        attn_output = self._merge_heads(attn_output, self.num_attention_heads, self.head_size)
+        return self.dense(attn_output)
+
+    @classmethod
+    def _merge_heads(cls, tensor, num_attention_heads, attn_head_size):
+        tensor = tensor.permute(0, 2, 1, 3).contiguous()
+        return tensor.view(tensor.size(0), tensor.size(1), num_attention_heads * attn_head_size)
+
+    def _attn(self, query, key, value):
+        batch_size, num_attention_heads, query_length, attn_head_size = query.size()
+        key_length = key.size(-2)
+        causal_mask = torch.tril(torch.ones((key_length, key_length), dtype=torch.bool))
+        causal_mask = causal_mask.view(1, 1, key_length, key_length)[:, :, key_length - query_length : key_length, :key_length]
+
+        query = query.reshape(batch_size * num_attention_heads, query_length, attn_head_size)
+        key = key.reshape(batch_size * num_attention_heads, key_length, attn_head_size)
+        attn_scores = torch.zeros(
+            batch_size * num_attention_heads, query_length, key_length, dtype=query.dtype, device=key.device)
+        attn_scores = torch.baddbmm(attn_scores, query, key.transpose(1, 2), beta=1.0, alpha=self.norm_factor)
+        attn_scores = attn_scores.view(batch_size, num_attention_heads, query_length, key_length)
+
+        mask_value = torch.finfo(attn_scores.dtype).min
+        mask_value = torch.tensor(mask_value, dtype=attn_scores.dtype).to(attn_scores.device)
+        attn_scores = torch.where(causal_mask, attn_scores, mask_value)
+
+        attn_weights = nn.functional.softmax(attn_scores, dim=-1)
+        attn_weights = attn_weights.to(value.dtype)
+        return torch.matmul(attn_weights, value)
+
+
+def hf_metadata(module, layout_meta=True):
+    """Returns the __metadata__ of a Hugging Face layer: every key attn reads, so that the
+    file runs without flags (the fixtures drop some to test what the shapes imply)."""
+    meta = {"format": "pt", "producer": "attn tools/export_torch.py", "torch_version": torch.__version__,
+            "module": type(module).__name__, "causal": "true", "rope": "neox"}
+    if isinstance(module, LlamaAttention):
+        meta.update(layout="hf-llama", num_heads=module.num_heads, num_kv_heads=module.num_key_value_heads,
+                    head_dim=module.head_dim, rope_theta=repr(float(module.rope_theta)))
+        if module.sliding_window is not None:
+            meta["window"] = module.sliding_window
+    else:
+        meta.update(layout="gpt-neox", num_heads=module.num_attention_heads,
+                    rope_theta=repr(float(module.rotary_emb.base)), rope_dim=module.rotary_ndims)
+    return meta
+
+
+def export_hf(module, path, prefix, x, drop_keys=(), perturb_bias=True):
+    """Writes path.safetensors (the state dict under `prefix`, e.g. model.layers.0.self_attn.),
+    path.input.npy and path.output.npy (PyTorch's output in eval mode)."""
+    module.eval()
+    if perturb_bias:  # nn.Linear biases start near zero; larger ones show they are applied
+        with torch.no_grad():
+            for name, p in module.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_(std=0.5)
+    meta = {k: v for k, v in hf_metadata(module).items() if k not in drop_keys}
+    tensors = {prefix + k: v for k, v in module.state_dict().items()}
+    write_safetensors(path + ".safetensors", tensors, meta)
+    with torch.no_grad():
+        y = module(x)
+    write_npy(path + ".input.npy", x)
+    write_npy(path + ".output.npy", y)
+
+
 # ---- file formats, written by hand ---------------------------------------------------------
 
 def _le_bytes(typecode, values):
@@ -428,6 +676,8 @@ def write_fixtures(out_dir):
     for i in range(2):
         write_npy(os.path.join(out_dir, "gpt2_2layers.h%d.output.npy" % i), run(gpt2, x, layer=i))
 
+    write_hf_fixtures(out_dir)
+
     # A few corrupt files for the command-line tests (the C++ tests make many more).
     corrupt = os.path.join(out_dir, "corrupt")
     os.makedirs(corrupt, exist_ok=True)
@@ -445,6 +695,32 @@ def write_fixtures(out_dir):
     for fname, data in files.items():
         with open(os.path.join(corrupt, fname), "wb") as f:
             f.write(data)
+
+
+def write_hf_fixtures(out_dir):
+    """Hugging Face Llama / Qwen2 / Mistral and GPT-NeoX attention, as their projects write them."""
+    torch.manual_seed(14)
+    # GQA, head_dim 6 with num_heads * head_dim (24) != d (16); head_dim and num_kv_heads left
+    # for the loader to infer from the shapes.
+    m = LlamaAttention(16, 4, 2, 6, rope_theta=10000.0)
+    export_hf(m, os.path.join(out_dir, "hf_llama_gqa"), "model.layers.0.self_attn.", torch.randn(2, 9, 16),
+              drop_keys=("num_kv_heads", "head_dim"))
+    # Qwen2: q/k/v biases, o_proj without; theta 1e6; two kv heads for six query heads.
+    torch.manual_seed(15)
+    m = LlamaAttention(12, 6, 2, 4, rope_theta=1000000.0, qkv_bias=True)
+    export_hf(m, os.path.join(out_dir, "hf_qwen2_bias"), "model.layers.3.self_attn.", torch.randn(3, 7, 12))
+    # Mistral: sliding window 4 over 11 tokens, multi-query.
+    torch.manual_seed(16)
+    m = LlamaAttention(8, 4, 1, 4, rope_theta=10000.0, sliding_window=4)
+    export_hf(m, os.path.join(out_dir, "hf_mistral_window"), "", torch.randn(1, 11, 8))
+    # Positions past 1000: multi-query, tiny dims, 1030 tokens.
+    torch.manual_seed(17)
+    m = LlamaAttention(2, 2, 1, 4, rope_theta=10000.0)
+    export_hf(m, os.path.join(out_dir, "hf_llama_long"), "model.layers.0.self_attn.", torch.randn(1, 1030, 2))
+    # GPT-NeoX with partial rotary (rotary_pct 0.5: 4 of 8 features per head rotate).
+    torch.manual_seed(18)
+    m = GPTNeoXAttention(16, 2, rotary_pct=0.5, rotary_emb_base=10000)
+    export_hf(m, os.path.join(out_dir, "gpt_neox_partial"), "gpt_neox.layers.0.attention.", torch.randn(2, 6, 16))
 
 
 def _raw_safetensors(header, data_bytes):
@@ -482,10 +758,15 @@ def main(argv=None):
     m.add_argument("--out", required=True, help="writes OUT.safetensors, OUT.input.npy, OUT.output.npy")
     f = sub.add_parser("fixtures", help="write the golden test fixtures")
     f.add_argument("--out-dir", required=True)
+    f.add_argument("--only-hf", action="store_true", help="only the Hugging Face / GPT-NeoX fixtures")
     args = p.parse_args(argv)
 
     if args.command == "fixtures":
-        write_fixtures(args.out_dir)
+        if args.only_hf:
+            os.makedirs(args.out_dir, exist_ok=True)
+            write_hf_fixtures(args.out_dir)
+        else:
+            write_fixtures(args.out_dir)
         return 0
     torch.manual_seed(args.seed)
     module = build(args.cls, args.d_in, args.d_out or args.d_in, args.heads, args.context_length, args.qkv_bias,

@@ -23,14 +23,16 @@ struct LayerArgs {
   CLI::Option* num_heads_opt = nullptr;
   CLI::Option* context_opt = nullptr;
   CLI::Option* causal_opt = nullptr;
+  LayerShapeFlags shape;
 
   /// Declares --layout, --prefix, --num-heads (alias --heads), --context-length,
-  /// --causal/--no-causal on `sub`.
+  /// --causal/--no-causal and the LayerShapeFlags on `sub`.
   void add_to(CLI::App* sub) {
     sub->add_option(
            "--layout", layout,
            "Tensor layout: auto (from __metadata__ or the names), v1, v2, causal, wrapper, mha "
-           "(the chapter's classes), torch-mha (nn.MultiheadAttention), gpt2")
+           "(the chapter's classes), torch-mha (nn.MultiheadAttention), gpt2, hf-llama (Hugging "
+           "Face Llama/Mistral/Qwen2), gpt-neox")
         ->check(CLI::Validator(
             [](std::string& name) {
               Result<io::Layout> l = io::parse_layout(name);
@@ -52,6 +54,7 @@ struct LayerArgs {
         sub->add_flag("--causal,!--no-causal", causal,
                       "Force causal masking on or off (else __metadata__['causal'], else the "
                       "layout's default: off for v1/v2, on for the others)");
+    shape.add_to(sub);
   }
 
   /// Returns the library's options; fails on an unknown layout name.
@@ -64,19 +67,28 @@ struct LayerArgs {
     if (num_heads_opt->count() > 0) o.num_heads = num_heads;
     if (context_opt->count() > 0) o.context_length = context_length;
     if (causal_opt->count() > 0) o.causal = causal;
+    shape.apply(o);
     return o;
   }
 };
 
-/// Returns e.g. "variant mha, d_in 768, d_out 768, num_heads 12 (head_dim 64), context_length
-/// 1024, qkv_bias true, causal true".
+/// Returns e.g. "variant mha, d_in 768, d_out 768, num_heads 12 (head_dim 64), num_kv_heads
+/// 12, context_length 1024, qkv_bias true, causal true, rope none, scale 0.125, window 0"
+/// (with rope: "rope neox (theta 500000, rope_dim 64)").
 inline std::string describe(const LayerConfig& c) {
+  std::string rope = to_string(c.rope);
+  if (c.rope != Rope::kNone) {
+    rope += " (theta " + CLI::detail::to_string(c.rope_theta) + ", rope_dim " +
+            std::to_string(c.resolved_rope_dim()) + ")";
+  }
   return std::string("variant ") + to_string(c.variant) + ", d_in " + std::to_string(c.d_in) +
          ", d_out " + std::to_string(c.d_out) + ", num_heads " + std::to_string(c.num_heads) +
-         " (head_dim " + std::to_string(c.resolved_head_dim()) + "), context_length " +
+         " (head_dim " + std::to_string(c.resolved_head_dim()) + "), num_kv_heads " +
+         std::to_string(c.kv_heads()) + ", context_length " +
          (c.context_length > 0 ? std::to_string(c.context_length) : std::string("unknown")) +
          ", qkv_bias " + (c.qkv_bias ? "true" : "false") + ", causal " +
-         (c.causal() ? "true" : "false");
+         (c.causal() ? "true" : "false") + ", rope " + rope + ", scale " +
+         CLI::detail::to_string(c.resolved_scale()) + ", window " + std::to_string(c.window);
 }
 
 }  // namespace attn::tools

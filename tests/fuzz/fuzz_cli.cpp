@@ -94,8 +94,8 @@ constexpr const char* kReals[] = {"0",   "1e-5", "1",     "-1",  "nan",
 constexpr const char* kReps[] = {"0", "1", "2", "-1", "x"};
 constexpr const char* kBackends[] = {"tbb", "openmp", "serial", "tbb,serial", "gpu", ""};
 constexpr const char* kIsas[] = {"auto", "sse2", "avx2", "avx512", "neon"};
-constexpr const char* kLayouts[] = {"auto", "v1",        "v2",   "causal", "wrapper",
-                                    "mha",  "torch-mha", "gpt2", "bert"};
+constexpr const char* kLayouts[] = {"auto",      "v1",   "v2",       "causal",   "wrapper", "mha",
+                                    "torch-mha", "gpt2", "hf-llama", "gpt-neox", "bert"};
 constexpr const char* kPrefixes[] = {"h.0", "h.1", "h.", "", "x"};
 constexpr const char* kWeights[] = {"mha_b3.safetensors",
                                     "v1_book.safetensors",

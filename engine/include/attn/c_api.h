@@ -129,10 +129,10 @@ typedef struct attn_weights {
 /** Where a layer is in a safetensors file and what the file may not say (attn::io::LayerOptions).
  */
 typedef struct attn_load_options {
-  size_t struct_size; /**< sizeof(attn_load_options) */
-  const char* prefix; /**< NULL or "" : the file's only layer; else e.g. "h.1." */
-  const char*
-      layout; /**< NULL or "auto", "v1", "v2", "causal", "wrapper", "mha", "torch-mha", "gpt2" */
+  size_t struct_size;     /**< sizeof(attn_load_options) */
+  const char* prefix;     /**< NULL or "" : the file's only layer; else e.g. "h.1." */
+  const char* layout;     /**< NULL or "auto", "v1", "v2", "causal", "wrapper", "mha", "torch-mha",
+                             "gpt2", "hf-llama", "gpt-neox" */
   int64_t num_heads;      /**< 0: from the file */
   int64_t context_length; /**< 0: from the file */
   int32_t causal;         /**< -1: from the file, 0: no mask, 1: causal */

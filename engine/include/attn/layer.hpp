@@ -29,6 +29,13 @@ namespace attn::io {
 ///   kGpt2:              [attn.]c_attn.weight [d, 3d] (Conv1D: y = x W + b, q|k|v along the last
 ///                       axis), c_attn.bias [3d], c_proj.weight [d, d], c_proj.bias, optional
 ///                       attn.bias mask [1, 1, n_ctx, n_ctx]
+///   kHfLlama (Hugging Face Llama, Mistral, Qwen2): q_proj.weight [num_heads*head_dim, d_in],
+///                       k_proj.weight, v_proj.weight [num_kv_heads*head_dim, d_in], o_proj.weight
+///                       [d_out, num_heads*head_dim], optional q/k/v_proj.bias (all three or
+///                       none) and o_proj.bias; rope neox unless told otherwise
+///   kGptNeox:           query_key_value.weight [3d, d] and .bias [3d] stored per head as
+///                       [q_h, k_h, v_h] blocks of head_dim rows, dense.weight [d, d], dense.bias,
+///                       optional `bias` mask [1, 1, n, n]; rope neox unless told otherwise
 enum class Layout {
   kAuto,
   kSelfAttentionV1,
@@ -38,9 +45,12 @@ enum class Layout {
   kMultiHeadAttention,
   kTorchMultiheadAttention,
   kGpt2,
+  kHfLlama,
+  kGptNeox,
 };
 
-/// Returns "auto", "v1", "v2", "causal", "wrapper", "mha", "torch-mha" or "gpt2".
+/// Returns "auto", "v1", "v2", "causal", "wrapper", "mha", "torch-mha", "gpt2", "hf-llama" or
+/// "gpt-neox".
 ATTN_API const char* to_string(Layout layout) noexcept;
 /// Parses the names to_string gives.
 ATTN_API Result<Layout> parse_layout(std::string_view name);
@@ -64,12 +74,25 @@ ATTN_API Result<LayerLocation> find_layer(const SafetensorsFile& file,
 /// __metadata__ ("num_heads" for multi-head layouts, "context_length", "causal"), then the
 /// layout's default (one head; causal except for v1 and v2). A given value that contradicts
 /// the tensors (e.g. num_heads for a wrapper with another head count) is an error.
+/// The other fields override LayerConfig's field of the same name, else __metadata__'s key of
+/// that name ("num_kv_heads", "head_dim", "rope" = none|neox|gptj, "rope_theta", "rope_dim",
+/// "scale", "window"), else what the shapes imply (hf-llama: head_dim = q_proj rows /
+/// num_heads, num_kv_heads = k_proj rows / head_dim), else the layout's default (rope neox for
+/// hf-llama and gpt-neox, LayerConfig's defaults otherwise).
 struct LayerOptions {
   Layout layout = Layout::kAuto;
   std::string prefix;
   std::optional<std::int64_t> num_heads;
   std::optional<std::int64_t> context_length;
   std::optional<bool> causal;
+  std::optional<std::int64_t> num_kv_heads;
+  std::optional<std::int64_t> head_dim;
+  std::optional<Rope> rope;
+  std::optional<double> rope_theta;
+  std::optional<std::int64_t> rope_dim;
+  std::optional<double> scale;
+  std::optional<std::int64_t> window;
+  // Issue 14: `alibi` and `softcap` join here when LayerConfig has them (kernels branch).
 };
 
 /// An attention layer read from a file.
@@ -78,7 +101,7 @@ struct Layer {
   Weights weights;
   LayerLocation location;
   std::vector<std::string> tensors;  ///< the file's tensors that were read
-  std::vector<std::string> notes;    ///< where num_heads, context_length and causal came from
+  std::vector<std::string> notes;    ///< where each config value came from
 };
 
 /// Reads the layer at options.layout/prefix (see find_layer) into LayerConfig + Weights in

@@ -24,6 +24,8 @@ constexpr LayoutName kLayoutNames[] = {
     {Layout::kMultiHeadAttention, "mha"},
     {Layout::kTorchMultiheadAttention, "torch-mha"},
     {Layout::kGpt2, "gpt2"},
+    {Layout::kHfLlama, "hf-llama"},
+    {Layout::kGptNeox, "gpt-neox"},
 };
 
 // The tensors whose presence directly under a prefix marks a layer of each layout.
@@ -41,11 +43,15 @@ std::vector<std::string_view> anchors(Layout layout) {
       return {"in_proj_weight"};
     case Layout::kGpt2:
       return {"attn.c_attn.weight", "c_attn.weight"};
+    case Layout::kHfLlama:
+      return {"q_proj.weight"};
+    case Layout::kGptNeox:
+      return {"query_key_value.weight"};
     case Layout::kAuto:
       break;
   }
-  return {"in_proj_weight",         "attn.c_attn.weight", "c_attn.weight",
-          "heads.0.W_query.weight", "W_query.weight",     "W_query"};
+  return {"in_proj_weight",         "attn.c_attn.weight",     "c_attn.weight",  "q_proj.weight",
+          "query_key_value.weight", "heads.0.W_query.weight", "W_query.weight", "W_query"};
 }
 
 bool has(const SafetensorsFile& file, std::string_view prefix, std::string_view name) {
@@ -57,6 +63,8 @@ std::optional<Layout> detect_at(const SafetensorsFile& file, std::string_view pr
   if (has(file, prefix, "in_proj_weight")) return Layout::kTorchMultiheadAttention;
   if (has(file, prefix, "attn.c_attn.weight") || has(file, prefix, "c_attn.weight"))
     return Layout::kGpt2;
+  if (has(file, prefix, "q_proj.weight")) return Layout::kHfLlama;
+  if (has(file, prefix, "query_key_value.weight")) return Layout::kGptNeox;
   if (has(file, prefix, "heads.0.W_query.weight")) return Layout::kMultiHeadWrapper;
   if (has(file, prefix, "W_query.weight")) {
     if (has(file, prefix, "out_proj.weight")) return Layout::kMultiHeadAttention;

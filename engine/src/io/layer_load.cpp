@@ -1,5 +1,6 @@
 // Reads one attention layer from a safetensors file into LayerConfig + Weights (nn.Linear layout):
-// the chapter's classes, nn.MultiheadAttention and GPT-2's Conv1D attention.
+// the chapter's classes, nn.MultiheadAttention, GPT-2's Conv1D attention, Hugging Face
+// Llama/Mistral/Qwen2 and GPT-NeoX attention.
 #include <algorithm>
 #include <charconv>
 
@@ -256,6 +257,103 @@ Status read_gpt2(LayerReader& r, LayerConfig& c, Weights& w, Found& found) {
   return {};
 }
 
+// Hugging Face LlamaAttention (also Mistral, Qwen2): separate projections, k/v possibly
+// narrower (grouped-query). head_dim and num_kv_heads follow from the rows in resolve_config.
+Status read_hf_llama(LayerReader& r, LayerConfig& c, Weights& w, Found& found) {
+  Result<Tensor> wq = r.get_matrix("q_proj.weight", -1, -1, "[num_heads * head_dim, d_in]");
+  if (!wq.ok()) return wq.status();
+  const std::int64_t q_dim = wq->shape()[0], d_in = wq->shape()[1];
+  Result<Tensor> wk = r.get_matrix("k_proj.weight", -1, d_in,
+                                   "[num_kv_heads * head_dim, " + std::to_string(d_in) +
+                                       "] (d_in of '" + r.full("q_proj.weight") + "')");
+  if (!wk.ok()) return wk.status();
+  const std::int64_t kv_dim = wk->shape()[0];
+  Result<Tensor> wv = r.get_matrix("v_proj.weight", kv_dim, d_in,
+                                   dims(kv_dim, d_in) + " like '" + r.full("k_proj.weight") + "'");
+  if (!wv.ok()) return wv.status();
+  Result<Tensor> wo =
+      r.get_matrix("o_proj.weight", -1, q_dim,
+                   "[d_out, " + std::to_string(q_dim) + "] (columns: the rows of '" +
+                       r.full("q_proj.weight") + "')");
+  if (!wo.ok()) return wo.status();
+  c.d_in = d_in;
+  c.d_out = wo->shape()[0];
+  w.w_query = std::move(wq.value());
+  w.w_key = std::move(wk.value());
+  w.w_value = std::move(wv.value());
+  w.w_out = std::move(wo.value());
+  const char* names[] = {"q_proj.bias", "k_proj.bias", "v_proj.bias"};
+  const int biases = int(r.has(names[0])) + int(r.has(names[1])) + int(r.has(names[2]));
+  c.qkv_bias = biases > 0;
+  if (c.qkv_bias) {
+    Tensor* dst[] = {&w.b_query, &w.b_key, &w.b_value};
+    for (int i = 0; i < 3; ++i) {
+      const std::int64_t n = i == 0 ? q_dim : kv_dim;
+      Result<Tensor> b = r.get_vector(names[i], n, dims(n) + " (q/k/v biases: all three or none)");
+      if (!b.ok()) return b.status();
+      *dst[i] = std::move(b.value());
+    }
+  }
+  if (r.has("o_proj.bias")) {
+    Result<Tensor> bo = r.get_vector("o_proj.bias", c.d_out, dims(c.d_out));
+    if (!bo.ok()) return bo.status();
+    w.b_out = std::move(bo.value());
+  }
+  found.q_dim = q_dim;
+  found.kv_dim = kv_dim;
+  found.q_name = "q_proj.weight";
+  found.kv_name = "k_proj.weight";
+  return {};
+}
+
+// GPT-NeoX: the fused projection is read whole into w_query/b_query and split per head by
+// split_gpt_neox once num_heads is known.
+Status read_gpt_neox(LayerReader& r, LayerConfig& c, Weights& w, Found& found) {
+  Result<Tensor> qkv = r.get_matrix("query_key_value.weight", -1, -1,
+                                    "[3 * d, d] (per head: q, k, v blocks of head_dim rows)");
+  if (!qkv.ok()) return qkv.status();
+  const std::int64_t d = qkv->shape()[1];
+  if (qkv->shape()[0] != 3 * d)
+    return r.shape_error("query_key_value.weight", qkv->shape(), dims(3 * d, d));
+  c.d_in = c.d_out = d;
+  w.w_query = std::move(qkv.value());
+  c.qkv_bias = r.has("query_key_value.bias");
+  if (c.qkv_bias) {
+    Result<Tensor> b = r.get_vector("query_key_value.bias", 3 * d, dims(3 * d));
+    if (!b.ok()) return b.status();
+    w.b_query = std::move(b.value());
+  }
+  if (Status s = read_out_proj(r, "dense.weight", "dense.bias", false, w, d); !s.ok()) return s;
+  // Older Hugging Face checkpoints keep the causal mask as the buffer `bias`, as GPT-2 does.
+  if (r.has("bias")) {
+    Result<std::int64_t> n = check_mask(r, "bias", true);
+    if (!n.ok()) return n.status();
+    found.context_length = *n;
+    found.context_source = "the mask buffer '" + r.full("bias") + "'";
+  }
+  found.q_dim = found.kv_dim = d;
+  found.q_name = found.kv_name = "dense.weight";  // [d, d]: d = num_heads * head_dim
+  return {};
+}
+
+// Splits GPT-NeoX's fused [3d, d] weight (and [3d] bias), laid out per head as [q_h, k_h, v_h]
+// blocks of head_dim rows, into nn.Linear q, k and v of [d, d] with the heads in order.
+void split_gpt_neox(const LayerConfig& c, Weights& w) {
+  const std::int64_t d = c.d_in, heads = c.num_heads, hd = c.resolved_head_dim();
+  const Tensor fused = std::move(w.w_query), fused_bias = std::move(w.b_query);
+  Tensor* dst[] = {&w.w_query, &w.w_key, &w.w_value};
+  Tensor* dst_bias[] = {&w.b_query, &w.b_key, &w.b_value};
+  for (int part = 0; part < 3; ++part) {
+    *dst[part] = Tensor(Shape{heads * hd, d});
+    if (c.qkv_bias) *dst_bias[part] = Tensor(Shape{heads * hd});
+    for (std::int64_t h = 0; h < heads; ++h) {
+      const std::int64_t src_row = (h * 3 + part) * hd;
+      std::copy_n(fused.data() + src_row * d, hd * d, dst[part]->data() + h * hd * d);
+      if (c.qkv_bias) std::copy_n(fused_bias.data() + src_row, hd, dst_bias[part]->data() + h * hd);
+    }
+  }
+}
+
 Variant variant_of(Layout layout) {
   switch (layout) {
     case Layout::kSelfAttentionV1:
@@ -312,11 +410,26 @@ Result<Layer> load_layer(const SafetensorsFile& file, const LayerOptions& option
       case Layout::kGpt2:
         s = read_gpt2(r, c, w, found);
         break;
+      case Layout::kHfLlama:
+        s = read_hf_llama(r, c, w, found);
+        break;
+      case Layout::kGptNeox:
+        s = read_gpt_neox(r, c, w, found);
+        break;
       case Layout::kAuto:
         return r.fail(ErrorCode::kInternal, "find_layer returned layout auto");
     }
     if (!s.ok()) return s;
     if (Status rs = detail::resolve_config(r, options, found, layer); !rs.ok()) return rs;
+    if (layer.location.layout == Layout::kGptNeox) {
+      if (c.kv_heads() != c.num_heads) {
+        return r.fail(
+            ErrorCode::kInvalidArgument,
+            "num_kv_heads = " + std::to_string(c.kv_heads()) + " but layout gpt-neox has " +
+                "one kv head per query head (num_heads = " + std::to_string(c.num_heads) + ")");
+      }
+      split_gpt_neox(c, w);
+    }
 
     // The engine's own checks (d_out divisible by num_heads, ...), with the file named.
     LayerConfig check = c;

@@ -69,12 +69,18 @@ struct Found {
   std::int64_t num_heads = 0;       // 0: the tensors do not say
   std::int64_t context_length = 0;  // from a mask, 0 when none
   std::string context_source;
+  // hf-llama and gpt-neox: the query and key projections' rows (num_heads * head_dim and
+  // num_kv_heads * head_dim), from which head_dim and num_kv_heads follow; 0 for the others.
+  std::int64_t q_dim = 0, kv_dim = 0;
+  std::string q_name, kv_name;  // the tensors those rows were read from, for errors
 };
 
 /// Sets layer.config's num_heads, context_length and causal: the options first, then what the
-/// tensors say (`found`), then __metadata__, then the layout's default; records each choice in
-/// layer.notes. Errors: a malformed __metadata__ value (kCorruptData), a conflict between the
-/// options or metadata and the tensors, num_heads unknown for a multi-head layout.
+/// tensors say (`found`), then __metadata__, then the layout's default; then num_kv_heads,
+/// head_dim, rope, rope_theta, rope_dim, scale and window: options, __metadata__, the shapes
+/// (`found.q_dim`, `found.kv_dim`), the layout's default. Records each choice in layer.notes.
+/// Errors: a malformed __metadata__ value (kCorruptData), a conflict between the options or
+/// metadata and the tensors (both named), num_heads unknown for a multi-head layout.
 Status resolve_config(const LayerReader& r, const LayerOptions& options, const Found& found,
                       Layer& layer);
 
