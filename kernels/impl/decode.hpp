@@ -11,12 +11,17 @@
 // log2(e) folded into one multiply, exp2 as in the fused kernel); so is DecodePartial::max, which
 // only DecodeMerge reads. Each chunk yields (max, sum, unnormalised out); the merge rescales them
 // by exp2(max_c - max) in chunk order, so the result depends only on the fixed chunking, not on
-// which thread computed which chunk. NaN flows as in the fused kernel (through exp2 into the
+// which thread computed which chunk. Soft-capping / ALiBi (DecodeMods) are one extra pass over
+// a sub-block's scores, taken only when asked. DecodeChunkGroup runs the query heads of one
+// kv head (grouped-query attention) with the loop over them inside the loop over sub-blocks:
+// each K/V sub-block is read from DRAM once per group, and each row's arithmetic is exactly
+// DecodeChunk's (same bits). NaN flows as in the fused kernel (through exp2 into the
 // sums, even when a NaN-dropping max ignored it); no visible key (or only -inf scores) gives 0.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <utility>
 
@@ -32,12 +37,14 @@ struct DecodeChunk {
   [[gnu::noinline]] void operator()(Arch, const float* q, const float* k, std::ptrdiff_t ld_k,
                                     const float* v, std::ptrdiff_t ld_v, std::size_t n_kv,
                                     std::size_t head_dim, float scale, float* out,
-                                    DecodePartial* partial) const noexcept {
+                                    DecodePartial* partial,
+                                    const DecodeMods& mods = {}) const noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     alignas(64) float s[kSub];
     const float c = scale * kLog2e;
     float m_run = kNegInf, l_run = 0.0f;
+    const ScoreModsLog2 mod(mods.softcap, mods.alibi_slope);
     std::fill(out, out + head_dim, 0.0f);
     // Online softmax over sub-blocks of kSub keys, so the K and V streams advance together.
     for (std::size_t j0 = 0; j0 < n_kv; j0 += kSub) {
@@ -45,6 +52,11 @@ struct DecodeChunk {
       const float* kc = k + static_cast<std::ptrdiff_t>(j0) * ld_k;
       const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
       scores(Arch{}, q, kc, ld_k, n, head_dim, c, s);
+      // Soft-capping / ALiBi: a separate pass over the sub-block's scores, only when asked.
+      if (mod.any()) [[unlikely]] {
+        modify(Arch{}, mod, s, n,
+               static_cast<float>(mods.key_offset + static_cast<std::int64_t>(j0)));
+      }
       const float m_new = std::max(m_run, row_max(Arch{}, s, n));
       const float m_used = m_new == kNegInf ? 0.0f : m_new;
       const float alpha = exp2_fast(B(m_run - m_used)).get(0);
@@ -55,6 +67,56 @@ struct DecodeChunk {
     }
     partial->max = m_run;
     partial->sum = l_run;
+  }
+
+  // The grouped form (DecodeChunkGroup): `rows` queries sharing one kv head, the loop over
+  // them inside the loop over sub-blocks, each row's arithmetic exactly operator()'s.
+  template <class Arch>
+  static void group(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows, const float* k,
+                    std::ptrdiff_t ld_k, const float* v, std::ptrdiff_t ld_v, std::size_t n_kv,
+                    std::size_t head_dim, float scale, float* out, std::ptrdiff_t ld_out,
+                    DecodePartial* partial, std::ptrdiff_t ld_partial,
+                    const DecodeMods* mods) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    alignas(64) float s[kSub];
+    const float c = scale * kLog2e;
+    float m_run[kDecodeGroupMax], l_run[kDecodeGroupMax];
+    for (std::size_t g = 0; g < rows; ++g) {
+      m_run[g] = kNegInf;
+      l_run[g] = 0.0f;
+      float* o = out + static_cast<std::ptrdiff_t>(g) * ld_out;
+      std::fill(o, o + head_dim, 0.0f);
+    }
+    for (std::size_t j0 = 0; j0 < n_kv; j0 += kSub) {
+      const std::size_t n = std::min(kSub, n_kv - j0);
+      const float* kc = k + static_cast<std::ptrdiff_t>(j0) * ld_k;
+      const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
+      // Row 0 brings the sub-block's K and V rows (32 KiB each at head_dim 64) from DRAM; the
+      // other rows find them in L1/L2.
+      for (std::size_t g = 0; g < rows; ++g) {
+        scores(Arch{}, q + static_cast<std::ptrdiff_t>(g) * ld_q, kc, ld_k, n, head_dim, c, s);
+        if (mods != nullptr) {
+          const ScoreModsLog2 mod(mods[g].softcap, mods[g].alibi_slope);
+          if (mod.any()) {
+            modify(Arch{}, mod, s, n,
+                   static_cast<float>(mods[g].key_offset + static_cast<std::int64_t>(j0)));
+          }
+        }
+        const float m_new = std::max(m_run[g], row_max(Arch{}, s, n));
+        const float m_used = m_new == kNegInf ? 0.0f : m_new;
+        const float alpha = exp2_fast(B(m_run[g] - m_used)).get(0);
+        const float sum = exp_and_sum(Arch{}, s, n, m_used);
+        accumulate(Arch{}, s, vc, ld_v, n, head_dim, j0 == 0 ? 1.0f : alpha,
+                   out + static_cast<std::ptrdiff_t>(g) * ld_out);
+        l_run[g] = alpha * l_run[g] + sum;
+        m_run[g] = m_new;
+      }
+    }
+    for (std::size_t g = 0; g < rows; ++g) {
+      partial[static_cast<std::ptrdiff_t>(g) * ld_partial].max = m_run[g];
+      partial[static_cast<std::ptrdiff_t>(g) * ld_partial].sum = l_run[g];
+    }
   }
 
  private:
@@ -106,6 +168,22 @@ struct DecodeChunk {
       for (std::size_t d = hd_vec; d < head_dim; ++d) t += q[d] * kr[d];
       s[j] = t * c;
     }
+  }
+
+  // s[j] = mod(s[j]) with key j at rel0 + j positions from the query (s is kSub-padded).
+  template <class Arch>
+  static void modify(Arch, const ScoreModsLog2& mod, float* s, std::size_t n, float rel0) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    alignas(64) float iota[W];
+    for (std::size_t i = 0; i < W; ++i) iota[i] = static_cast<float>(i);
+    const B lane = B::load_aligned(iota);
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+      const B rel = B(rel0 + static_cast<float>(j)) + lane;
+      mod.apply(B::load_aligned(s + j), rel).store_aligned(s + j);
+    }
+    for (; j < n; ++j) s[j] = mod.apply(B(s[j]), B(rel0 + static_cast<float>(j))).get(0);
   }
 
   template <class Arch>
@@ -208,6 +286,23 @@ struct DecodeChunk {
       if constexpr (kSets == 2) acc[0][i] += acc[1][i];
       acc[0][i].store_unaligned(out + i * W);
     }
+  }
+};
+
+struct DecodeChunkGroup {
+  /// rows (<= kDecodeGroupMax) queries sharing one kv head against one chunk: per row the
+  /// same arithmetic, in the same order, as DecodeChunk (so the same bits), but each
+  /// sub-block's K and V rows come from DRAM once and are re-read from L1/L2 by the other
+  /// rows.
+  template <class Arch>
+  [[gnu::noinline]] void operator()(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                                    const float* k, std::ptrdiff_t ld_k, const float* v,
+                                    std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim,
+                                    float scale, float* out, std::ptrdiff_t ld_out,
+                                    DecodePartial* partial, std::ptrdiff_t ld_partial,
+                                    const DecodeMods* mods) const noexcept {
+    DecodeChunk::group(Arch{}, q, ld_q, rows, k, ld_k, v, ld_v, n_kv, head_dim, scale, out, ld_out,
+                       partial, ld_partial, mods);
   }
 };
 
