@@ -72,6 +72,8 @@ BENCHMARK(BM_DecodeGqa)
     ->ArgNames({"kv_heads", "context", "threads"})
     ->Args({8, 16384, 2})
     ->Args({32, 16384, 2})
+    ->Args({8, 16384, 1})
+    ->Args({32, 16384, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond)
     ->Iterations(kSteps);

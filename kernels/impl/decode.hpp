@@ -79,7 +79,7 @@ struct DecodeChunk {
                     const DecodeMods* mods) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    alignas(64) float s[kSub];
+    alignas(64) float s[kDecodeGroupMax][kSub];  // 8 KiB
     const float c = scale * kLog2e;
     float m_run[kDecodeGroupMax], l_run[kDecodeGroupMax];
     for (std::size_t g = 0; g < rows; ++g) {
@@ -92,25 +92,30 @@ struct DecodeChunk {
       const std::size_t n = std::min(kSub, n_kv - j0);
       const float* kc = k + static_cast<std::ptrdiff_t>(j0) * ld_k;
       const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
-      // Row 0 brings the sub-block's K and V rows (32 KiB each at head_dim 64) from DRAM; the
-      // other rows find them in L1/L2.
+      // Row 0 brings the sub-block's K rows (32 KiB at head_dim 64) from DRAM and the other
+      // rows find them in L1; then the same for the V rows (scores of all rows first, so K and
+      // V do not evict each other between rows).
+      float alpha[kDecodeGroupMax];
       for (std::size_t g = 0; g < rows; ++g) {
-        scores(Arch{}, q + static_cast<std::ptrdiff_t>(g) * ld_q, kc, ld_k, n, head_dim, c, s);
+        float* sg = s[g];
+        scores(Arch{}, q + static_cast<std::ptrdiff_t>(g) * ld_q, kc, ld_k, n, head_dim, c, sg);
         if (mods != nullptr) {
           const ScoreModsLog2 mod(mods[g].softcap, mods[g].alibi_slope);
           if (mod.any()) {
-            modify(Arch{}, mod, s, n,
+            modify(Arch{}, mod, sg, n,
                    static_cast<float>(mods[g].key_offset + static_cast<std::int64_t>(j0)));
           }
         }
-        const float m_new = std::max(m_run[g], row_max(Arch{}, s, n));
+        const float m_new = std::max(m_run[g], row_max(Arch{}, sg, n));
         const float m_used = m_new == kNegInf ? 0.0f : m_new;
-        const float alpha = exp2_fast(B(m_run[g] - m_used)).get(0);
-        const float sum = exp_and_sum(Arch{}, s, n, m_used);
-        accumulate(Arch{}, s, vc, ld_v, n, head_dim, j0 == 0 ? 1.0f : alpha,
-                   out + static_cast<std::ptrdiff_t>(g) * ld_out);
-        l_run[g] = alpha * l_run[g] + sum;
+        alpha[g] = exp2_fast(B(m_run[g] - m_used)).get(0);
+        const float sum = exp_and_sum(Arch{}, sg, n, m_used);
+        l_run[g] = alpha[g] * l_run[g] + sum;
         m_run[g] = m_new;
+      }
+      for (std::size_t g = 0; g < rows; ++g) {
+        accumulate(Arch{}, s[g], vc, ld_v, n, head_dim, j0 == 0 ? 1.0f : alpha[g],
+                   out + static_cast<std::ptrdiff_t>(g) * ld_out);
       }
     }
     for (std::size_t g = 0; g < rows; ++g) {
