@@ -146,7 +146,8 @@ inline constexpr std::size_t kDecodeGroupMax = 16;
 
 /// Grouped-query decode: `rows` (<= kDecodeGroupMax) query rows that share one kv head
 /// (q: [rows, head_dim], row stride ld_q) against one chunk, each K and V row read from memory
-/// once for all of them. Row g's result is exactly decode_chunk's for that row, written to
+/// once for all of them. Row g's result (within rounding of decode_chunk's: the dot products
+/// are reduced in another order; its bits do not depend on the other rows) goes to
 /// out_partials + g * ld_out and partials[g * ld_partial]; mods: [rows] (null: none).
 void decode_chunk_group(Isa isa, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
                         const float* k, std::ptrdiff_t ld_k, const float* v, std::ptrdiff_t ld_v,

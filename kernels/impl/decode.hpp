@@ -14,9 +14,11 @@
 // which thread computed which chunk. Soft-capping / ALiBi (DecodeMods) are one extra pass over
 // a sub-block's scores, taken only when asked. DecodeChunkGroup runs the query heads of one
 // kv head (grouped-query attention) with the loop over them inside the loop over sub-blocks:
-// each K/V sub-block is read from DRAM once per group, and each row's arithmetic is exactly
-// DecodeChunk's (same bits). NaN flows as in the fused kernel (through exp2 into the
-// sums, even when a NaN-dropping max ignored it); no visible key (or only -inf scores) gives 0.
+// each K/V sub-block is read from DRAM once per group, each K row is loaded into registers
+// once for all rows, and the dot products are reduced W keys at a time (haddp): a row's bits
+// differ from DecodeChunk's by rounding, but do not depend on the other rows. NaN flows as in the
+// fused kernel (through exp2 into the sums, even when a NaN-dropping max ignored it); no visible
+// key (or only -inf scores) gives 0.
 #pragma once
 
 #include <algorithm>
@@ -70,7 +72,7 @@ struct DecodeChunk {
   }
 
   // The grouped form (DecodeChunkGroup): `rows` queries sharing one kv head, the loop over
-  // them inside the loop over sub-blocks, each row's arithmetic exactly operator()'s.
+  // them inside the loop over sub-blocks (scores_rows, then operator()'s softmax and V steps).
   template <class Arch>
   static void group(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows, const float* k,
                     std::ptrdiff_t ld_k, const float* v, std::ptrdiff_t ld_v, std::size_t n_kv,
@@ -96,9 +98,9 @@ struct DecodeChunk {
       // rows find them in L1; then the same for the V rows (scores of all rows first, so K and
       // V do not evict each other between rows).
       float alpha[kDecodeGroupMax];
+      scores_rows(Arch{}, q, ld_q, rows, kc, ld_k, n, head_dim, c, s);
       for (std::size_t g = 0; g < rows; ++g) {
         float* sg = s[g];
-        scores(Arch{}, q + static_cast<std::ptrdiff_t>(g) * ld_q, kc, ld_k, n, head_dim, c, sg);
         if (mods != nullptr) {
           const ScoreModsLog2 mod(mods[g].softcap, mods[g].alibi_slope);
           if (mod.any()) {
@@ -189,6 +191,55 @@ struct DecodeChunk {
       mod.apply(B::load_aligned(s + j), rel).store_aligned(s + j);
     }
     for (; j < n; ++j) s[j] = mod.apply(B(s[j]), B(rel0 + static_cast<float>(j))).get(0);
+  }
+
+  // s[g][j] = c * (q_g · k_j) for rows g and keys j < n (the grouped path): each K row is
+  // loaded into registers once for all rows (head_dim a multiple of W, up to kSlice vectors;
+  // otherwise scores() per row), and each row's W dot products over W keys are reduced
+  // together with haddp instead of one horizontal sum each. Not the bits of scores(): the
+  // horizontal reduction order differs.
+  template <class Arch>
+  static void scores_rows(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                          const float* k, std::ptrdiff_t ld_k, std::size_t n, std::size_t head_dim,
+                          float c, float (*s)[kSub]) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    const std::size_t nv = head_dim / W;
+    if (nv == 0 || nv * W != head_dim || nv > kSlice) {
+      for (std::size_t g = 0; g < rows; ++g)
+        scores(Arch{}, q + static_cast<std::ptrdiff_t>(g) * ld_q, k, ld_k, n, head_dim, c, s[g]);
+      return;
+    }
+    with_count<Arch>(nv, [&](auto count) {
+      constexpr std::size_t NV = decltype(count)::value;
+      B acc[kDecodeGroupMax][W];
+      std::size_t j = 0;
+      for (; j + W <= n; j += W) {
+        for (std::size_t r = 0; r < W; ++r) {
+          const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
+          B kv[NV];
+          for (std::size_t i = 0; i < NV; ++i) kv[i] = B::load_unaligned(kr + i * W);
+          for (std::size_t g = 0; g < rows; ++g) {
+            const float* qg = q + static_cast<std::ptrdiff_t>(g) * ld_q;
+            B a = kv[0] * B::load_unaligned(qg);
+            for (std::size_t i = 1; i < NV; ++i)
+              a = xsimd::fma(kv[i], B::load_unaligned(qg + i * W), a);
+            acc[g][r] = a;
+          }
+        }
+        for (std::size_t g = 0; g < rows; ++g) (hsum_rows(acc[g]) * B(c)).store_aligned(s[g] + j);
+      }
+      for (; j < n; ++j) {
+        const float* kr = k + static_cast<std::ptrdiff_t>(j) * ld_k;
+        for (std::size_t g = 0; g < rows; ++g) {
+          const float* qg = q + static_cast<std::ptrdiff_t>(g) * ld_q;
+          B a(0.0f);
+          for (std::size_t i = 0; i < NV; ++i)
+            a = xsimd::fma(B::load_unaligned(kr + i * W), B::load_unaligned(qg + i * W), a);
+          s[g][j] = xsimd::hadd(a) * c;
+        }
+      }
+    });
   }
 
   template <class Arch>
@@ -295,10 +346,8 @@ struct DecodeChunk {
 };
 
 struct DecodeChunkGroup {
-  /// rows (<= kDecodeGroupMax) queries sharing one kv head against one chunk: per row the
-  /// same arithmetic, in the same order, as DecodeChunk (so the same bits), but each
-  /// sub-block's K and V rows come from DRAM once and are re-read from L1/L2 by the other
-  /// rows.
+  /// rows (<= kDecodeGroupMax) queries sharing one kv head against one chunk: each
+  /// sub-block's K and V rows come from DRAM once for all rows (see DecodeChunk::group).
   template <class Arch>
   [[gnu::noinline]] void operator()(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
                                     const float* k, std::ptrdiff_t ld_k, const float* v,

@@ -140,6 +140,13 @@ inline void transpose4_in_blocks(const xsimd::batch<float, Arch>* x,
   t[3] = hi(b, d);
 }
 
+/// Returns the batch whose lane i is the sum of rows[i]'s lanes (rows: B::size batches), as
+/// xsimd::haddp; wrapped here for the GCC 12 warning above (_mm512_shuffle_f32x4).
+template <class Arch>
+inline xsimd::batch<float, Arch> hsum_rows(const xsimd::batch<float, Arch>* rows) noexcept {
+  return xsimd::haddp(rows);
+}
+
 /// Horizontal max of a batch (for per-row maxima; NaN handling as xsimd::max).
 template <class Arch>
 inline float hmax(xsimd::batch<float, Arch> x) noexcept {
