@@ -142,15 +142,12 @@ struct AttnTile {
   /// j0 .. j0 + N - 1 of the tile. Keys outside [full_begin, full_end) get -inf on the lanes that
   /// may not see them; vmax (kQv vectors) takes the lane-wise max of what is stored.
   /// Mod: soft-capping / ALiBi (`mod`) applied to every score before the mask (lane l's
-  /// query sits at position lim.lim[l]); only the modified branch passes it. qk and pv are
-  /// always inlined: with two tile_block instantiations GCC would otherwise call pv<6> out
-  /// of line from the default path too (measured ~10-15% slower at seq_len 1024).
+  /// query sits at position lim.lim[l]); only the modified branch passes it.
   template <std::size_t N, bool Mod = false>
-  [[gnu::always_inline]] static inline void qk(const float* qt, const float* k, std::ptrdiff_t ld_k,
-                                               std::size_t head_dim, float* s, std::size_t j0,
-                                               std::size_t full_begin, std::size_t full_end,
-                                               const LaneLimits& lim, float j_first, B* vmax,
-                                               const ScoreModsLog2* mod = nullptr) noexcept {
+  static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t head_dim,
+                 float* s, std::size_t j0, std::size_t full_begin, std::size_t full_end,
+                 const LaneLimits& lim, float j_first, B* vmax,
+                 const ScoreModsLog2* mod = nullptr) noexcept {
     B acc[N][kQv];
     const float* kr[N];
     for (std::size_t r = 0; r < N; ++r) {
@@ -191,6 +188,8 @@ struct AttnTile {
   /// there the update is skipped per lane (select), so a NaN/Inf value of a masked key never meets
   /// its zero probability (0 * NaN).
   template <std::size_t N>
+  // Always inlined: with the modified instantiation GCC would otherwise call pv<6> out of
+  // line from the default path too.
   [[gnu::always_inline]] static inline void pv(const float* p, const float* v, std::ptrdiff_t ld_v,
                                                std::size_t n, std::size_t full_begin,
                                                std::size_t full_end, float* ot, const B* alpha,
