@@ -41,12 +41,28 @@ struct DecodeChunk {
                                     std::size_t head_dim, float scale, float* out,
                                     DecodePartial* partial,
                                     const DecodeMods& mods = {}) const noexcept {
+    // The modifiers get their own instantiation, chosen once, so the default code is as before.
+    if (mods.softcap > 0 || mods.alibi_slope != 0) [[unlikely]] {
+      chunk<true>(Arch{}, q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out, partial, mods);
+    } else {
+      chunk<false>(Arch{}, q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out, partial, mods);
+    }
+  }
+
+  // Flattened: everything inlined, as when operator() held this code (with a second caller
+  // GCC 12 outlined accumulate and its slices).
+  template <bool Mod, class Arch>
+  [[gnu::noinline, gnu::flatten]] static void chunk(Arch, const float* q, const float* k,
+                                                    std::ptrdiff_t ld_k, const float* v,
+                                                    std::ptrdiff_t ld_v, std::size_t n_kv,
+                                                    std::size_t head_dim, float scale, float* out,
+                                                    DecodePartial* partial,
+                                                    const DecodeMods& mods) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     alignas(64) float s[kSub];
     const float c = scale * kLog2e;
     float m_run = kNegInf, l_run = 0.0f;
-    const ScoreModsLog2 mod(mods.softcap, mods.alibi_slope);
     std::fill(out, out + head_dim, 0.0f);
     // Online softmax over sub-blocks of kSub keys, so the K and V streams advance together.
     for (std::size_t j0 = 0; j0 < n_kv; j0 += kSub) {
@@ -55,8 +71,8 @@ struct DecodeChunk {
       const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
       scores(Arch{}, q, kc, ld_k, n, head_dim, c, s);
       // Soft-capping / ALiBi: a separate pass over the sub-block's scores, only when asked.
-      if (mod.any()) [[unlikely]] {
-        modify(Arch{}, mod, s, n,
+      if constexpr (Mod) {
+        modify(Arch{}, ScoreModsLog2(mods.softcap, mods.alibi_slope), s, n,
                static_cast<float>(mods.key_offset + static_cast<std::int64_t>(j0)));
       }
       const float m_new = std::max(m_run, row_max(Arch{}, s, n));
