@@ -200,8 +200,9 @@ Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> 
 
   // Grouped-query heads: one task per (sequence, kv head, chunk) runs the group's query heads
   // together (decode_chunk_group), so each key and value row is read from memory once per
-  // group instead of once per query head. Each head's partials land in the same slots, with
-  // the same bits, as the per-head tasks would give them.
+  // group instead of once per query head. Each head's partials land in the same slots as the
+  // per-head tasks' (equal to rounding: the kernel reduces dot products in another order); a
+  // head's bits depend only on the fixed chunks, not on the thread count or its group.
   const std::size_t group = num_heads / st.kv_heads;
   if (group > 1) {
     const std::size_t kv_heads = st.kv_heads;
