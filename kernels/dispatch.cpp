@@ -153,8 +153,16 @@ void flash_attention_blocks(Isa isa, AttentionArgs args, std::size_t block_begin
 
 void decode_chunk(Isa isa, const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
                   std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale,
-                  float* out_partial, DecodePartial* partial) noexcept {
-  table(isa).decode_chunk(q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out_partial, partial);
+                  float* out_partial, DecodePartial* partial, const DecodeMods& mods) noexcept {
+  table(isa).decode_chunk(q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out_partial, partial, mods);
+}
+void decode_chunk_group(Isa isa, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                        const float* k, std::ptrdiff_t ld_k, const float* v, std::ptrdiff_t ld_v,
+                        std::size_t n_kv, std::size_t head_dim, float scale, float* out_partials,
+                        std::ptrdiff_t ld_out, DecodePartial* partials, std::ptrdiff_t ld_partial,
+                        const DecodeMods* mods) noexcept {
+  table(isa).decode_chunk_group(q, ld_q, rows, k, ld_k, v, ld_v, n_kv, head_dim, scale,
+                                out_partials, ld_out, partials, ld_partial, mods);
 }
 void decode_merge(Isa isa, const float* out_partials, const DecodePartial* partials,
                   std::size_t n_chunks, std::size_t head_dim, float* out) noexcept {
@@ -163,8 +171,9 @@ void decode_merge(Isa isa, const float* out_partials, const DecodePartial* parti
 
 void masked_softmax_rows(Isa isa, float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
                          float scale, bool causal, std::ptrdiff_t visible_offset,
-                         std::size_t window) noexcept {
-  table(isa).masked_softmax_rows(s, ld, rows, cols, scale, causal, visible_offset, window);
+                         std::size_t window, float softcap, float alibi_slope) noexcept {
+  table(isa).masked_softmax_rows(s, ld, rows, cols, scale, causal, visible_offset, window, softcap,
+                                 alibi_slope);
 }
 
 void vector_exp(Isa isa, const float* x, float* y, std::size_t n) noexcept {

@@ -54,6 +54,15 @@ struct GemmArgs {
 /// the same order whatever the block split of the caller.
 void gemm(Isa isa, const GemmArgs& args) noexcept;
 
+// ---- Score modifiers (every attention kernel and its twin) ---------------------------
+//
+// Applied to the scaled score s = scale * q·k, before the mask and the softmax, in this order:
+//   softcap > 0:      s = softcap * tanh(s / softcap)                      (Gemma 2)
+//   alibi_slope != 0: s = s + alibi_slope * (key_position - query_position)  (ALiBi)
+// With both 0 the kernels run their unmodified code, bit for bit. Masked scores stay -inf
+// (the mask overwrites after the modifiers). Positions are compared as floats: exact below
+// 2^24 tokens.
+
 // ---- Fused attention (flash attention with online softmax) ---------------------------
 //
 // One (batch, head): q [seq_len_q, head_dim], k and v [seq_len_kv, head_dim] (row strides
@@ -84,6 +93,10 @@ struct AttentionArgs {
   bool causal = false;
   std::size_t window = 0;    ///< 0: no window
   float* scratch = nullptr;  ///< flash_attention_scratch_floats floats
+  float softcap = 0;         ///< > 0: soft-capping (see "Score modifiers"); 0: none
+  /// ALiBi slope of this head (0: none). Key j is at position j, query row i at
+  /// i + seq_len_kv - seq_len_q (a session's new rows follow its cached keys).
+  float alibi_slope = 0;
 };
 
 /// Returns the query rows per call that suit the kernel's blocking (the engine's task size).
@@ -116,11 +129,31 @@ struct DecodePartial {
   float sum = 0;  ///< sum of exponentials relative to max
 };
 
+/// The score modifiers of one decode chunk (see "Score modifiers").
+struct DecodeMods {
+  float softcap = 0;            ///< > 0: soft-capping; 0: none
+  float alibi_slope = 0;        ///< 0: no ALiBi bias
+  std::int64_t key_offset = 0;  ///< position of the chunk's key 0 minus the query's position
+};
+
 /// Computes the partial of one chunk: q [head_dim], k and v [n_kv <= kDecodeChunk rows].
 /// out_partial: [head_dim] unnormalised. `scale` is the same as AttentionArgs::scale.
 void decode_chunk(Isa isa, const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
                   std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale,
-                  float* out_partial, DecodePartial* partial) noexcept;
+                  float* out_partial, DecodePartial* partial, const DecodeMods& mods = {}) noexcept;
+/// The most query rows one decode_chunk_group call takes.
+inline constexpr std::size_t kDecodeGroupMax = 16;
+
+/// Grouped-query decode: `rows` (<= kDecodeGroupMax) query rows that share one kv head
+/// (q: [rows, head_dim], row stride ld_q) against one chunk, each K and V row read from memory
+/// once for all of them. Row g's result (within rounding of decode_chunk's: the dot products
+/// are reduced in another order; its bits do not depend on the other rows) goes to
+/// out_partials + g * ld_out and partials[g * ld_partial]; mods: [rows] (null: none).
+void decode_chunk_group(Isa isa, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                        const float* k, std::ptrdiff_t ld_k, const float* v, std::ptrdiff_t ld_v,
+                        std::size_t n_kv, std::size_t head_dim, float scale, float* out_partials,
+                        std::ptrdiff_t ld_out, DecodePartial* partials, std::ptrdiff_t ld_partial,
+                        const DecodeMods* mods) noexcept;
 /// Merges n_chunks partials (out_partials: [n_chunks, head_dim], row stride head_dim) in
 /// order into out [head_dim]; no visible key gives 0.
 void decode_merge(Isa isa, const float* out_partials, const DecodePartial* partials,
@@ -131,10 +164,11 @@ void decode_merge(Isa isa, const float* out_partials, const DecodePartial* parti
 /// In place: s[r, :] = softmax(scale · s[r, :]) over the visible columns, 0 elsewhere.
 /// Row r sees columns c <= r + visible_offset when causal (offset = cols_total - rows_total
 /// for bottom-right alignment), and with window > 0 only c > r + visible_offset - window.
-/// A row with no visible column becomes all 0.
+/// A row with no visible column becomes all 0. softcap and alibi_slope: see "Score
+/// modifiers"; row r is at position r + visible_offset, column c at position c.
 void masked_softmax_rows(Isa isa, float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
                          float scale, bool causal, std::ptrdiff_t visible_offset,
-                         std::size_t window) noexcept;
+                         std::size_t window, float softcap = 0, float alibi_slope = 0) noexcept;
 
 // ---- Vector exp, exposed so its accuracy can be measured ------------------------------
 

@@ -53,9 +53,17 @@ void gemm(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k, cons
   }
 }
 
+double modify_score(double s, float softcap, float alibi_slope, double rel) {
+  if (softcap > 0) s = softcap * std::tanh(s / softcap);
+  if (alibi_slope != 0) s += static_cast<double>(alibi_slope) * rel;
+  return s;
+}
+
 void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
   std::vector<double> s(args.seq_len_kv);
   for (std::size_t i = args.q_begin; i < args.q_end; ++i) {
+    const double position = static_cast<double>(i) + static_cast<double>(args.seq_len_kv) -
+                            static_cast<double>(args.seq_len_q);
     const float* q = args.q + i * args.ld_q;
     for (std::size_t j = 0; j < args.seq_len_kv; ++j) {
       if (!visible(i, j, args.seq_len_q, args.seq_len_kv, args.causal, args.window)) {
@@ -67,7 +75,8 @@ void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
       for (std::size_t d = 0; d < args.head_dim; ++d) {
         acc += static_cast<double>(q[d]) * static_cast<double>(kr[d]);
       }
-      s[j] = acc * static_cast<double>(args.scale);
+      s[j] = modify_score(acc * static_cast<double>(args.scale), args.softcap, args.alibi_slope,
+                          static_cast<double>(j) - position);
     }
     softmax_in_place(s);
     double* o = out + (i - args.q_begin) * ld_out;
@@ -84,26 +93,29 @@ void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
 }
 
 void decode(const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
-            std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale, double* out) {
-  AttentionArgs args;
-  args.q = q;
-  args.ld_q = static_cast<std::ptrdiff_t>(head_dim);
-  args.k = k;
-  args.ld_k = ld_k;
-  args.v = v;
-  args.ld_v = ld_v;
-  args.head_dim = head_dim;
-  args.seq_len_q = 1;
-  args.seq_len_kv = n_kv;
-  args.q_begin = 0;
-  args.q_end = 1;
-  args.scale = scale;
-  attention(args, out, static_cast<std::ptrdiff_t>(head_dim));
+            std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale, double* out,
+            const DecodeMods& mods) {
+  // As attention() with one query row at position n_kv - 1, the keys shifted so that key j
+  // sits mods.key_offset + j positions from the query.
+  std::vector<double> s(n_kv);
+  for (std::size_t j = 0; j < n_kv; ++j) {
+    double acc = 0.0;
+    for (std::size_t d = 0; d < head_dim; ++d)
+      acc += static_cast<double>(q[d]) * static_cast<double>(k[j * ld_k + d]);
+    s[j] = modify_score(acc * static_cast<double>(scale), mods.softcap, mods.alibi_slope,
+                        static_cast<double>(mods.key_offset + static_cast<std::int64_t>(j)));
+  }
+  softmax_in_place(s);
+  for (std::size_t d = 0; d < head_dim; ++d) out[d] = 0.0;
+  for (std::size_t j = 0; j < n_kv; ++j)
+    for (std::size_t d = 0; d < head_dim; ++d)
+      out[d] += s[j] * static_cast<double>(v[j * ld_v + d]);
 }
 
 void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
                          float scale, bool causal, std::ptrdiff_t visible_offset,
-                         std::size_t window, double* out, std::ptrdiff_t ld_out) {
+                         std::size_t window, double* out, std::ptrdiff_t ld_out, float softcap,
+                         float alibi_slope) {
   std::vector<double> row(cols);
   for (std::size_t r = 0; r < rows; ++r) {
     const KeyRange keys =
@@ -111,7 +123,11 @@ void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, st
                : KeyRange{0, cols};
     for (std::size_t c = 0; c < cols; ++c) {
       const bool vis = keys.contains(c);
-      row[c] = vis ? static_cast<double>(s[r * ld + c]) * static_cast<double>(scale) : kNegInf;
+      row[c] = vis ? modify_score(static_cast<double>(s[r * ld + c]) * static_cast<double>(scale),
+                                  softcap, alibi_slope,
+                                  static_cast<double>(c) - static_cast<double>(r) -
+                                      static_cast<double>(visible_offset))
+                   : kNegInf;
     }
     softmax_in_place(row);
     for (std::size_t c = 0; c < cols; ++c) out[r * ld_out + c] = row[c];

@@ -25,13 +25,20 @@ void gemm(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k, cons
 /// are ignored); row i goes to out + (i - q_begin) * ld_out.
 void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out);
 
-/// One query against n_kv keys, no mask: [head_dim] to out.
+/// Applies the score modifiers (kernels.hpp) to a scaled score s: soft-capping, then the ALiBi
+/// bias for a key `rel` positions from its query.
+double modify_score(double s, float softcap, float alibi_slope, double rel);
+
+/// One query against n_kv keys, no mask: [head_dim] to out. mods.key_offset: position of
+/// key 0 minus the query's.
 void decode(const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
-            std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale, double* out);
+            std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale, double* out,
+            const DecodeMods& mods = {});
 
 /// The masked softmax of masked_softmax_rows, from s to out (ld_out).
 void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
                          float scale, bool causal, std::ptrdiff_t visible_offset,
-                         std::size_t window, double* out, std::ptrdiff_t ld_out);
+                         std::size_t window, double* out, std::ptrdiff_t ld_out, float softcap = 0,
+                         float alibi_slope = 0);
 
 }  // namespace attn::kernels::reference

@@ -21,12 +21,17 @@ struct KernelTable {
   void (*flash_attention)(const AttentionArgs& args) noexcept;
   void (*decode_chunk)(const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
                        std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale,
-                       float* out_partial, DecodePartial* partial) noexcept;
+                       float* out_partial, DecodePartial* partial, const DecodeMods& mods) noexcept;
+  void (*decode_chunk_group)(const float* q, std::ptrdiff_t ld_q, std::size_t rows, const float* k,
+                             std::ptrdiff_t ld_k, const float* v, std::ptrdiff_t ld_v,
+                             std::size_t n_kv, std::size_t head_dim, float scale, float* out,
+                             std::ptrdiff_t ld_out, DecodePartial* partials,
+                             std::ptrdiff_t ld_partial, const DecodeMods* mods) noexcept;
   void (*decode_merge)(const float* out_partials, const DecodePartial* partials,
                        std::size_t n_chunks, std::size_t head_dim, float* out) noexcept;
   void (*masked_softmax_rows)(float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
                               float scale, bool causal, std::ptrdiff_t visible_offset,
-                              std::size_t window) noexcept;
+                              std::size_t window, float softcap, float alibi_slope) noexcept;
   void (*vector_exp)(const float* x, float* y, std::size_t n) noexcept;
   double (*peak_fma)(std::size_t iterations) noexcept;
   float (*read_sum)(const float* data, std::size_t n) noexcept;

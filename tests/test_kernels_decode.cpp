@@ -119,3 +119,54 @@ TEST_CASE("decode merge: one chunk is its own normalised output, chunk order is 
     REQUIRE(test::max_error(a, want_n) <= 1.0);
   }
 }
+
+TEST_CASE("grouped decode matches the reference; a row's bits do not depend on its group",
+          "[kernels][decode][gqa]") {
+  const auto n = GENERATE(1, 17, 128, 129, 511, 512);
+  const auto head_dim = GENERATE(1, 3, 8, 16, 64, 80, 128);
+  const auto rows = GENERATE(1, 2, 4, 7, 16);
+  const bool with_mods = GENERATE(false, true);
+  CAPTURE(n, head_dim, rows, with_mods);
+  const std::size_t ld = 2 * head_dim + 1;
+  const std::size_t ld_q = head_dim + 2;
+  const auto q = test::random_floats(rows * ld_q, 7 * n + head_dim, -2.0f, 2.0f);
+  const auto kv = test::random_floats(n * ld, 9 * n + head_dim, -2.0f, 2.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  std::vector<k::DecodeMods> mods(rows);
+  for (int g = 0; g < rows; ++g) {
+    mods[g].softcap = with_mods ? 3.0f : 0.0f;
+    mods[g].alibi_slope = with_mods ? 0.5f / static_cast<float>(g + 1) : 0.0f;
+    mods[g].key_offset = 1 - n;  // the query at the last key's position, as in the engine
+  }
+  for (const auto isa : test::supported_isas()) {
+    CAPTURE(k::isa_name(isa));
+    // Row g's output at stride ld_out (as the engine's slots), partials at stride 3.
+    const std::size_t ld_out = head_dim + 5;
+    std::vector<float> out(rows * ld_out, -9.0f);
+    std::vector<k::DecodePartial> parts(rows * 3);
+    k::decode_chunk_group(isa, q.data(), static_cast<std::ptrdiff_t>(ld_q), rows, kv.data(),
+                          static_cast<std::ptrdiff_t>(ld), kv.data() + head_dim,
+                          static_cast<std::ptrdiff_t>(ld), n, head_dim, scale, out.data(),
+                          static_cast<std::ptrdiff_t>(ld_out), parts.data(), 3, mods.data());
+    for (int g = 0; g < rows; ++g) {
+      CAPTURE(g);
+      // The row alone gives the same bits (so the engine's split of a group cannot matter).
+      std::vector<float> one(head_dim);
+      k::DecodePartial part;
+      k::decode_chunk_group(isa, q.data() + g * ld_q, static_cast<std::ptrdiff_t>(ld_q), 1,
+                            kv.data(), static_cast<std::ptrdiff_t>(ld), kv.data() + head_dim,
+                            static_cast<std::ptrdiff_t>(ld), n, head_dim, scale, one.data(),
+                            static_cast<std::ptrdiff_t>(head_dim), &part, 1, &mods[g]);
+      REQUIRE(std::memcmp(one.data(), out.data() + g * ld_out, head_dim * sizeof(float)) == 0);
+      REQUIRE(std::memcmp(&part, &parts[g * 3], sizeof part) == 0);
+      // The merged row matches the float64 twin.
+      std::vector<float> merged(head_dim);
+      k::decode_merge(isa, out.data() + g * ld_out, &parts[g * 3], 1, head_dim, merged.data());
+      std::vector<double> want(head_dim);
+      k::reference::decode(q.data() + g * ld_q, kv.data(), static_cast<std::ptrdiff_t>(ld),
+                           kv.data() + head_dim, static_cast<std::ptrdiff_t>(ld), n, head_dim,
+                           scale, want.data(), mods[g]);
+      REQUIRE(test::max_error(merged, want) <= 1.0);
+    }
+  }
+}

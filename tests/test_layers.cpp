@@ -1,6 +1,6 @@
-// The layers served today (issue 14, first part): grouped-query heads, an explicit head_dim,
-// a scale override and rotary position embeddings, through forward (fused and unfused),
-// prefill, step and the batched step, against the float64 reference.
+// The layers served today (issue 14): grouped-query heads, an explicit head_dim,
+// a scale override, rotary position embeddings, soft-capping and ALiBi, through forward (fused and
+// unfused), prefill, step and the batched step, against the float64 reference.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -217,4 +217,128 @@ TEST_CASE("bad layer settings are refused with the values named", "[engine][laye
   REQUIRE_FALSE(e.ok());
   CHECK_THAT(e.status().message(), Catch::Contains("weight w_key has shape [16, 16]"));
   CHECK_THAT(e.status().message(), Catch::Contains("expected [8, 16]"));
+}
+
+TEST_CASE("ALiBi slopes are the paper's, including head counts that are not powers of two",
+          "[engine][layers][alibi]") {
+  // get_slopes(8) and get_slopes(12) of Press et al. (BLOOM's build_alibi_tensor).
+  const std::vector<double> want8 = {0.5,     0.25,     0.125,     0.0625,
+                                     0.03125, 0.015625, 0.0078125, 0.00390625};
+  CHECK(attn::alibi_slopes(8) == want8);
+  const std::vector<double> got12 = attn::alibi_slopes(12);
+  std::vector<double> want12 = want8;
+  for (double e : {-0.5, -1.5, -2.5, -3.5}) want12.push_back(std::exp2(e));
+  REQUIRE(got12.size() == 12);
+  for (std::size_t i = 0; i < 12; ++i) CHECK(got12[i] == Approx(want12[i]).epsilon(1e-15));
+  CHECK(got12[8] == Approx(0.7071067811865476).epsilon(1e-15));
+  CHECK(got12[11] == Approx(0.08838834764831845).epsilon(1e-15));
+  CHECK(attn::alibi_slopes(1) == std::vector<double>{0.00390625});
+  const std::vector<double> got3 = attn::alibi_slopes(3);  // 2 heads' slopes, then 4's first
+  REQUIRE(got3.size() == 3);
+  CHECK(got3[0] == 0.0625);
+  CHECK(got3[1] == 0.00390625);
+  CHECK(got3[2] == 0.25);
+}
+
+TEST_CASE("soft-capping and ALiBi match the float64 reference, fused and unfused",
+          "[engine][layers][softcap][alibi]") {
+  // num_heads, num_kv_heads, head_dim, softcap, alibi
+  using Row = std::tuple<int, int, int, double, bool>;
+  const auto row = GENERATE(Row{1, 1, 1, 0.5, false},     // head_dim 1, saturated cap
+                            Row{3, 3, 3, 0.0, true},      // 3 heads: not a power of two
+                            Row{8, 2, 64, 0.0, true},     // 8 heads, grouped
+                            Row{12, 12, 80, 2.0, true},   // 12 heads, both
+                            Row{2, 1, 128, 50.0, false},  // Gemma 2's attention cap
+                            Row{4, 4, 128, 1.0, true});
+  const auto [num_heads, num_kv_heads, head_dim, softcap, alibi] = row;
+  CAPTURE(num_heads, num_kv_heads, head_dim, softcap, alibi);
+  const std::int64_t d = 24, batch = 2;
+  Layer l = make_layer(d, d, num_heads, num_kv_heads, head_dim, Rope::kNone, 0, 300, 17 + head_dim);
+  l.config.softcap = softcap;
+  l.config.alibi = alibi;
+  l.config.scale = 0.5;  // larger scores, so the cap and the bias both matter
+  for (std::int64_t seq_len : {1, 63, 129, 257}) {
+    CAPTURE(seq_len);
+    const Tensor x(Shape{batch, seq_len, d},
+                   test::random_floats(batch * seq_len * d, 7 + seq_len, -2.0f, 2.0f));
+    const std::vector<double> want = reference(l, x);
+    for (attn::Isa isa : test::supported_isas()) {
+      for (auto impl : {attn::AttentionImpl::kFused, attn::AttentionImpl::kUnfused}) {
+        CAPTURE(attn::to_string(isa), impl == attn::AttentionImpl::kFused ? "fused" : "unfused");
+        const std::vector<float> got = test::run_engine(make_engine(l, isa), x, impl);
+        CHECK(test::max_error(got, want) <= 1.0);
+      }
+    }
+  }
+  // And they change the output (the features are not silently ignored).
+  Layer plain = l;
+  plain.config.softcap = 0;
+  plain.config.alibi = false;
+  const Tensor x(Shape{1, 9, d}, test::random_floats(9 * d, 3, -2.0f, 2.0f));
+  if (num_heads * head_dim > 3) {
+    CHECK(test::run_engine(make_engine(l), x) != test::run_engine(make_engine(plain), x));
+  }
+}
+
+TEST_CASE("decode equals forward with soft-capping and ALiBi, past position 1000",
+          "[engine][layers][session][softcap][alibi]") {
+  // softcap, alibi, num_kv_heads
+  using Row = std::tuple<double, bool, int>;
+  const auto row = GENERATE(Row{3.0, false, 6}, Row{0.0, true, 6}, Row{1.5, true, 2});
+  const auto [softcap, alibi, num_kv_heads] = row;
+  CAPTURE(softcap, alibi, num_kv_heads);
+  const std::int64_t total = 1040, d = 24, prompt = 1010;
+  Layer l = make_layer(d, d, 6, num_kv_heads, 8, Rope::kNone, 0, total, 13);
+  l.config.softcap = softcap;
+  l.config.alibi = alibi;
+  l.config.scale = 0.6;
+  const Tensor x(Shape{total, d}, test::random_floats(total * d, 5, -2.0f, 2.0f));
+  const std::vector<double> want = reference(l, x);
+  std::vector<float> first;  // threads 1's output: every thread count gives its bits
+  for (int threads : {1, 2, 3}) {
+    CAPTURE(threads);
+    attn::Engine engine = make_engine(l, attn::Isa::kAuto, threads, test::threaded_backend());
+    auto a = engine.new_session();
+    REQUIRE(a.ok());
+    std::vector<float> got(total * d);
+    REQUIRE(a->prefill(attn::ConstTensorView(x.data(), Shape{prompt, d}),
+                       attn::TensorView(got.data(), Shape{prompt, d}))
+                .ok());
+    for (std::int64_t t = prompt; t < total; ++t) {
+      REQUIRE(a->step(attn::ConstTensorView(x.data() + t * d, Shape{1, d}),
+                      attn::TensorView(got.data() + t * d, Shape{1, d}))
+                  .ok());
+    }
+    CHECK(test::max_error(got, want) <= 1.0);
+    if (first.empty()) {
+      first = got;
+    } else {
+      CHECK(got == first);
+    }
+  }
+}
+
+TEST_CASE("bad soft-capping and ALiBi settings are refused with the values named",
+          "[engine][layers][errors][softcap][alibi]") {
+  auto expect = [](const LayerConfig& c, const char* needle) {
+    const attn::Status s = attn::validate(c);
+    CAPTURE(s.to_string());
+    CHECK(s.code() == attn::ErrorCode::kInvalidArgument);
+    CHECK_THAT(s.message(), Catch::Contains(needle));
+  };
+  LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, 16, 16, 4, 32);
+  c.softcap = -1;
+  expect(c, "softcap = -1 must be finite and > 0");
+  c.softcap = std::numeric_limits<double>::infinity();
+  expect(c, "softcap = inf must be finite and > 0");
+  c.softcap = std::nan("");
+  expect(c, "softcap = nan must be finite and > 0");
+  c.softcap = 30;
+  CHECK(attn::validate(c).ok());
+  c.alibi = true;
+  CHECK(attn::validate(c).ok());
+  c.rope = Rope::kNeox;
+  expect(c, "alibi and rope = neox cannot be combined");
+  c.rope = Rope::kGptj;
+  expect(c, "alibi and rope = gptj cannot be combined");
 }

@@ -76,12 +76,14 @@ void run_flash_attention(const EngineState& st, Workspace& ws, std::span<Sequenc
     a.scale = st.scale;
     a.causal = st.causal;
     a.window = static_cast<std::size_t>(st.config.window);
+    a.softcap = st.softcap;
     a.scratch = ws.worker_scratch(worker, st.worker_scratch_floats);
     a.ld_out = io.ld_out;
     for (std::size_t t = begin; t < end; ++t) {
       const SequenceCall& s = sequence_of(sequences, t);
       const std::size_t pairs = pairs_of(s), local = t - s.first_task;
       const HeadIo h = head_io(st, s, io, local / pairs);
+      a.alibi_slope = st.alibi_slope(local / pairs);
       a.q = h.q;
       a.ld_q = h.ld_q;
       a.k = h.k;
@@ -128,7 +130,8 @@ Status run_unfused_attention(const EngineState& st, Workspace& ws,
     float* v_pack = k_pack + k_packed;
     for (std::size_t t = begin; t < end; ++t) {
       const SequenceCall& s = sequence_of(sequences, t);
-      const HeadIo h = head_io(st, s, io, t - s.first_task);
+      const std::size_t head = t - s.first_task;
+      const HeadIo h = head_io(st, s, io, head);
       const std::size_t seq_len_q = s.new_tokens, kv_len = s.kv_len;
       // S = Q Kᵀ: K [kv_len, head_dim] is the "weight" operand, packed like nn.Linear's [n, k].
       kernels::gemm_pack_b(isa, h.k, h.ld_kv, 1, kv_len, head_dim, k_pack);
@@ -148,7 +151,7 @@ Status run_unfused_attention(const EngineState& st, Workspace& ws,
       kernels::masked_softmax_rows(
           isa, scores_buf, static_cast<std::ptrdiff_t>(ld_s), seq_len_q, kv_len, st.scale,
           st.causal, static_cast<std::ptrdiff_t>(kv_len) - static_cast<std::ptrdiff_t>(seq_len_q),
-          static_cast<std::size_t>(st.config.window));
+          static_cast<std::size_t>(st.config.window), st.softcap, st.alibi_slope(head));
       g.a = scores_buf;
       g.lda = static_cast<std::ptrdiff_t>(ld_s);
       g.packed_b = v_pack;
@@ -195,6 +198,47 @@ Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> 
       reinterpret_cast<kernels::DecodePartial*>(partial_outs + round_up_floats(slots * head_dim));
   static_assert(sizeof(kernels::DecodePartial) == 2 * sizeof(float));
 
+  // Grouped-query heads: one task per (sequence, kv head, chunk) runs the group's query heads
+  // together (decode_chunk_group), so each key and value row is read from memory once per
+  // group instead of once per query head. Each head's partials land in the same slots as the
+  // per-head tasks' (equal to rounding: the kernel reduces dot products in another order); a
+  // head's bits depend only on the fixed chunks, not on the thread count or its group.
+  const std::size_t group = num_heads / st.kv_heads;
+  if (group > 1) {
+    const std::size_t kv_heads = st.kv_heads;
+    auto group_body = [&](std::size_t begin, std::size_t end, int) {
+      kernels::DecodeMods mods[kernels::kDecodeGroupMax];
+      for (std::size_t t = begin; t < end; ++t) {
+        const std::size_t chunk = t % max_chunks, sk = t / max_chunks;
+        const std::size_t seq = sk / kv_heads, kv_head = sk % kv_heads;
+        const SequenceCall& s = sequences[seq];
+        const kernels::KeyRange keys = keys_of(s);
+        const std::size_t first = keys.begin / kChunk + chunk;
+        if (first > (keys.end - 1) / kChunk) continue;  // this sequence has fewer chunks
+        const std::size_t k0 = std::max(keys.begin, first * kChunk);
+        const std::size_t k1 = std::min(keys.end, (first + 1) * kChunk);
+        for (std::size_t g0 = 0; g0 < group; g0 += kernels::kDecodeGroupMax) {
+          const std::size_t h0 = kv_head * group + g0;
+          const std::size_t rows = std::min(kernels::kDecodeGroupMax, group - g0);
+          const HeadIo h = head_io(st, s, io, h0);  // heads h0.. are adjacent columns of Q
+          const auto row0 = static_cast<std::ptrdiff_t>(k0) * h.ld_kv;
+          for (std::size_t g = 0; g < rows; ++g) {
+            mods[g].softcap = st.softcap;
+            mods[g].alibi_slope = st.alibi_slope(h0 + g);
+            mods[g].key_offset =
+                static_cast<std::int64_t>(k0) - static_cast<std::int64_t>(s.kv_len - 1);
+          }
+          const std::size_t slot = (seq * num_heads + h0) * max_chunks + chunk;
+          kernels::decode_chunk_group(
+              st.isa, h.q, static_cast<std::ptrdiff_t>(head_dim), rows, h.k + row0, h.ld_kv,
+              h.v + row0, h.ld_kv, k1 - k0, head_dim, st.scale, partial_outs + slot * head_dim,
+              static_cast<std::ptrdiff_t>(max_chunks * head_dim), partials + slot,
+              static_cast<std::ptrdiff_t>(max_chunks), mods);
+        }
+      }
+    };
+    st.scheduler->parallel_for(sequences.size() * kv_heads * max_chunks, 1, group_body);
+  }
   auto chunk_body = [&](std::size_t begin, std::size_t end, int) {
     for (std::size_t t = begin; t < end; ++t) {
       const std::size_t chunk = t % max_chunks, sh = t / max_chunks;
@@ -206,11 +250,15 @@ Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> 
       const std::size_t k1 = std::min(keys.end, (first + 1) * kChunk);
       const HeadIo h = head_io(st, s, io, sh % num_heads);
       const auto row0 = static_cast<std::ptrdiff_t>(k0) * h.ld_kv;
+      kernels::DecodeMods mods;  // the new token is at position kv_len - 1
+      mods.softcap = st.softcap;
+      mods.alibi_slope = st.alibi_slope(sh % num_heads);
+      mods.key_offset = static_cast<std::int64_t>(k0) - static_cast<std::int64_t>(s.kv_len - 1);
       kernels::decode_chunk(st.isa, h.q, h.k + row0, h.ld_kv, h.v + row0, h.ld_kv, k1 - k0,
-                            head_dim, st.scale, partial_outs + t * head_dim, partials + t);
+                            head_dim, st.scale, partial_outs + t * head_dim, partials + t, mods);
     }
   };
-  st.scheduler->parallel_for(slots, 1, chunk_body);
+  if (group == 1) st.scheduler->parallel_for(slots, 1, chunk_body);
   auto merge_body = [&](std::size_t begin, std::size_t end, int) {
     for (std::size_t sh = begin; sh < end; ++sh) {
       const SequenceCall& s = sequences[sh / num_heads];

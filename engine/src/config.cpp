@@ -127,6 +127,14 @@ Status validate(const LayerConfig& c) {
                      " must be even (give an even rope_dim for a partial rotary)");
     }
   }
+  if (!std::isfinite(c.softcap) || c.softcap < 0) {
+    return invalid("softcap = " + number(c.softcap) +
+                   " must be finite and > 0 (0: no soft-capping)");
+  }
+  if (c.alibi && c.rope != Rope::kNone) {
+    return invalid(std::string("alibi and rope = ") + to_string(c.rope) +
+                   " cannot be combined (ALiBi is the position signal; use rope none)");
+  }
   const bool single_head =
       c.variant == Variant::kSimplified || c.variant == Variant::kSelfAttentionV1 ||
       c.variant == Variant::kSelfAttentionV2 || c.variant == Variant::kCausalAttention;
@@ -156,6 +164,21 @@ Status validate(const LayerConfig& c) {
                    to_string(c.variant) + ", mask " + to_string(c.mask) + ")");
   }
   return {};
+}
+
+std::vector<double> alibi_slopes(std::int64_t num_heads) {
+  std::vector<double> slopes;
+  if (num_heads <= 0) return slopes;
+  slopes.reserve(static_cast<std::size_t>(num_heads));
+  std::int64_t p = 1;  // the largest power of two <= num_heads
+  while (p * 2 <= num_heads) p *= 2;
+  const auto pd = static_cast<double>(p);
+  for (std::int64_t i = 1; i <= p; ++i)
+    slopes.push_back(std::exp2(-8.0 * static_cast<double>(i) / pd));
+  // The remaining heads take slopes 1, 3, 5, ... of the sequence for 2p heads.
+  for (std::int64_t i = 0; i < num_heads - p; ++i)
+    slopes.push_back(std::exp2(-8.0 * static_cast<double>(2 * i + 1) / (2.0 * pd)));
+  return slopes;
 }
 
 Status validate(const RunOptions& o) {

@@ -43,6 +43,11 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
     st->kv_dim = static_cast<std::size_t>(config.kv_dim());
     st->scale = static_cast<float>(config.resolved_scale());
     detail::build_rope_tables(config, *st);
+    st->softcap = static_cast<float>(config.softcap);
+    if (config.alibi) {
+      for (double slope : alibi_slopes(config.num_heads))
+        st->alibi_slopes.push_back(static_cast<float>(slope));
+    }
     if (config.has_projections()) {
       const auto& w = weights;
       Status s = config.qkv_bias ? detail::pack_linear(st->isa, {&w.w_query, &w.w_key, &w.w_value},

@@ -36,6 +36,13 @@ struct EngineState {
   std::size_t k_col = 0, v_col = 0;  // where K and V start in an activation row
   std::size_t rope_dim = 0;          // rotated features per head (0: no rotary embedding)
   std::vector<float> rope_cos, rope_sin;  // [context_length, rope_dim / 2], built at create
+  float softcap = 0;                      // config.softcap (0: none)
+  std::vector<float> alibi_slopes;        // [num_heads] when config.alibi, else empty
+
+  /// Returns query head h's ALiBi slope (0: none).
+  float alibi_slope(std::size_t h) const noexcept {
+    return alibi_slopes.empty() ? 0.0f : alibi_slopes[h];
+  }
 
   std::size_t worker_scratch_floats = 0;  // per worker, 64-byte multiple
 

@@ -170,6 +170,12 @@ Matrix dropout(const Matrix& x, double p, TorchGenerator& gen) {
 Matrix attention_weights(const Matrix& q, const Matrix& k, const AttentionOptions& o) {
   Matrix s = scale(matmul_transposed(q, k), o.scale);
   for (std::int64_t i = 0; i < s.rows; ++i) {
+    // Soft-capping, then ALiBi (query row i sits at position i + k.rows - q.rows), then the mask.
+    const std::int64_t position = i + k.rows - q.rows;
+    for (std::int64_t j = 0; j < s.cols; ++j) {
+      if (o.softcap > 0) s(i, j) = o.softcap * std::tanh(s(i, j) / o.softcap);
+      if (o.alibi_slope != 0) s(i, j) += o.alibi_slope * static_cast<double>(j - position);
+    }
     const kernels::KeyRange keys = kernels::visible_keys(
         static_cast<std::size_t>(i), static_cast<std::size_t>(q.rows),
         static_cast<std::size_t>(k.rows), o.causal, static_cast<std::size_t>(o.window));
@@ -231,6 +237,15 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
   opt.causal = config.causal();
   opt.window = config.window;
   opt.scale = config.resolved_scale();
+  opt.softcap = config.softcap;
+  const std::vector<double> slopes =
+      config.alibi ? alibi_slopes(config.num_heads) : std::vector<double>{};
+  // Head h's options (its ALiBi slope).
+  auto head_opt = [&](std::int64_t h) {
+    AttentionOptions o = opt;
+    if (!slopes.empty()) o.alibi_slope = slopes[static_cast<std::size_t>(h)];
+    return o;
+  };
 
   Output result;
   result.shape = shape->output_shape(d_out);
@@ -239,7 +254,7 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
     const Matrix xb = from_floats(x.data + b * seq_len * d_in, seq_len, d_in);
     Matrix context(seq_len, d_out);
     if (config.variant == Variant::kSimplified) {
-      context = attention(xb, xb, xb, opt);
+      context = attention(xb, xb, xb, head_opt(0));
     } else if (config.variant == Variant::kMultiHeadAttention) {
       // One projection each, split into heads by columns (query head h reads kv head
       // h / group), rotated when the layer has rotary embeddings, then out_proj.
@@ -255,7 +270,7 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
       for (std::int64_t h = 0; h < config.num_heads; ++h) {
         const std::int64_t kv = (h / group) * head_dim;
         const Matrix o = attention(columns(q, h * head_dim, head_dim), columns(k, kv, head_dim),
-                                   columns(v, kv, head_dim), opt);
+                                   columns(v, kv, head_dim), head_opt(h));
         for (std::int64_t i = 0; i < seq_len; ++i)
           for (std::int64_t d = 0; d < head_dim; ++d) heads(i, h * head_dim + d) = o(i, d);
       }
@@ -272,7 +287,7 @@ Result<Output> forward(const LayerConfig& config, const Weights& weights, ConstT
         Matrix qr = q, kr = k;
         rotate(config, qr);
         rotate(config, kr);
-        const Matrix o = attention(qr, kr, v, opt);
+        const Matrix o = attention(qr, kr, v, head_opt(h));
         for (std::int64_t i = 0; i < seq_len; ++i)
           for (std::int64_t d = 0; d < head_dim; ++d) context(i, h * head_dim + d) = o(i, d);
       }

@@ -28,6 +28,11 @@
 // both over {64, 128, 256} at seq_len 2048 was flat within this machine's noise
 // (docs/kernels-attention.md), so cache fit decided.
 //
+// Score modifiers (soft-capping, ALiBi; kernels.hpp): when AttentionArgs asks for them the tiles
+// run a second instantiation of tile_block/qk that applies them to the S tile in registers,
+// right after the QK FMAs and before the mask overwrite (the bias from each lane's query
+// position, lim, and the key index: no bias matrix). Without them the code is unchanged.
+//
 // NaN flow: NaN in a visible score or value reaches the row through exp2 (exp2(NaN) = NaN
 // makes l and O NaN) whatever x86 max does with it; a NaN/Inf in a masked key is replaced
 // by -inf before the max, and a masked value is never multiplied in.
@@ -73,16 +78,25 @@ struct FlashAttention {
   template <class Arch>
   [[gnu::noinline]] void operator()(Arch, const AttentionArgs& a) const noexcept {
     const std::size_t qb = q_block_for(a.head_dim);
+    // The score modifiers get their own instantiation of the whole q-chunk, so the default
+    // path's code is what it was before they existed (with them inside q_chunk, even behind
+    // a branch, GCC 12 inlined differently and seq_len 1024 / head_dim 64 ran ~5% slower).
+    if (a.softcap > 0 || a.alibi_slope != 0) [[unlikely]] {
+      for (std::size_t r0 = a.q_begin; r0 < a.q_end; r0 += qb)
+        q_chunk<true>(Arch{}, a, r0, std::min(a.q_end, r0 + qb));
+      return;
+    }
     for (std::size_t r0 = a.q_begin; r0 < a.q_end; r0 += qb) {
-      q_chunk(Arch{}, a, r0, std::min(a.q_end, r0 + qb));
+      q_chunk<false>(Arch{}, a, r0, std::min(a.q_end, r0 + qb));
     }
   }
 
  private:
   // Rows [r0, r1) of the result, r1 - r0 <= q_block: reads those q rows into scratch
   // before writing those out rows, so out may alias q.
-  template <class Arch>
-  static void q_chunk(Arch, const AttentionArgs& a, std::size_t r0, std::size_t r1) noexcept {
+  template <bool Mod, class Arch>
+  [[gnu::noinline]] static void q_chunk(Arch, const AttentionArgs& a, std::size_t r0,
+                                        std::size_t r1) noexcept {
     using T = AttnTile<Arch>;
     using B = typename T::B;
     constexpr std::size_t L = T::kLanes;
@@ -144,8 +158,16 @@ struct FlashAttention {
               xsimd::batch<float, Arch>(static_cast<float>(i0 + shift)) + lane_iota<Arch>(v);
           lim.lim_lo[v] = windowed ? lim.lim[v] - B(static_cast<float>(win)) : B(kNegInf);
         }
-        tile_block(Arch{}, a, qt + t * head_dim * L, ot + t * head_dim * L, m + t * L, l + t * L, s,
-                   static_cast<std::size_t>(lo), n, full_begin, full_end, lim);
+        if constexpr (Mod) {
+          const ScoreModsLog2 mod(a.softcap, a.alibi_slope);
+          tile_block<true>(Arch{}, a, qt + t * head_dim * L, ot + t * head_dim * L, m + t * L,
+                           l + t * L, s, static_cast<std::size_t>(lo), n, full_begin, full_end, lim,
+                           &mod);
+        } else {
+          tile_block<false>(Arch{}, a, qt + t * head_dim * L, ot + t * head_dim * L, m + t * L,
+                            l + t * L, s, static_cast<std::size_t>(lo), n, full_begin, full_end,
+                            lim);
+        }
       }
     }
 
@@ -165,12 +187,14 @@ struct FlashAttention {
     return B::load_aligned(iota);
   }
 
-  // One tile against keys [j_first, j_first + n) of one kv-block.
-  template <class Arch>
+  // One tile against keys [j_first, j_first + n) of one kv-block. Mod: with the score
+  // modifiers (a separate instantiation, so the default path's code is unchanged).
+  template <bool Mod, class Arch>
   static void tile_block(Arch, const AttentionArgs& a, const float* qt, float* ot, float* m,
                          float* l, float* s, std::size_t j_first, std::size_t n,
                          std::size_t full_begin, std::size_t full_end,
-                         const typename AttnTile<Arch>::LaneLimits& lim) noexcept {
+                         const typename AttnTile<Arch>::LaneLimits& lim,
+                         const ScoreModsLog2* mod = nullptr) noexcept {
     using T = AttnTile<Arch>;
     constexpr std::size_t L = T::kLanes;
     const std::size_t head_dim = a.head_dim;
@@ -179,9 +203,9 @@ struct FlashAttention {
     typename T::B vmax[T::kQv], alpha[T::kQv];
     for (auto& x : vmax) x = typename T::B(-std::numeric_limits<float>::infinity());
     T::for_each_group(n, [&](std::size_t r, auto rows) {
-      T::template qk<decltype(rows)::value>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k, a.ld_k,
-                                            head_dim, s + r * L, r, full_begin, full_end, lim, jf,
-                                            vmax);
+      T::template qk<decltype(rows)::value, Mod>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k,
+                                                 a.ld_k, head_dim, s + r * L, r, full_begin,
+                                                 full_end, lim, jf, vmax, mod);
     });
     T::softmax(s, n, vmax, m, l, alpha);
     const float* v = a.v + static_cast<std::ptrdiff_t>(j_first) * a.ld_v;

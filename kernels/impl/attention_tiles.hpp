@@ -141,10 +141,13 @@ struct AttnTile {
   /// s[r][lane] = sum_d qt[d][lane] * k[r][d] for N keys (rows of k at stride ld_k), keys
   /// j0 .. j0 + N - 1 of the tile. Keys outside [full_begin, full_end) get -inf on the lanes that
   /// may not see them; vmax (kQv vectors) takes the lane-wise max of what is stored.
-  template <std::size_t N>
+  /// Mod: soft-capping / ALiBi (`mod`) applied to every score before the mask (lane l's
+  /// query sits at position lim.lim[l]); only the modified branch passes it.
+  template <std::size_t N, bool Mod = false>
   static void qk(const float* qt, const float* k, std::ptrdiff_t ld_k, std::size_t head_dim,
                  float* s, std::size_t j0, std::size_t full_begin, std::size_t full_end,
-                 const LaneLimits& lim, float j_first, B* vmax) noexcept {
+                 const LaneLimits& lim, float j_first, B* vmax,
+                 const ScoreModsLog2* mod = nullptr) noexcept {
     B acc[N][kQv];
     const float* kr[N];
     for (std::size_t r = 0; r < N; ++r) {
@@ -157,6 +160,12 @@ struct AttnTile {
       for (std::size_t r = 0; r < N; ++r) {
         const B kb(kr[r][d]);
         for (std::size_t v = 0; v < kQv; ++v) acc[r][v] = xsimd::fma(kb, q[v], acc[r][v]);
+      }
+    }
+    if constexpr (Mod) {
+      for (std::size_t r = 0; r < N; ++r) {
+        const B key(j_first + static_cast<float>(j0 + r));
+        for (std::size_t v = 0; v < kQv; ++v) acc[r][v] = mod->apply(acc[r][v], key - lim.lim[v]);
       }
     }
     const B neg_inf(-std::numeric_limits<float>::infinity());
@@ -179,9 +188,12 @@ struct AttnTile {
   /// there the update is skipped per lane (select), so a NaN/Inf value of a masked key never meets
   /// its zero probability (0 * NaN).
   template <std::size_t N>
-  static void pv(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
-                 std::size_t full_begin, std::size_t full_end, float* ot, const B* alpha,
-                 const LaneLimits& lim, float j_first) noexcept {
+  // Always inlined: with the modified instantiation GCC would otherwise call pv<6> out of
+  // line from the default path too.
+  [[gnu::always_inline]] static inline void pv(const float* p, const float* v, std::ptrdiff_t ld_v,
+                                               std::size_t n, std::size_t full_begin,
+                                               std::size_t full_end, float* ot, const B* alpha,
+                                               const LaneLimits& lim, float j_first) noexcept {
     B acc[N][kQv];
     for (std::size_t r = 0; r < N; ++r)
       for (std::size_t c = 0; c < kQv; ++c)

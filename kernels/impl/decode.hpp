@@ -11,12 +11,19 @@
 // log2(e) folded into one multiply, exp2 as in the fused kernel); so is DecodePartial::max, which
 // only DecodeMerge reads. Each chunk yields (max, sum, unnormalised out); the merge rescales them
 // by exp2(max_c - max) in chunk order, so the result depends only on the fixed chunking, not on
-// which thread computed which chunk. NaN flows as in the fused kernel (through exp2 into the
-// sums, even when a NaN-dropping max ignored it); no visible key (or only -inf scores) gives 0.
+// which thread computed which chunk. Soft-capping / ALiBi (DecodeMods) are one extra pass over
+// a sub-block's scores, taken only when asked. DecodeChunkGroup runs the query heads of one
+// kv head (grouped-query attention) with the loop over them inside the loop over sub-blocks:
+// each K/V sub-block is read from DRAM once per group, each K row is loaded into registers
+// once for all rows, and the dot products are reduced W keys at a time (haddp): a row's bits
+// differ from DecodeChunk's by rounding, but do not depend on the other rows. NaN flows as in the
+// fused kernel (through exp2 into the sums, even when a NaN-dropping max ignored it); no visible
+// key (or only -inf scores) gives 0.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <utility>
 
@@ -32,7 +39,25 @@ struct DecodeChunk {
   [[gnu::noinline]] void operator()(Arch, const float* q, const float* k, std::ptrdiff_t ld_k,
                                     const float* v, std::ptrdiff_t ld_v, std::size_t n_kv,
                                     std::size_t head_dim, float scale, float* out,
-                                    DecodePartial* partial) const noexcept {
+                                    DecodePartial* partial,
+                                    const DecodeMods& mods = {}) const noexcept {
+    // The modifiers get their own instantiation, chosen once, so the default code is as before.
+    if (mods.softcap > 0 || mods.alibi_slope != 0) [[unlikely]] {
+      chunk<true>(Arch{}, q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out, partial, mods);
+    } else {
+      chunk<false>(Arch{}, q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out, partial, mods);
+    }
+  }
+
+  // Flattened: everything inlined, as when operator() held this code (with a second caller
+  // GCC 12 outlined accumulate and its slices).
+  template <bool Mod, class Arch>
+  [[gnu::noinline, gnu::flatten]] static void chunk(Arch, const float* q, const float* k,
+                                                    std::ptrdiff_t ld_k, const float* v,
+                                                    std::ptrdiff_t ld_v, std::size_t n_kv,
+                                                    std::size_t head_dim, float scale, float* out,
+                                                    DecodePartial* partial,
+                                                    const DecodeMods& mods) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     alignas(64) float s[kSub];
@@ -45,6 +70,11 @@ struct DecodeChunk {
       const float* kc = k + static_cast<std::ptrdiff_t>(j0) * ld_k;
       const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
       scores(Arch{}, q, kc, ld_k, n, head_dim, c, s);
+      // Soft-capping / ALiBi: a separate pass over the sub-block's scores, only when asked.
+      if constexpr (Mod) {
+        modify(Arch{}, ScoreModsLog2(mods.softcap, mods.alibi_slope), s, n,
+               static_cast<float>(mods.key_offset + static_cast<std::int64_t>(j0)));
+      }
       const float m_new = std::max(m_run, row_max(Arch{}, s, n));
       const float m_used = m_new == kNegInf ? 0.0f : m_new;
       const float alpha = exp2_fast(B(m_run - m_used)).get(0);
@@ -55,6 +85,61 @@ struct DecodeChunk {
     }
     partial->max = m_run;
     partial->sum = l_run;
+  }
+
+  // The grouped form (DecodeChunkGroup): `rows` queries sharing one kv head, the loop over
+  // them inside the loop over sub-blocks (scores_rows, then operator()'s softmax and V steps).
+  template <class Arch>
+  static void group(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows, const float* k,
+                    std::ptrdiff_t ld_k, const float* v, std::ptrdiff_t ld_v, std::size_t n_kv,
+                    std::size_t head_dim, float scale, float* out, std::ptrdiff_t ld_out,
+                    DecodePartial* partial, std::ptrdiff_t ld_partial,
+                    const DecodeMods* mods) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    alignas(64) float s[kDecodeGroupMax][kSub];  // 8 KiB
+    const float c = scale * kLog2e;
+    float m_run[kDecodeGroupMax], l_run[kDecodeGroupMax];
+    for (std::size_t g = 0; g < rows; ++g) {
+      m_run[g] = kNegInf;
+      l_run[g] = 0.0f;
+      float* o = out + static_cast<std::ptrdiff_t>(g) * ld_out;
+      std::fill(o, o + head_dim, 0.0f);
+    }
+    for (std::size_t j0 = 0; j0 < n_kv; j0 += kSub) {
+      const std::size_t n = std::min(kSub, n_kv - j0);
+      const float* kc = k + static_cast<std::ptrdiff_t>(j0) * ld_k;
+      const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
+      // Row 0 brings the sub-block's K rows (32 KiB at head_dim 64) from DRAM and the other
+      // rows find them in L1; then the same for the V rows (scores of all rows first, so K and
+      // V do not evict each other between rows).
+      float alpha[kDecodeGroupMax];
+      scores_rows(Arch{}, q, ld_q, rows, kc, ld_k, n, head_dim, c, s);
+      for (std::size_t g = 0; g < rows; ++g) {
+        float* sg = s[g];
+        if (mods != nullptr) {
+          const ScoreModsLog2 mod(mods[g].softcap, mods[g].alibi_slope);
+          if (mod.any()) {
+            modify(Arch{}, mod, sg, n,
+                   static_cast<float>(mods[g].key_offset + static_cast<std::int64_t>(j0)));
+          }
+        }
+        const float m_new = std::max(m_run[g], row_max(Arch{}, sg, n));
+        const float m_used = m_new == kNegInf ? 0.0f : m_new;
+        alpha[g] = exp2_fast(B(m_run[g] - m_used)).get(0);
+        const float sum = exp_and_sum(Arch{}, sg, n, m_used);
+        l_run[g] = alpha[g] * l_run[g] + sum;
+        m_run[g] = m_new;
+      }
+      for (std::size_t g = 0; g < rows; ++g) {
+        accumulate(Arch{}, s[g], vc, ld_v, n, head_dim, j0 == 0 ? 1.0f : alpha[g],
+                   out + static_cast<std::ptrdiff_t>(g) * ld_out);
+      }
+    }
+    for (std::size_t g = 0; g < rows; ++g) {
+      partial[static_cast<std::ptrdiff_t>(g) * ld_partial].max = m_run[g];
+      partial[static_cast<std::ptrdiff_t>(g) * ld_partial].sum = l_run[g];
+    }
   }
 
  private:
@@ -106,6 +191,71 @@ struct DecodeChunk {
       for (std::size_t d = hd_vec; d < head_dim; ++d) t += q[d] * kr[d];
       s[j] = t * c;
     }
+  }
+
+  // s[j] = mod(s[j]) with key j at rel0 + j positions from the query (s is kSub-padded).
+  template <class Arch>
+  static void modify(Arch, const ScoreModsLog2& mod, float* s, std::size_t n, float rel0) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    alignas(64) float iota[W];
+    for (std::size_t i = 0; i < W; ++i) iota[i] = static_cast<float>(i);
+    const B lane = B::load_aligned(iota);
+    std::size_t j = 0;
+    for (; j + W <= n; j += W) {
+      const B rel = B(rel0 + static_cast<float>(j)) + lane;
+      mod.apply(B::load_aligned(s + j), rel).store_aligned(s + j);
+    }
+    for (; j < n; ++j) s[j] = mod.apply(B(s[j]), B(rel0 + static_cast<float>(j))).get(0);
+  }
+
+  // s[g][j] = c * (q_g · k_j) for rows g and keys j < n (the grouped path): each K row is
+  // loaded into registers once for all rows (head_dim a multiple of W, up to kSlice vectors;
+  // otherwise scores() per row), and each row's W dot products over W keys are reduced
+  // together with haddp instead of one horizontal sum each. Not the bits of scores(): the
+  // horizontal reduction order differs.
+  template <class Arch>
+  static void scores_rows(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                          const float* k, std::ptrdiff_t ld_k, std::size_t n, std::size_t head_dim,
+                          float c, float (*s)[kSub]) noexcept {
+    using B = xsimd::batch<float, Arch>;
+    constexpr std::size_t W = B::size;
+    const std::size_t nv = head_dim / W;
+    if (nv == 0 || nv * W != head_dim || nv > kSlice) {
+      for (std::size_t g = 0; g < rows; ++g)
+        scores(Arch{}, q + static_cast<std::ptrdiff_t>(g) * ld_q, k, ld_k, n, head_dim, c, s[g]);
+      return;
+    }
+    with_count<Arch>(nv, [&](auto count) {
+      constexpr std::size_t NV = decltype(count)::value;
+      B acc[kDecodeGroupMax][W];
+      std::size_t j = 0;
+      for (; j + W <= n; j += W) {
+        for (std::size_t r = 0; r < W; ++r) {
+          const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
+          B kv[NV];
+          for (std::size_t i = 0; i < NV; ++i) kv[i] = B::load_unaligned(kr + i * W);
+          for (std::size_t g = 0; g < rows; ++g) {
+            const float* qg = q + static_cast<std::ptrdiff_t>(g) * ld_q;
+            B a = kv[0] * B::load_unaligned(qg);
+            for (std::size_t i = 1; i < NV; ++i)
+              a = xsimd::fma(kv[i], B::load_unaligned(qg + i * W), a);
+            acc[g][r] = a;
+          }
+        }
+        for (std::size_t g = 0; g < rows; ++g) (hsum_rows(acc[g]) * B(c)).store_aligned(s[g] + j);
+      }
+      for (; j < n; ++j) {
+        const float* kr = k + static_cast<std::ptrdiff_t>(j) * ld_k;
+        for (std::size_t g = 0; g < rows; ++g) {
+          const float* qg = q + static_cast<std::ptrdiff_t>(g) * ld_q;
+          B a(0.0f);
+          for (std::size_t i = 0; i < NV; ++i)
+            a = xsimd::fma(B::load_unaligned(kr + i * W), B::load_unaligned(qg + i * W), a);
+          s[g][j] = xsimd::hadd(a) * c;
+        }
+      }
+    });
   }
 
   template <class Arch>
@@ -208,6 +358,21 @@ struct DecodeChunk {
       if constexpr (kSets == 2) acc[0][i] += acc[1][i];
       acc[0][i].store_unaligned(out + i * W);
     }
+  }
+};
+
+struct DecodeChunkGroup {
+  /// rows (<= kDecodeGroupMax) queries sharing one kv head against one chunk: each
+  /// sub-block's K and V rows come from DRAM once for all rows (see DecodeChunk::group).
+  template <class Arch>
+  [[gnu::noinline]] void operator()(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                                    const float* k, std::ptrdiff_t ld_k, const float* v,
+                                    std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim,
+                                    float scale, float* out, std::ptrdiff_t ld_out,
+                                    DecodePartial* partial, std::ptrdiff_t ld_partial,
+                                    const DecodeMods* mods) const noexcept {
+    DecodeChunk::group(Arch{}, q, ld_q, rows, k, ld_k, v, ld_v, n_kv, head_dim, scale, out, ld_out,
+                       partial, ld_partial, mods);
   }
 };
 

@@ -29,16 +29,26 @@ const KernelTable& make_table(Isa isa) noexcept {
       [](const AttentionArgs& args) noexcept { FlashAttention{}(Arch{}, args); },
       [](const float* q, const float* k, std::ptrdiff_t ld_k, const float* v, std::ptrdiff_t ld_v,
          std::size_t n_kv, std::size_t head_dim, float scale, float* out_partial,
-         DecodePartial* partial) noexcept {
-        DecodeChunk{}(Arch{}, q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out_partial, partial);
+         DecodePartial* partial, const DecodeMods& mods) noexcept {
+        DecodeChunk{}(Arch{}, q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out_partial, partial,
+                      mods);
+      },
+      [](const float* q, std::ptrdiff_t ld_q, std::size_t rows, const float* k, std::ptrdiff_t ld_k,
+         const float* v, std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale,
+         float* out, std::ptrdiff_t ld_out, DecodePartial* partials, std::ptrdiff_t ld_partial,
+         const DecodeMods* mods) noexcept {
+        DecodeChunkGroup{}(Arch{}, q, ld_q, rows, k, ld_k, v, ld_v, n_kv, head_dim, scale, out,
+                           ld_out, partials, ld_partial, mods);
       },
       [](const float* out_partials, const DecodePartial* partials, std::size_t n_chunks,
          std::size_t head_dim, float* out) noexcept {
         DecodeMerge{}(Arch{}, out_partials, partials, n_chunks, head_dim, out);
       },
       [](float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols, float scale, bool causal,
-         std::ptrdiff_t visible_offset, std::size_t window) noexcept {
-        MaskedSoftmaxRows{}(Arch{}, s, ld, rows, cols, scale, causal, visible_offset, window);
+         std::ptrdiff_t visible_offset, std::size_t window, float softcap,
+         float alibi_slope) noexcept {
+        MaskedSoftmaxRows{}(Arch{}, s, ld, rows, cols, scale, causal, visible_offset, window,
+                            softcap, alibi_slope);
       },
       [](const float* x, float* y, std::size_t n) noexcept { VectorExp{}(Arch{}, x, y, n); },
       [](std::size_t iterations) noexcept { return PeakFma{}(Arch{}, iterations); },

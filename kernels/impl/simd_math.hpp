@@ -18,11 +18,13 @@
 
 #include <xsimd/xsimd.hpp>
 
-// GCC 12 reports a false -Wmaybe-uninitialized inside _mm512_max_ps, _mm512_unpack*_ps
-// (their _mm512_undefined_ps pass-through operand, GCC bug 105593) wherever they are inlined;
-// the kernels reach them only through the wrappers below, inside this push/pop.
+// GCC 12 reports a false -Wmaybe-uninitialized (or, depending on inlining, -Wuninitialized)
+// inside _mm512_max_ps, _mm512_unpack*_ps (their _mm512_undefined_ps pass-through operand,
+// GCC bug 105593) wherever they are inlined; the kernels reach them only through the wrappers
+// below, inside this push/pop.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace attn::kernels {
 
@@ -68,6 +70,53 @@ inline xsimd::batch<float, Arch> exp2_fast(xsimd::batch<float, Arch> t) noexcept
   return p * scale;
 }
 
+/// Returns tanh(x): an odd Taylor polynomial (to x^11) for |x| < 0.3, where the exp form
+/// below would lose relative accuracy to cancellation (its error there is < 1e-9), and
+/// sign(x) * (1 - 2 / (exp(2|x|) + 1)) above, with exp from exp2_fast (argument clamped at
+/// 126, so large |x| saturates to exactly +-1 and +-inf gives +-1). NaN stays NaN. Relative
+/// error ~2e-7 (tests/test_kernels_softcap.cpp measures it).
+template <class Arch>
+inline xsimd::batch<float, Arch> tanh_fast(xsimd::batch<float, Arch> x) noexcept {
+  using B = xsimd::batch<float, Arch>;
+  const B ax = xsimd::abs(x);
+  // 2|x| log2(e); min keeps NaN (second operand).
+  const B e = exp2_fast(min_nan_b(B(126.0f), ax * B(2.0f * kLog2e)));
+  B big = B(1.0f) - B(2.0f) / (e + B(1.0f));
+  big = xsimd::select(x < B(0.0f), -big, big);
+  const B x2 = x * x;
+  B p(-1382.0f / 155925.0f);
+  p = xsimd::fma(p, x2, B(62.0f / 2835.0f));
+  p = xsimd::fma(p, x2, B(-17.0f / 315.0f));
+  p = xsimd::fma(p, x2, B(2.0f / 15.0f));
+  p = xsimd::fma(p, x2, B(-1.0f / 3.0f));
+  const B small = xsimd::fma(p * x2, x, x);
+  return xsimd::select(ax < B(0.3f), small, big);
+}
+
+/// The score modifiers (kernels.hpp: softcap, ALiBi) in the kernels' log2 units: a score
+/// t = s * log2(e) becomes cap2 * tanh(t / cap2) with cap2 = softcap * log2(e) (the same as
+/// softcap * tanh(s / softcap), in log2 units), then t + slope * log2(e) * (key position -
+/// query position). Only the kernels' separate "modified" branches use it.
+struct ScoreModsLog2 {
+  float cap = 0;      ///< softcap * log2(e); 0: no soft-capping
+  float inv_cap = 0;  ///< 1 / cap
+  float slope = 0;    ///< alibi_slope * log2(e); 0: no bias
+  ScoreModsLog2(float softcap, float alibi_slope) noexcept
+      : cap(softcap > 0 ? softcap * kLog2e : 0.0f),
+        inv_cap(softcap > 0 ? 1.0f / (softcap * kLog2e) : 0.0f),
+        slope(alibi_slope * kLog2e) {}
+  bool any() const noexcept { return cap > 0 || slope != 0; }
+  /// t: scores in log2 units; rel: key position - query position (exact as floats below 2^24).
+  template <class Arch>
+  xsimd::batch<float, Arch> apply(xsimd::batch<float, Arch> t,
+                                  xsimd::batch<float, Arch> rel) const noexcept {
+    using B = xsimd::batch<float, Arch>;
+    if (cap > 0) t = B(cap) * tanh_fast(t * B(inv_cap));
+    if (slope != 0) t = xsimd::fma(B(slope), rel, t);
+    return t;
+  }
+};
+
 /// 4x4 transposes inside every 128-bit block: block b of t[k] holds element 4b + k of x[0],
 /// x[1], x[2], x[3] (xsimd's zip is an unpack within 128-bit blocks on every x86 ISA).
 template <class Arch>
@@ -89,6 +138,13 @@ inline void transpose4_in_blocks(const xsimd::batch<float, Arch>* x,
   t[1] = hi(a, c);
   t[2] = lo(b, d);
   t[3] = hi(b, d);
+}
+
+/// Returns the batch whose lane i is the sum of rows[i]'s lanes (rows: B::size batches), as
+/// xsimd::haddp; wrapped here for the GCC 12 warning above (_mm512_shuffle_f32x4).
+template <class Arch>
+inline xsimd::batch<float, Arch> hsum_rows(const xsimd::batch<float, Arch>* rows) noexcept {
+  return xsimd::haddp(rows);
 }
 
 /// Horizontal max of a batch (for per-row maxima; NaN handling as xsimd::max).

@@ -48,21 +48,27 @@ struct MaskedSoftmaxRows {
   template <class Arch>
   [[gnu::noinline]] void operator()(Arch, float* s, std::ptrdiff_t ld, std::size_t rows,
                                     std::size_t cols, float scale, bool causal,
-                                    std::ptrdiff_t visible_offset,
-                                    std::size_t window) const noexcept {
+                                    std::ptrdiff_t visible_offset, std::size_t window,
+                                    float softcap = 0, float alibi_slope = 0) const noexcept {
+    const ScoreModsLog2 mod(softcap, alibi_slope);
     for (std::size_t r = 0; r < rows; ++r) {
       float* row = s + static_cast<std::ptrdiff_t>(r) * ld;
-      const KeyRange keys =
-          causal ? keys_up_to(static_cast<std::int64_t>(r) + visible_offset, cols, window)
-                 : KeyRange{0, cols};
-      softmax_row(Arch{}, row, keys.begin, keys.end, cols, scale * kLog2e);
+      const auto position = static_cast<std::int64_t>(r) + visible_offset;
+      const KeyRange keys = causal ? keys_up_to(position, cols, window) : KeyRange{0, cols};
+      if (mod.any()) [[unlikely]] {
+        softmax_row<true>(Arch{}, row, keys.begin, keys.end, cols, scale * kLog2e, &mod,
+                          static_cast<float>(-position));
+      } else {
+        softmax_row<false>(Arch{}, row, keys.begin, keys.end, cols, scale * kLog2e);
+      }
     }
   }
 
  private:
-  template <class Arch>
+  // Mod: soft-capping / ALiBi in pass 1 (column j is rel0 + j positions from the row).
+  template <bool Mod, class Arch>
   static void softmax_row(Arch, float* row, std::size_t lo, std::size_t hi, std::size_t cols,
-                          float c) noexcept {
+                          float c, const ScoreModsLog2* mod = nullptr, float rel0 = 0) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -71,14 +77,27 @@ struct MaskedSoftmaxRows {
     // Pass 1: scale into log2 units, and the max.
     B vmax(kNegInf);
     std::size_t j = lo;
-    for (; j + W <= hi; j += W) {
-      const B t = B::load_unaligned(row + j) * B(c);
-      t.store_unaligned(row + j);
-      vmax = max_nan_b(vmax, t);
+    if constexpr (Mod) {
+      alignas(64) float iota[W];
+      for (std::size_t i = 0; i < W; ++i) iota[i] = static_cast<float>(i);
+      const B lane = B::load_aligned(iota);
+      for (; j + W <= hi; j += W) {
+        const B rel = B(rel0 + static_cast<float>(j)) + lane;
+        const B t = mod->apply(B::load_unaligned(row + j) * B(c), rel);
+        t.store_unaligned(row + j);
+        vmax = max_nan_b(vmax, t);
+      }
+    } else {
+      for (; j + W <= hi; j += W) {
+        const B t = B::load_unaligned(row + j) * B(c);
+        t.store_unaligned(row + j);
+        vmax = max_nan_b(vmax, t);
+      }
     }
     float m = hmax(vmax);
     for (std::size_t k = j; k < hi; ++k) {
       row[k] *= c;
+      if constexpr (Mod) row[k] = mod->apply(B(row[k]), B(rel0 + static_cast<float>(k))).get(0);
       m = m > row[k] ? m : row[k];
     }
     // A row whose max is -inf has only -inf (or NaN) scores: exponentiate against 0 so

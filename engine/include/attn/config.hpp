@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "attn/export.hpp"
 #include "attn/isa.hpp"
@@ -72,6 +73,13 @@ struct ATTN_API LayerConfig {
   double rope_theta = 10000;  ///< the rotary base
   std::int64_t rope_dim = 0;  ///< rotated features of each head (even, <= head_dim; the rest
                               ///< pass through, GPT-NeoX's partial rotary); 0: head_dim
+  /// > 0: logit soft-capping (Gemma 2): each scaled score s becomes softcap * tanh(s /
+  /// softcap), before the mask and the softmax. 0: none. Must be finite and >= 0.
+  double softcap = 0;
+  /// ALiBi (Press et al., as BLOOM and MPT): head h adds alibi_slopes(num_heads)[h] *
+  /// (key_position - query_position) to its scores (after soft-capping, before the mask), at
+  /// absolute positions (a session's token at position p). Not with rope.
+  bool alibi = false;
 
   /// Returns the chapter's configuration of `variant` (mask kVariant); d_out is the total
   /// output width.
@@ -115,6 +123,12 @@ struct ATTN_API RunOptions {
   /// kResourceExhausted instead of allocating. 0: no limit beyond available memory.
   std::int64_t max_workspace_bytes = 0;
 };
+
+/// Returns the ALiBi slope of each of num_heads heads: the paper's geometric sequence
+/// 2^(-8 i / n), i = 1..n, for n a power of two; otherwise (its get_slopes, BLOOM's
+/// build_alibi_tensor) those of the largest power of two p < n, then every other slope of
+/// 2p's sequence for the remaining n - p heads. Empty for num_heads <= 0.
+ATTN_API std::vector<double> alibi_slopes(std::int64_t num_heads);
 
 /// Checks every field and their combination; the error names the fields and their values.
 ATTN_API Status validate(const LayerConfig& config);

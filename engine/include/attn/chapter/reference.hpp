@@ -80,6 +80,8 @@ struct AttentionOptions {
   double scale = 1.0;       ///< multiplies q·k before softmax
   bool causal = false;      ///< bottom-right aligned when q has fewer rows than k
   std::int64_t window = 0;  ///< > 0: row i sees at most the last `window` visible keys
+  double softcap = 0;       ///< > 0: scores become softcap * tanh(s / softcap) (after scale)
+  double alibi_slope = 0;   ///< adds slope * (j - position of row i) (bottom-right aligned)
 };
 
 /// softmax(mask(scale · q kᵀ)) · v for one sequence and one head; a row with no visible
