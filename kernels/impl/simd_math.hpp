@@ -141,10 +141,19 @@ inline void transpose4_in_blocks(const xsimd::batch<float, Arch>* x,
 }
 
 /// Returns the batch whose lane i is the sum of rows[i]'s lanes (rows: B::size batches), as
-/// xsimd::haddp; wrapped here for the GCC 12 warning above (_mm512_shuffle_f32x4).
+/// xsimd::haddp; wrapped here for the GCC 12 warning above (_mm512_shuffle_f32x4). xsimd
+/// 8.1's AVX-512 haddp returns wrong lanes, so 16-lane batches sum each row with hadd (which
+/// the AVX-512 kernels have always used) instead.
 template <class Arch>
 inline xsimd::batch<float, Arch> hsum_rows(const xsimd::batch<float, Arch>* rows) noexcept {
-  return xsimd::haddp(rows);
+  using B = xsimd::batch<float, Arch>;
+  if constexpr (B::size == 16) {
+    alignas(64) float sums[B::size];
+    for (std::size_t i = 0; i < B::size; ++i) sums[i] = xsimd::hadd(rows[i]);
+    return B::load_aligned(sums);
+  } else {
+    return xsimd::haddp(rows);
+  }
 }
 
 /// Horizontal max of a batch (for per-row maxima; NaN handling as xsimd::max).
