@@ -306,7 +306,7 @@ Status DistributedEngine::forward(ConstTensorView x, TensorView out) const {
       static_cast<std::size_t>(std::max<std::int64_t>(rows, 0)), out, [&](float* partial) {
         const Shape local_shape =
             s.rank() == 3 ? Shape{s[0], s[1], st.local_cols} : Shape{s[0], st.local_cols};
-        if (Status e = st.local->forward(x, TensorView(partial, local_shape)); !e.ok()) return e;
+        if (Status e = st.local->forward(x, TensorView{partial, local_shape}); !e.ok()) return e;
         const Shape want =
             s.rank() == 3 ? Shape{s[0], s[1], st.config.d_out} : Shape{s[0], st.config.d_out};
         if ((st.options.output_on_all_ranks || st.rank == 0) && !(out.shape == want)) {
@@ -335,7 +335,7 @@ Status step_sessions(const DistributedState& st, std::span<DistributedSession* c
       local[i] = &sessions[i]->local();
     }
     const auto n = static_cast<std::int64_t>(sessions.size());
-    if (Status e = st.local->step(local, x, TensorView(partial, Shape{n, st.local_cols})); !e.ok())
+    if (Status e = st.local->step(local, x, TensorView{partial, Shape{n, st.local_cols}}); !e.ok())
       return e;
     return out.shape == Shape{n, st.config.d_out} ||
                    !(st.options.output_on_all_ranks || st.rank == 0)
@@ -357,7 +357,7 @@ Status DistributedSession::prefill(ConstTensorView x, TensorView out) {
   const std::int64_t rows = x.shape.rank() == 2 ? x.shape[0] : 0;
   return st.collective(
       static_cast<std::size_t>(std::max<std::int64_t>(rows, 0)), out, [&](float* partial) {
-        if (Status e = local_.prefill(x, TensorView(partial, Shape{rows, st.local_cols})); !e.ok())
+        if (Status e = local_.prefill(x, TensorView{partial, Shape{rows, st.local_cols}}); !e.ok())
           return e;
         return out.shape == Shape{rows, st.config.d_out} ||
                        !(st.options.output_on_all_ranks || st.rank == 0)
