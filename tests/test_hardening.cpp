@@ -19,14 +19,15 @@ using attn::Variant;
 
 namespace {
 
-// Under AddressSanitizer a throwing operator new whose size is too big aborts the process
-// (even with allocator_may_return_null=1) instead of throwing std::bad_alloc, so the paths
-// that turn bad_alloc into a Status cannot be exercised there; the release suite runs them.
-bool asan_aborts_on_huge_new() {
-#if defined(__SANITIZE_ADDRESS__)
+// Under AddressSanitizer or ThreadSanitizer a throwing operator new whose size is too big
+// aborts the process (even with allocator_may_return_null=1) instead of throwing
+// std::bad_alloc, so the paths that turn bad_alloc into a Status cannot be exercised there;
+// the release suite runs them.
+bool sanitizer_aborts_on_huge_new() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
   return true;
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
   return true;
 #else
   return false;
@@ -40,8 +41,8 @@ bool asan_aborts_on_huge_new() {
 
 TEST_CASE("init_weights_like_torch returns an error naming the bytes when the weights do not fit",
           "[hardening][limits]") {
-  if (asan_aborts_on_huge_new()) {
-    WARN("AddressSanitizer build: a too-big operator new aborts instead of throwing; not run");
+  if (sanitizer_aborts_on_huge_new()) {
+    WARN("sanitizer build: a too-big operator new aborts instead of throwing; not run");
     return;
   }
   // d = 2^20 passes validate(); its four d x d matrices are 16 TiB, more than any machine
@@ -60,8 +61,8 @@ TEST_CASE("init_weights_like_torch returns an error naming the bytes when the we
 TEST_CASE("Tensor::zeros reports an allocation failure or a bad shape as a Status",
           "[hardening][limits]") {
   CHECK(Tensor::zeros(Shape{-1, 3}).status().code() == attn::ErrorCode::kInvalidArgument);
-  if (asan_aborts_on_huge_new()) {
-    WARN("AddressSanitizer build: a too-big operator new aborts instead of throwing; not run");
+  if (sanitizer_aborts_on_huge_new()) {
+    WARN("sanitizer build: a too-big operator new aborts instead of throwing; not run");
     return;
   }
   attn::Result<Tensor> huge = attn::Result<Tensor>(attn::Status());
