@@ -14,7 +14,9 @@
 #include <string_view>
 #include <vector>
 
+#include "attn/npy.hpp"
 #include "attn/safetensors.hpp"
+#include "attn/tensor.hpp"
 
 namespace test {
 
@@ -116,6 +118,22 @@ inline attn::Result<attn::io::SafetensorsFile> open_both(const std::vector<std::
 /// Returns the path of a file in tests/data.
 inline std::string data_path(std::string_view name) {
   return std::string(ATTN_TEST_DATA_DIR) + "/" + std::string(name);
+}
+
+/// Opens tests/data/NAME.safetensors; fails the test when it cannot.
+inline attn::io::SafetensorsFile open_fixture(const std::string& name) {
+  auto file = attn::io::SafetensorsFile::open(data_path(name + ".safetensors"));
+  INFO(file.status().to_string());
+  REQUIRE(file.ok());
+  return file.value();
+}
+
+/// Reads tests/data/FILE (an .npy); fails the test when it cannot.
+inline attn::Tensor read_fixture(const std::string& file) {
+  auto t = attn::io::read_npy(data_path(file));
+  INFO(t.status().to_string());
+  REQUIRE(t.ok());
+  return t.value();
 }
 
 }  // namespace test

@@ -25,22 +25,10 @@ using attn::Tensor;
 using attn::io::LayerOptions;
 using attn::io::Layout;
 using attn::io::SafetensorsFile;
+using test::open_fixture;
+using test::read_fixture;
 
 namespace {
-
-SafetensorsFile open_fixture(const std::string& name) {
-  auto file = SafetensorsFile::open(test::data_path(name + ".safetensors"));
-  INFO(file.status().to_string());
-  REQUIRE(file.ok());
-  return file.value();
-}
-
-Tensor read_fixture(const std::string& file) {
-  auto t = attn::io::read_npy(test::data_path(file));
-  INFO(t.status().to_string());
-  REQUIRE(t.ok());
-  return t.value();
-}
 
 // Returns a copy of `file` with __metadata__ edited by `edit`.
 template <class Edit>

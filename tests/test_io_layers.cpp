@@ -23,22 +23,10 @@ using attn::Tensor;
 using attn::io::LayerOptions;
 using attn::io::Layout;
 using attn::io::SafetensorsFile;
+using test::open_fixture;
+using test::read_fixture;
 
 namespace {
-
-SafetensorsFile open_fixture(const std::string& name) {
-  auto file = SafetensorsFile::open(test::data_path(name + ".safetensors"));
-  INFO(file.status().to_string());
-  REQUIRE(file.ok());
-  return file.value();
-}
-
-Tensor read_fixture(const std::string& file) {
-  auto t = attn::io::read_npy(test::data_path(file));
-  INFO(t.status().to_string());
-  REQUIRE(t.ok());
-  return t.value();
-}
 
 // Runs `layer` over `x` on `isa`; context_length falls back to seq_len as attn run does.
 Tensor run(const attn::io::Layer& layer, const Tensor& x, attn::Isa isa) {
