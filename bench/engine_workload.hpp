@@ -27,6 +27,8 @@ struct Workload {
   std::int64_t rope_dim = 0;  ///< 0: head_dim
   double scale = 0;           ///< 0: 1/sqrt(head_dim)
   std::int64_t window = 0;    ///< 0: none
+  bool alibi = false;
+  double softcap = 0;  ///< 0: none
   bool qkv_bias = true;
 };
 
@@ -84,6 +86,8 @@ inline LayerConfig layer_config(const Workload& w, std::int64_t context_length) 
   c.rope_dim = w.rope_dim;
   c.scale = w.scale;
   c.window = w.window;
+  c.alibi = w.alibi;
+  c.softcap = w.softcap;
   return c;
 }
 

@@ -146,7 +146,7 @@ esac
 # --- 7. Bench rows carry the peak they are divided by; decode rows label warm and cold ------
 check bench_forward_columns 0 "" "$ATTN" bench --batch 1 --seq-len 8,16 --d-model 16 --num-heads 2 --warmup 0 \
   --reps 2 --format csv
-stdout_has bench_peak_column "^impl,backend,isa,threads,d_model,num_heads,num_kv_heads,head_dim,qkv_bias,causal,rope,rope_theta,rope_dim,window,batch,seq_len,median_ms,min_ms,max_ms,gflops,tokens_per_s,peak_gflops,peak_fraction,"
+stdout_has bench_peak_column "^impl,backend,isa,threads,d_model,num_heads,num_kv_heads,head_dim,qkv_bias,causal,rope,rope_theta,rope_dim,window,alibi,softcap,batch,seq_len,median_ms,min_ms,max_ms,gflops,tokens_per_s,peak_gflops,peak_fraction,"
 check bench_decode_columns 0 "" "$ATTN" bench --decode --kv-len 16 --d-model 16 --num-heads 2 --warmup 0 --reps 2 \
   --format csv
 stdout_has bench_decode_warm_cold "kv_len,median_ms,min_ms,max_ms,tokens_per_s,cold_median_ms,cold_sessions,cache_gb_s_warm,cache_gb_s_cold,memory_gb_s,bandwidth_fraction_cold"

@@ -50,7 +50,8 @@ endforeach()
 
 # Hugging Face Llama / Qwen2 / Mistral and GPT-NeoX attention (PyTorch's outputs from the
 # projects' own code): forward and token by token, and the layer flags of issue 14.
-foreach(f hf_llama_gqa hf_qwen2_bias hf_mistral_window gpt_neox_partial hf_llama_long)
+foreach(f hf_llama_gqa hf_qwen2_bias hf_mistral_window gpt_neox_partial hf_llama_long bloom_alibi
+          gemma2_softcap)
   check(${f} ok "" "0 of [0-9]+ values outside" run --weights ${f}.safetensors --input ${f}.input.npy
         --expect ${f}.output.npy --output ${WORK}/${f}.npy)
   check(decode_${f} ok "" "0 of [0-9]+ values outside" run --weights ${f}.safetensors
@@ -76,6 +77,24 @@ check(hf_rope_none_differs fail "" "values outside" run --weights hf_llama_gqa.s
 check(hf_theta_differs fail "" "values outside" run --weights hf_qwen2_bias.safetensors
       --input hf_qwen2_bias.input.npy --expect hf_qwen2_bias.output.npy --output ${WORK}/p.npy
       --rope-theta 10000)
+# ALiBi (BLOOM) and soft-capping (Gemma 2) from __metadata__, fused and decoding; the flags win.
+check(bloom_decode ok "" "0 of 468 values outside" run --weights bloom_alibi.safetensors
+      --input bloom_alibi.input.npy --expect bloom_alibi.output.npy --output ${WORK}/p.npy --decode)
+check(bloom_flags_same ok "" "0 of 468 values outside" run --weights bloom_alibi.safetensors
+      --input bloom_alibi.input.npy --expect bloom_alibi.output.npy --output ${WORK}/p.npy --alibi
+      --rope none)
+check(gemma_decode ok "" "0 of 240 values outside" run --weights gemma2_softcap.safetensors
+      --input gemma2_softcap.input.npy --expect gemma2_softcap.output.npy --output ${WORK}/p.npy
+      --decode)
+check(gemma_softcap_differs fail "" "values outside" run --weights gemma2_softcap.safetensors
+      --input gemma2_softcap.input.npy --expect gemma2_softcap.output.npy --output ${WORK}/p.npy
+      --softcap 50)
+check(alibi_with_rope fail "" "alibi and rope = neox" run --weights gpt_neox_partial.safetensors
+      --prefix gpt_neox.layers.0.attention --input gpt_neox_partial.input.npy --alibi)
+check(softcap_zero usage "" "--softcap: 0 is not a finite number > 0" run --weights
+      gemma2_softcap.safetensors --input gemma2_softcap.input.npy --softcap 0)
+check(info_alibi ok "alibi true, softcap 0" "" info bloom_alibi.safetensors)
+check(info_softcap ok "softcap 2" "" info gemma2_softcap.safetensors)
 check(info_hf ok "num_kv_heads 2.*rope neox \\(theta 10000, rope_dim 6\\)" "" info
       hf_llama_gqa.safetensors)
 check(info_hf_notes ok "num_kv_heads = 2 \\(rows of 'model.layers.0.self_attn.k_proj.weight'"
@@ -96,11 +115,17 @@ check(bad_rope_dim fail "" "rope_dim = 5" run --weights hf_llama_gqa.safetensors
 check(bad_theta usage "" "--rope-theta" run --weights hf_llama_gqa.safetensors
       --input hf_llama_gqa.input.npy --rope-theta nan)
 # Bench presets carry the layer's fields; the layer flags win over the preset.
-check(bench_llama_preset ok "2048,32,8,64,false,true,neox,500000,64,0,1,8," "" bench
+check(bench_llama_preset ok "2048,32,8,64,false,true,neox,500000,64,0,false,0,1,8," "" bench
       --preset llama-3.2-1b --batch 1 --seq-len 8 --reps 1 --warmup 0 --format csv)
-check(bench_preset_flags ok "2048,32,32,64,false,true,none,10000,0,0,1,8," "" bench
+check(bench_preset_flags ok "2048,32,32,64,false,true,none,10000,0,0,false,0,1,8," "" bench
       --preset llama-3.2-1b --batch 1 --seq-len 8 --reps 1 --warmup 0 --format csv --rope none
       --kv-heads 32 --rope-theta 10000)
+check(bench_alibi_softcap ok "768,12,12,64,true,true,none,10000,0,0,true,30,1,8," "" bench
+      --preset gpt2-small --batch 1 --seq-len 8 --reps 1 --warmup 0 --format csv --alibi
+      --softcap 30)
+check(bench_alibi_decode ok "768,12,4,64,true,true,none,10000,0,0,true,30,8," "" bench
+      --preset gpt2-small --kv-len 8 --reps 1 --warmup 0 --format csv --alibi --softcap 30
+      --kv-heads 4 --decode)
 check(bench_bad_preset usage "" "--preset: llama not in" bench --preset llama)
 
 # Options: backends, instruction set, threads, overrides, printing to stdout.

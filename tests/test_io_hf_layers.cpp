@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -97,6 +98,10 @@ struct HfFixture {
   double rope_theta;
   std::int64_t window;
   bool qkv_bias;
+  Rope rope = Rope::kNeox;
+  bool alibi = false;
+  double softcap = 0;
+  double scale = 0;  ///< 0: 1/sqrt(head_dim)
 };
 
 }  // namespace
@@ -109,6 +114,12 @@ TEST_CASE("io: Hugging Face and GPT-NeoX layers match PyTorch fused, unfused and
       {"hf_mistral_window", "", Layout::kHfLlama, 4, 1, 4, 4, 10000, 4, false},
       {"gpt_neox_partial", "gpt_neox.layers.0.attention.", Layout::kGptNeox, 2, 2, 8, 4, 10000, 0,
        true},
+      // BLOOM: ALiBi over 6 heads (not a power of two), rope none from __metadata__.
+      {"bloom_alibi", "transformer.h.0.self_attention", Layout::kGptNeox, 6, 6, 3, 3, 10000, 0,
+       true, Rope::kNone, true},
+      // Gemma 2: soft-capping at 2, scale 7^-0.5 from __metadata__, GQA, head_dim 10.
+      {"gemma2_softcap", "", Layout::kHfLlama, 4, 2, 10, 10, 10000, 0, false, Rope::kNeox, false,
+       2.0, 0.3779644730092272},
   };
   for (const HfFixture& f : fixtures) {
     CAPTURE(f.name);
@@ -122,8 +133,12 @@ TEST_CASE("io: Hugging Face and GPT-NeoX layers match PyTorch fused, unfused and
     CHECK(c.num_heads == f.num_heads);
     CHECK(c.kv_heads() == f.num_kv_heads);
     CHECK(c.resolved_head_dim() == f.head_dim);
-    CHECK(c.rope == Rope::kNeox);
-    CHECK(c.resolved_rope_dim() == f.rope_dim);
+    CHECK(c.rope == f.rope);
+    if (f.rope != Rope::kNone) CHECK(c.resolved_rope_dim() == f.rope_dim);
+    CHECK(c.alibi == f.alibi);
+    CHECK(c.softcap == f.softcap);
+    CHECK(c.resolved_scale() ==
+          Approx(f.scale > 0 ? f.scale : 1 / std::sqrt(double(f.head_dim))).epsilon(1e-15));
     CHECK(c.rope_theta == f.rope_theta);
     CHECK(c.window == f.window);
     CHECK(c.qkv_bias == f.qkv_bias);
@@ -229,6 +244,28 @@ TEST_CASE("io: HF configs come from the options, __metadata__ and the shapes", "
   CHECK(layer->config.scale == 0.5);
   CHECK(layer->config.window == 5);
   CHECK(has_note("window = 5 (from __metadata__)"));
+
+  // ALiBi and soft-capping: __metadata__, then the options win.
+  const SafetensorsFile bloom = open_fixture("bloom_alibi");
+  LayerOptions bo;
+  bo.prefix = "transformer.h.0.self_attention";
+  layer = attn::io::load_layer(bloom, bo);
+  REQUIRE(layer.ok());
+  CHECK(layer->config.alibi);
+  CHECK(has_note("alibi = true (from __metadata__)"));
+  bo.alibi = false;
+  bo.softcap = 30;
+  layer = attn::io::load_layer(bloom, bo);
+  REQUIRE(layer.ok());
+  CHECK_FALSE(layer->config.alibi);
+  CHECK(layer->config.softcap == 30);
+  CHECK(has_note("alibi = false (from the options)"));
+  CHECK(has_note("softcap = 30 (from the options)"));
+  const SafetensorsFile gemma = open_fixture("gemma2_softcap");
+  layer = attn::io::load_layer(gemma);
+  REQUIRE(layer.ok());
+  CHECK(layer->config.softcap == 2);
+  CHECK(has_note("softcap = 2 (from __metadata__)"));
 }
 
 TEST_CASE("io: HF and GPT-NeoX shapes that disagree with the flags, and malformed metadata",
@@ -256,7 +293,11 @@ TEST_CASE("io: HF and GPT-NeoX shapes that disagree with the flags, and malforme
                                                         {"num_kv_heads", "-2"},
                                                         {"head_dim", "6.5"},
                                                         {"scale", "0"},
-                                                        {"window", "x"}}) {
+                                                        {"window", "x"},
+                                                        {"alibi", "yes"},
+                                                        {"softcap", "0"},
+                                                        {"softcap", "-30"},
+                                                        {"softcap", "nan"}}) {
     CAPTURE(key, value);
     const SafetensorsFile bad = with_metadata(gqa, [&](auto& m) { m[key] = value; });
     test::require_error(attn::io::load_layer(bad).status(), ErrorCode::kCorruptData,
@@ -274,4 +315,10 @@ TEST_CASE("io: HF and GPT-NeoX shapes that disagree with the flags, and malforme
   test::require_error(attn::io::load_layer(open_fixture("gpt_neox_partial"), neox).status(),
                       ErrorCode::kInvalidArgument,
                       {"gpt_neox_partial.safetensors", "rope_dim = 10"});
+  // ALiBi with rotary positions: a GPT-NeoX layer (rope neox by default) told to use ALiBi.
+  neox = {};
+  neox.alibi = true;
+  test::require_error(attn::io::load_layer(open_fixture("gpt_neox_partial"), neox).status(),
+                      ErrorCode::kInvalidArgument,
+                      {"gpt_neox_partial.safetensors", "alibi and rope = neox"});
 }

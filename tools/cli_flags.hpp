@@ -45,6 +45,19 @@ inline CLI::Validator finite_in_range(double lo, double hi) {
       "FLOAT in [" + CLI::detail::to_string(lo) + ", " + CLI::detail::to_string(hi) + "]");
 }
 
+/// Checks that a floating-point flag value is finite and > 0.
+inline CLI::Validator finite_positive() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(text, v)) return "'" + text + "' is not a number";
+        if (!(v > 0 && v <= std::numeric_limits<double>::max()))
+          return text + " is not a finite number > 0";
+        return {};
+      },
+      "FLOAT > 0");
+}
+
 /// Largest size a size flag accepts: beyond what attn::validate allows, so the library's
 /// own message (naming the config field) is what a user sees for a too-large layer.
 inline constexpr std::int64_t kMaxSizeFlag = std::int64_t{1} << 40;
@@ -53,15 +66,16 @@ inline constexpr std::int64_t kMaxThreadsFlag = 1024;
 
 /// The layer's shape beyond d_model and num_heads, for `attn run`, `attn info` and `attn
 /// bench` (names fixed by issue 14): --kv-heads, --head-dim, --rope, --rope-theta, --rope-dim,
-/// --scale, --window. A flag not given leaves the value to the file (or the preset).
+/// --scale, --window, --alibi, --softcap. A flag not given leaves the value to the file (or the
+/// preset).
 struct LayerShapeFlags {
   std::int64_t kv_heads = 0, head_dim = 0, rope_dim = 0, window = 0;
   std::string rope = "none";
-  double rope_theta = 10000, scale = 0;
+  double rope_theta = 10000, scale = 0, softcap = 0;
+  bool alibi = false;
   CLI::Option *kv_heads_opt = nullptr, *head_dim_opt = nullptr, *rope_opt = nullptr,
               *rope_theta_opt = nullptr, *rope_dim_opt = nullptr, *scale_opt = nullptr,
-              *window_opt = nullptr;
-  // Issue 14: --alibi and --softcap F are declared here once LayerConfig has alibi/softcap.
+              *window_opt = nullptr, *alibi_opt = nullptr, *softcap_opt = nullptr;
 
   /// Declares the flags on `sub`.
   void add_to(CLI::App* sub) {
@@ -90,6 +104,14 @@ struct LayerShapeFlags {
                                  "Sliding window: each token sees at most the last N tokens "
                                  "(causal only); 0 = no window")
                      ->check(in_range(0, kMaxSizeFlag));
+    alibi_opt = sub->add_flag("--alibi", alibi,
+                              "ALiBi position biases (BLOOM, MPT): per-head slopes times "
+                              "(key position - query position); not with --rope "
+                              "(else __metadata__['alibi'])");
+    softcap_opt = sub->add_option("--softcap", softcap,
+                                  "Logit soft-capping (Gemma 2): each scaled score s becomes "
+                                  "F * tanh(s / F); F > 0 (else __metadata__['softcap'])")
+                      ->check(finite_positive());
   }
 
   /// Sets the fields of `c` (a LayerConfig or io::LayerOptions) whose flag was given.
@@ -102,6 +124,8 @@ struct LayerShapeFlags {
     if (rope_dim_opt->count() > 0) c.rope_dim = rope_dim;
     if (scale_opt->count() > 0) c.scale = scale;
     if (window_opt->count() > 0) c.window = window;
+    if (alibi_opt->count() > 0) c.alibi = alibi;
+    if (softcap_opt->count() > 0) c.softcap = softcap;
   }
 };
 

@@ -97,6 +97,7 @@ void add_shape(Row& r, const LayerConfig& c) {
       .set("rope_theta", c.rope_theta)
       .set("rope_dim", c.resolved_rope_dim());
   r.set("window", c.window);
+  r.set("alibi", c.alibi).set("softcap", c.softcap);
 }
 
 Row describe(const Engine& e, const std::string& impl, const std::string& backend,

@@ -443,11 +443,119 @@ class GPTNeoXAttention(nn.Module):
         return torch.matmul(attn_weights, value)
 
 
+def build_alibi_tensor(attention_mask, num_heads, dtype):
+    """BLOOM's ALiBi (modeling_bloom.py): slopes by the paper's geometric rule, with its rule for
+    head counts that are not powers of two, times each key's position."""
+    batch_size, seq_length = attention_mask.shape
+    closest_power_of_2 = 2 ** math.floor(math.log2(num_heads))
+    base = torch.tensor(2 ** (-(2 ** -(math.log2(closest_power_of_2) - 3))), dtype=torch.float32)
+    powers = torch.arange(1, 1 + closest_power_of_2, dtype=torch.int32)
+    slopes = torch.pow(base, powers)
+    if closest_power_of_2 != num_heads:
+        extra_base = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest_power_of_2) - 3))), dtype=torch.float32)
+        num_remaining_heads = min(closest_power_of_2, num_heads - closest_power_of_2)
+        extra_powers = torch.arange(1, 1 + 2 * num_remaining_heads, 2, dtype=torch.int32)
+        slopes = torch.cat([slopes, torch.pow(extra_base, extra_powers)], dim=0)
+    arange_tensor = ((attention_mask.cumsum(dim=-1) - 1) * attention_mask)[:, None, :]
+    alibi = slopes[..., None] * arange_tensor
+    return alibi.reshape(batch_size * num_heads, 1, seq_length).to(dtype)
+
+
+class BloomAttention(nn.Module):
+    """BLOOM's attention (transformers 4.36 modeling_bloom.py, without dropout and the residual
+    add): fused query_key_value stored per head as [q_h, k_h, v_h], ALiBi added by baddbmm."""
+
+    def __init__(self, hidden_size, n_head):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_heads = n_head
+        self.head_dim = self.hidden_size // self.num_heads
+        self.inv_norm_factor = 1.0 / math.sqrt(self.head_dim)
+        self.beta = 1.0
+        self.query_key_value = nn.Linear(self.hidden_size, 3 * self.hidden_size, bias=True)
+        self.dense = nn.Linear(self.hidden_size, self.hidden_size)
+
+    def _split_heads(self, fused_qkv):
+        batch_size, seq_length, three_times_hidden_size = fused_qkv.shape
+        fused_qkv = fused_qkv.view(batch_size, seq_length, self.num_heads, 3, self.head_dim)
+        return fused_qkv[..., 0, :], fused_qkv[..., 1, :], fused_qkv[..., 2, :]
+
+    def _merge_heads(self, x):
+        batch_size_and_num_heads, seq_length, _ = x.shape
+        batch_size = batch_size_and_num_heads // self.num_heads
+        x = x.view(batch_size, self.num_heads, seq_length, self.head_dim)
+        x = x.permute(0, 2, 1, 3)
+        return x.reshape(batch_size, seq_length, self.num_heads * self.head_dim)
+
+    def forward(self, hidden_states):
+        batch_size, q_length, _ = hidden_states.shape
+        alibi = build_alibi_tensor(torch.ones(batch_size, q_length), self.num_heads, hidden_states.dtype)
+        # BLOOM's _prepare_attn_mask: True where a key is in the future.
+        attention_mask = torch.triu(torch.ones(q_length, q_length, dtype=torch.bool), diagonal=1)[None, None]
+        fused_qkv = self.query_key_value(hidden_states)
+        (query_layer, key_layer, value_layer) = self._split_heads(fused_qkv)
+        query_layer = query_layer.transpose(1, 2).reshape(batch_size * self.num_heads, q_length, self.head_dim)
+        key_layer = key_layer.permute(0, 2, 3, 1).reshape(batch_size * self.num_heads, self.head_dim, q_length)
+        value_layer = value_layer.transpose(1, 2).reshape(batch_size * self.num_heads, q_length, self.head_dim)
+        kv_length = key_layer.shape[-1]
+        matmul_result = alibi.baddbmm(batch1=query_layer, batch2=key_layer, beta=self.beta,
+                                      alpha=self.inv_norm_factor)
+        attention_scores = matmul_result.view(batch_size, self.num_heads, q_length, kv_length)
+        attn_weights = torch.masked_fill(attention_scores, attention_mask,
+                                         torch.finfo(attention_scores.dtype).min)
+        attention_probs = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(hidden_states.dtype)
+        attention_probs_reshaped = attention_probs.view(batch_size * self.num_heads, q_length, kv_length)
+        context_layer = torch.bmm(attention_probs_reshaped, value_layer)
+        context_layer = self._merge_heads(context_layer)
+        return self.dense(context_layer)
+
+
+class Gemma2Attention(LlamaAttention):
+    """Gemma 2's attention (transformers 4.42 modeling_gemma2.py): the Llama attention with
+    scaling = query_pre_attn_scalar ** -0.5 and attn_logit_softcapping applied to the scaled
+    scores before the mask."""
+
+    def __init__(self, hidden_size, num_heads, num_key_value_heads, head_dim, query_pre_attn_scalar,
+                 attn_logit_softcapping, rope_theta=10000.0):
+        super().__init__(hidden_size, num_heads, num_key_value_heads, head_dim, rope_theta=rope_theta)
+        self.scaling = query_pre_attn_scalar ** -0.5
+        self.attn_logit_softcapping = attn_logit_softcapping
+
+    def forward(self, hidden_states):
+        bsz, q_len, _ = hidden_states.size()
+        position_ids = torch.arange(q_len, dtype=torch.long).unsqueeze(0)
+        causal_mask = causal_attention_mask(bsz, q_len, hidden_states.dtype)
+        query_states = self.q_proj(hidden_states).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads,
+                                                     self.head_dim).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads,
+                                                       self.head_dim).transpose(1, 2)
+        cos, sin = self.rotary_emb(value_states, seq_len=q_len)
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin, position_ids)
+        key_states = repeat_kv(key_states, self.num_key_value_groups)
+        value_states = repeat_kv(value_states, self.num_key_value_groups)
+        attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) * self.scaling
+        if self.attn_logit_softcapping is not None:
+            attn_weights = attn_weights / self.attn_logit_softcapping
+            attn_weights = torch.tanh(attn_weights)
+            attn_weights = attn_weights * self.attn_logit_softcapping
+        attn_weights = attn_weights + causal_mask
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query_states.dtype)
+        attn_output = torch.matmul(attn_weights, value_states)
+        attn_output = attn_output.transpose(1, 2).contiguous().view(bsz, q_len, -1)
+        return self.o_proj(attn_output)
+
+
 def hf_metadata(module, layout_meta=True):
     """Returns the __metadata__ of a Hugging Face layer: every key attn reads, so that the
     file runs without flags (the fixtures drop some to test what the shapes imply)."""
     meta = {"format": "pt", "producer": "attn tools/export_torch.py", "torch_version": torch.__version__,
             "module": type(module).__name__, "causal": "true", "rope": "neox"}
+    if isinstance(module, BloomAttention):
+        meta.update(layout="gpt-neox", num_heads=module.num_heads, rope="none", alibi="true")
+        return meta
+    if isinstance(module, Gemma2Attention):
+        meta.update(scale=repr(float(module.scaling)), softcap=repr(float(module.attn_logit_softcapping)))
     if isinstance(module, LlamaAttention):
         meta.update(layout="hf-llama", num_heads=module.num_heads, num_kv_heads=module.num_key_value_heads,
                     head_dim=module.head_dim, rope_theta=repr(float(module.rope_theta)))
@@ -721,6 +829,21 @@ def write_hf_fixtures(out_dir):
     torch.manual_seed(18)
     m = GPTNeoXAttention(16, 2, rotary_pct=0.5, rotary_emb_base=10000)
     export_hf(m, os.path.join(out_dir, "gpt_neox_partial"), "gpt_neox.layers.0.attention.", torch.randn(2, 6, 16))
+    # BLOOM: ALiBi over 6 heads (not a power of two: slopes of 4 heads, then 2 from the next
+    # power's odd powers), fused per-head query_key_value; scores scaled up so the biases matter.
+    torch.manual_seed(19)
+    m = BloomAttention(18, 6)
+    with torch.no_grad():
+        m.query_key_value.weight.mul_(4.0)
+    export_hf(m, os.path.join(out_dir, "bloom_alibi"), "transformer.h.0.self_attention.", torch.randn(2, 13, 18))
+    # Gemma 2: GQA, head_dim 10 with num_heads * head_dim != d, scale from query_pre_attn_scalar,
+    # soft-capping at 2 (scores scaled up so the cap bends them).
+    torch.manual_seed(20)
+    m = Gemma2Attention(12, 4, 2, 10, query_pre_attn_scalar=7, attn_logit_softcapping=2.0)
+    with torch.no_grad():
+        m.q_proj.weight.mul_(3.0)
+        m.k_proj.weight.mul_(3.0)
+    export_hf(m, os.path.join(out_dir, "gemma2_softcap"), "model.layers.0.self_attn.", torch.randn(2, 10, 12))
 
 
 def _raw_safetensors(header, data_bytes):

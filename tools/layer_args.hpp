@@ -73,7 +73,8 @@ struct LayerArgs {
 };
 
 /// Returns e.g. "variant mha, d_in 768, d_out 768, num_heads 12 (head_dim 64), num_kv_heads
-/// 12, context_length 1024, qkv_bias true, causal true, rope none, scale 0.125, window 0"
+/// 12, context_length 1024, qkv_bias true, causal true, rope none, scale 0.125, window 0, alibi
+/// false, softcap 0"
 /// (with rope: "rope neox (theta 500000, rope_dim 64)").
 inline std::string describe(const LayerConfig& c) {
   std::string rope = to_string(c.rope);
@@ -88,7 +89,9 @@ inline std::string describe(const LayerConfig& c) {
          (c.context_length > 0 ? std::to_string(c.context_length) : std::string("unknown")) +
          ", qkv_bias " + (c.qkv_bias ? "true" : "false") + ", causal " +
          (c.causal() ? "true" : "false") + ", rope " + rope + ", scale " +
-         CLI::detail::to_string(c.resolved_scale()) + ", window " + std::to_string(c.window);
+         CLI::detail::to_string(c.resolved_scale()) + ", window " + std::to_string(c.window) +
+         ", alibi " + (c.alibi ? "true" : "false") + ", softcap " +
+         CLI::detail::to_string(c.softcap);
 }
 
 }  // namespace attn::tools

@@ -76,9 +76,9 @@ ATTN_API Result<LayerLocation> find_layer(const SafetensorsFile& file,
 /// the tensors (e.g. num_heads for a wrapper with another head count) is an error.
 /// The other fields override LayerConfig's field of the same name, else __metadata__'s key of
 /// that name ("num_kv_heads", "head_dim", "rope" = none|neox|gptj, "rope_theta", "rope_dim",
-/// "scale", "window"), else what the shapes imply (hf-llama: head_dim = q_proj rows /
-/// num_heads, num_kv_heads = k_proj rows / head_dim), else the layout's default (rope neox for
-/// hf-llama and gpt-neox, LayerConfig's defaults otherwise).
+/// "scale", "window", "alibi" = true|false, "softcap" > 0), else what the shapes imply (hf-llama:
+/// head_dim = q_proj rows / num_heads, num_kv_heads = k_proj rows / head_dim), else the layout's
+/// default (rope neox for hf-llama and gpt-neox, LayerConfig's defaults otherwise).
 struct LayerOptions {
   Layout layout = Layout::kAuto;
   std::string prefix;
@@ -92,7 +92,8 @@ struct LayerOptions {
   std::optional<std::int64_t> rope_dim;
   std::optional<double> scale;
   std::optional<std::int64_t> window;
-  // Issue 14: `alibi` and `softcap` join here when LayerConfig has them (kernels branch).
+  std::optional<bool> alibi;
+  std::optional<double> softcap;
 };
 
 /// An attention layer read from a file.

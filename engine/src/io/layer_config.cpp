@@ -1,5 +1,6 @@
 // A layer's config beyond the tensor shapes: num_heads, context_length, causal, num_kv_heads,
-// head_dim, rope, rope_theta, rope_dim, scale and window from the options, the tensors,
+// head_dim, rope, rope_theta, rope_dim, scale, window, alibi and softcap from the options, the
+// tensors,
 // __metadata__ or the layout's default.
 #include <charconv>
 #include <cmath>
@@ -84,6 +85,7 @@ std::string number(double v) {
 }
 std::string number(std::int64_t v) { return std::to_string(v); }
 std::string number(Rope r) { return to_string(r); }
+std::string number(bool b) { return b ? "true" : "false"; }
 
 // Sets `dst` from the options, else the metadata; returns where it came from ("" for neither).
 template <class T, class U>
@@ -99,7 +101,8 @@ std::string pick(const std::optional<T>& given, const std::optional<T>& meta, U&
   return "";
 }
 
-// Sets num_kv_heads, head_dim, rope, rope_theta, rope_dim, scale and window (see resolve_config).
+// Sets num_kv_heads, head_dim, rope, rope_theta, rope_dim, scale, window, alibi and softcap (see
+// resolve_config).
 Status resolve_shape(const LayerReader& r, const LayerOptions& o, const Found& found,
                      const std::string& heads_source, Layer& layer) {
   LayerConfig& c = layer.config;
@@ -112,9 +115,13 @@ Status resolve_shape(const LayerReader& r, const LayerOptions& o, const Found& f
   auto theta = metadata_positive(file, "rope_theta");
   auto scale = metadata_positive(file, "scale");
   auto rope = metadata_rope(file);
+  auto softcap = metadata_positive(file, "softcap");
+  Result<int> alibi_flag = metadata_bool(file, "alibi");
   for (const Status& s : {kv.status(), hd.status(), rd.status(), win.status(), theta.status(),
-                          scale.status(), rope.status()})
+                          scale.status(), rope.status(), softcap.status(), alibi_flag.status()})
     if (!s.ok()) return s;
+  std::optional<bool> alibi;
+  if (*alibi_flag >= 0) alibi.emplace(*alibi_flag == 1);
   auto note = [&](const char* key, const auto& value, const std::string& source) {
     if (!source.empty())
       layer.notes.push_back(std::string(key) + " = " + number(value) + " (" + source + ")");
@@ -174,7 +181,8 @@ Status resolve_shape(const LayerReader& r, const LayerOptions& o, const Found& f
   note("rope_dim", c.rope_dim, pick(o.rope_dim, *rd, c.rope_dim));
   note("scale", c.scale, pick(o.scale, *scale, c.scale));
   note("window", c.window, pick(o.window, *win, c.window));
-  // Issue 14: alibi and softcap are resolved here the same way once LayerConfig has them.
+  note("alibi", c.alibi, pick(o.alibi, alibi, c.alibi));
+  note("softcap", c.softcap, pick(o.softcap, *softcap, c.softcap));
   return {};
 }
 
