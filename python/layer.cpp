@@ -338,14 +338,38 @@ const char* Layer::class_name() const {
   return "Layer";
 }
 
+// The settings beyond the chapter's that differ from their defaults, e.g. ", num_kv_heads=2,
+// head_dim=6, rope='neox', rope_theta=500000.0".
+std::string Layer::layer_settings() const {
+  const LayerConfig& c = config_;
+  std::string s;
+  const auto number = [](double v) {
+    std::string t = py::str(py::float_(v));
+    return t;
+  };
+  if (c.kv_heads() != c.num_heads) s += ", num_kv_heads=" + std::to_string(c.kv_heads());
+  if (c.num_heads * c.resolved_head_dim() != c.d_out)
+    s += ", head_dim=" + std::to_string(c.resolved_head_dim());
+  if (c.scale > 0) s += ", scale=" + number(c.scale);
+  if (c.rope != attn::Rope::kNone) {
+    s += std::string(", rope='") + to_string(c.rope) + "', rope_theta=" + number(c.rope_theta);
+    if (c.resolved_rope_dim() != c.resolved_head_dim())
+      s += ", rope_dim=" + std::to_string(c.resolved_rope_dim());
+  }
+  if (c.window > 0) s += ", window=" + std::to_string(c.window);
+  if (c.alibi) s += ", alibi=True";
+  if (c.softcap > 0) s += ", softcap=" + number(c.softcap);
+  return s;
+}
+
 std::string Layer::repr() const {
   return std::string("attn.") + class_name() + "(d_in=" + std::to_string(config_.d_in) +
          ", d_out=" + std::to_string(config_.d_out) +
          ", num_heads=" + std::to_string(config_.num_heads) +
          ", context_length=" + std::to_string(config_.context_length) +
          ", qkv_bias=" + (config_.qkv_bias ? "True" : "False") +
-         ", causal=" + (config_.causal() ? "True" : "False") + ", isa='" + engine_.isa() +
-         "', threads=" + std::to_string(engine_.threads()) + ")";
+         ", causal=" + (config_.causal() ? "True" : "False") + layer_settings() + ", isa='" +
+         engine_.isa() + "', threads=" + std::to_string(engine_.threads()) + ")";
 }
 
 py::object PySession::prefill(const py::object& x) {

@@ -53,6 +53,7 @@ class Layer {
   /// The chapter's class name for the variant ("MultiHeadAttention", ...).
   const char* class_name() const;
   std::string repr() const;
+  std::string layer_settings() const;
 
  private:
   LayerConfig config_;

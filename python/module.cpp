@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <optional>
 #include <string>
 
@@ -38,12 +39,20 @@ EngineOptions engine_options(int threads, const std::string& backend, const std:
   py::kw_only(), "threads"_a = 0, "backend"_a = "tbb", "isa"_a = "auto", \
                  "max_workspace_bytes"_a = 0, "seed"_a = py::none()
 
+// The layer settings beyond the chapter's that attn.load takes (io::LayerOptions' fields).
+struct LayerKwargs {
+  std::optional<std::int64_t> num_kv_heads, head_dim, rope_dim, window;
+  std::optional<std::string> rope;
+  std::optional<double> rope_theta, scale, softcap;
+  std::optional<bool> alibi;
+};
+
 std::shared_ptr<Layer> load(const std::string& path, std::optional<std::string> prefix,
                             std::optional<std::string> layout,
                             std::optional<std::int64_t> num_heads,
                             std::optional<std::int64_t> context_length, std::optional<bool> causal,
-                            int threads, const std::string& backend, const std::string& isa,
-                            std::int64_t max_workspace_bytes) {
+                            const LayerKwargs& more, int threads, const std::string& backend,
+                            const std::string& isa, std::int64_t max_workspace_bytes) {
   const RunOptions run = run_options(threads, backend, isa, max_workspace_bytes);
   io::LayerOptions lo;
   if (layout) {
@@ -55,6 +64,26 @@ std::shared_ptr<Layer> load(const std::string& path, std::optional<std::string> 
   lo.num_heads = num_heads;
   lo.context_length = context_length;
   lo.causal = causal;
+  lo.num_kv_heads = more.num_kv_heads;
+  lo.head_dim = more.head_dim;
+  lo.rope_dim = more.rope_dim;
+  lo.window = more.window;
+  if (more.rope) {
+    Result<attn::Rope> r = attn::parse_rope(*more.rope);
+    if (!r.ok())
+      raise(Status(ErrorCode::kInvalidArgument,
+                   "rope='" + *more.rope + "': expected none, neox or gptj"));
+    lo.rope = *r;
+  }
+  lo.rope_theta = more.rope_theta;
+  lo.scale = more.scale;
+  if (more.softcap && !(*more.softcap > 0 && std::isfinite(*more.softcap))) {
+    raise(Status(ErrorCode::kInvalidArgument,
+                 "softcap=" + std::string(py::str(py::float_(*more.softcap))) +
+                     ": expected a finite number > 0 (leave it None for no soft-capping)"));
+  }
+  lo.softcap = more.softcap;
+  lo.alibi = more.alibi;
   Result<io::Layer> layer = [&] {
     py::gil_scoped_release release;
     Result<io::SafetensorsFile> file = io::SafetensorsFile::open(path);
@@ -123,6 +152,16 @@ PYBIND11_MODULE(attn, m) {
                              [](const Layer& l) { return l.config().context_length; })
       .def_property_readonly("qkv_bias", [](const Layer& l) { return l.config().qkv_bias; })
       .def_property_readonly("causal", [](const Layer& l) { return l.config().causal(); })
+      .def_property_readonly("num_kv_heads", [](const Layer& l) { return l.config().kv_heads(); })
+      .def_property_readonly("rope",
+                             [](const Layer& l) { return std::string(to_string(l.config().rope)); })
+      .def_property_readonly("rope_theta", [](const Layer& l) { return l.config().rope_theta; })
+      .def_property_readonly("rope_dim",
+                             [](const Layer& l) { return l.config().resolved_rope_dim(); })
+      .def_property_readonly("scale", [](const Layer& l) { return l.config().resolved_scale(); })
+      .def_property_readonly("window", [](const Layer& l) { return l.config().window; })
+      .def_property_readonly("alibi", [](const Layer& l) { return l.config().alibi; })
+      .def_property_readonly("softcap", [](const Layer& l) { return l.config().softcap; })
       .def_property_readonly("isa", [](const Layer& l) { return std::string(l.engine().isa()); })
       .def_property_readonly("threads", [](const Layer& l) { return l.engine().threads(); })
       .def("__repr__", &Layer::repr);
@@ -212,12 +251,33 @@ PYBIND11_MODULE(attn, m) {
            "d_in"_a, "d_out"_a, "context_length"_a, "dropout"_a, "num_heads"_a,
            "qkv_bias"_a = false, ATTN_ENGINE_KWARGS);
 
-  m.def("load", &load, "path"_a, "prefix"_a = py::none(), py::kw_only(), "layout"_a = py::none(),
-        "num_heads"_a = py::none(), "context_length"_a = py::none(), "causal"_a = py::none(),
-        "threads"_a = 0, "backend"_a = "tbb", "isa"_a = "auto", "max_workspace_bytes"_a = 0,
-        "Reads the attention layer under `prefix` of a safetensors file (the chapter's classes,\n"
-        "nn.MultiheadAttention or GPT-2) and returns it as its chapter class. Layer options\n"
-        "override what the file says. Raises OSError (file) or ValueError (contents).");
+  m.def(
+      "load",
+      [](const std::string& path, std::optional<std::string> prefix,
+         std::optional<std::string> layout, std::optional<std::int64_t> num_heads,
+         std::optional<std::int64_t> context_length, std::optional<bool> causal,
+         std::optional<std::int64_t> num_kv_heads, std::optional<std::int64_t> head_dim,
+         std::optional<std::string> rope, std::optional<double> rope_theta,
+         std::optional<std::int64_t> rope_dim, std::optional<double> scale,
+         std::optional<std::int64_t> window, std::optional<bool> alibi,
+         std::optional<double> softcap, int threads, const std::string& backend,
+         const std::string& isa, std::int64_t max_workspace_bytes) {
+        const LayerKwargs more{num_kv_heads, head_dim, rope_dim, window, rope,
+                               rope_theta,   scale,    softcap,  alibi};
+        return load(path, prefix, layout, num_heads, context_length, causal, more, threads, backend,
+                    isa, max_workspace_bytes);
+      },
+      "path"_a, "prefix"_a = py::none(), py::kw_only(), "layout"_a = py::none(),
+      "num_heads"_a = py::none(), "context_length"_a = py::none(), "causal"_a = py::none(),
+      "num_kv_heads"_a = py::none(), "head_dim"_a = py::none(), "rope"_a = py::none(),
+      "rope_theta"_a = py::none(), "rope_dim"_a = py::none(), "scale"_a = py::none(),
+      "window"_a = py::none(), "alibi"_a = py::none(), "softcap"_a = py::none(), "threads"_a = 0,
+      "backend"_a = "tbb", "isa"_a = "auto", "max_workspace_bytes"_a = 0,
+      "Reads the attention layer under `prefix` of a safetensors file (the chapter's classes,\n"
+      "nn.MultiheadAttention, GPT-2, Hugging Face Llama/Mistral/Qwen2/Gemma 2 or GPT-NeoX/BLOOM\n"
+      "attention) and returns it as its chapter class (MultiHeadAttention for the others).\n"
+      "Layer options override what the file says (its __metadata__ and shapes). Raises\n"
+      "OSError (file) or ValueError (contents).");
   m.def(
       "default_isa",
       [] {

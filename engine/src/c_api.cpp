@@ -2,6 +2,7 @@
 // every failure turned into a status plus a thread-local message; nothing throws across it.
 #include "attn/c_api.h"
 
+#include <cstddef>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -42,6 +43,8 @@ static_assert(int(attn::Mask::kVariant) == ATTN_MASK_VARIANT &&
 static_assert(int(attn::Backend::kTbb) == ATTN_BACKEND_TBB &&
               int(attn::Backend::kOpenMp) == ATTN_BACKEND_OPENMP &&
               int(attn::Backend::kSerial) == ATTN_BACKEND_SERIAL);
+static_assert(int(attn::Rope::kNone) == ATTN_ROPE_NONE &&
+              int(attn::Rope::kNeox) == ATTN_ROPE_NEOX && int(attn::Rope::kGptj) == ATTN_ROPE_GPTJ);
 static_assert(int(attn::Isa::kAuto) == ATTN_ISA_AUTO && int(attn::Isa::kSse2) == ATTN_ISA_SSE2 &&
               int(attn::Isa::kAvx2) == ATTN_ISA_AVX2 && int(attn::Isa::kAvx512) == ATTN_ISA_AVX512);
 
@@ -75,19 +78,27 @@ attn_status guard(F&& fn) noexcept {
   }
 }
 
+// The size of each struct in ABI 1 (its first version): the smallest struct_size accepted.
+template <class T>
+constexpr size_t kFirstSize = sizeof(T);
+template <>
+constexpr size_t kFirstSize<attn_layer_config> = offsetof(attn_layer_config, num_kv_heads);
+template <>
+constexpr size_t kFirstSize<attn_load_options> = offsetof(attn_load_options, num_kv_heads);
+
 // Copies a caller's struct whose first field is struct_size. NULL keeps `out` (the defaults).
-// Fields past the caller's struct_size keep their defaults; this ABI's structs are the oldest,
-// so a smaller struct_size is an error.
+// Fields past the caller's struct_size keep their defaults (out's); a struct_size smaller than
+// the struct's first version is an error.
 template <class T>
 attn_status read_struct(const T* in, T& out, const char* what) {
   if (in == nullptr) return ATTN_OK;
-  if (in->struct_size < sizeof(T)) {
+  if (in->struct_size < kFirstSize<T>) {
     return fail(ATTN_INVALID_ARGUMENT, std::string(what) + ".struct_size is " +
                                            std::to_string(in->struct_size) +
-                                           ", expected at least " + std::to_string(sizeof(T)) +
+                                           ", expected at least " + std::to_string(kFirstSize<T>) +
                                            " (set it to sizeof(" + what + "))");
   }
-  std::memcpy(&out, in, sizeof(T));
+  std::memcpy(&out, in, in->struct_size < sizeof(T) ? in->struct_size : sizeof(T));
   out.struct_size = sizeof(T);
   return ATTN_OK;
 }
@@ -126,6 +137,16 @@ attn_status to_layer_config(const attn_layer_config* in, attn::LayerConfig& out)
   out.qkv_bias = c.qkv_bias != 0;
   out.mask = static_cast<attn::Mask>(c.mask);
   out.window = c.window;
+  if (c.rope < ATTN_ROPE_NONE || c.rope > ATTN_ROPE_GPTJ)
+    return fail(ATTN_INVALID_ARGUMENT, "attn_layer_config.rope is " + std::to_string(c.rope));
+  out.num_kv_heads = c.num_kv_heads;
+  out.head_dim = c.head_dim;
+  out.scale = c.scale;
+  out.rope = static_cast<attn::Rope>(c.rope);
+  out.alibi = c.alibi != 0;
+  out.rope_theta = c.rope_theta;
+  out.rope_dim = c.rope_dim;
+  out.softcap = c.softcap;
   return ATTN_OK;
 }
 
@@ -178,16 +199,16 @@ attn_status attn_engine_create(const attn_layer_config* config, const attn_weigh
     // Shapes come from the config; validate them before reading any buffer.
     attn::LayerConfig check = c;
     if (attn::Status s = attn::validate(check); !s.ok()) return from(s);
-    const attn::Shape mat{c.d_out, c.d_in}, vec{c.d_out}, out_mat{c.d_out, c.d_out};
+    const std::int64_t q_dim = check.q_dim(), kv_dim = check.kv_dim();
     attn::Weights ws;
-    ws.w_query = copy_tensor(w.w_query, mat);
-    ws.w_key = copy_tensor(w.w_key, mat);
-    ws.w_value = copy_tensor(w.w_value, mat);
-    ws.b_query = copy_tensor(w.b_query, vec);
-    ws.b_key = copy_tensor(w.b_key, vec);
-    ws.b_value = copy_tensor(w.b_value, vec);
-    ws.w_out = copy_tensor(w.w_out, out_mat);
-    ws.b_out = copy_tensor(w.b_out, vec);
+    ws.w_query = copy_tensor(w.w_query, {q_dim, c.d_in});
+    ws.w_key = copy_tensor(w.w_key, {kv_dim, c.d_in});
+    ws.w_value = copy_tensor(w.w_value, {kv_dim, c.d_in});
+    ws.b_query = copy_tensor(w.b_query, {q_dim});
+    ws.b_key = copy_tensor(w.b_key, {kv_dim});
+    ws.b_value = copy_tensor(w.b_value, {kv_dim});
+    ws.w_out = copy_tensor(w.w_out, {c.d_out, q_dim});
+    ws.b_out = copy_tensor(w.b_out, {c.d_out});
     attn::Result<attn::Engine> e = attn::Engine::create(c, ws, o);
     if (!e.ok()) return from(e.status());
     *engine = new attn_engine{std::move(e.value())};
@@ -214,6 +235,17 @@ attn_status attn_engine_load(const char* path, const attn_load_options* load,
     if (l.num_heads != 0) lo.num_heads = l.num_heads;
     if (l.context_length != 0) lo.context_length = l.context_length;
     if (l.causal >= 0) lo.causal = l.causal != 0;
+    if (l.rope < -1 || l.rope > ATTN_ROPE_GPTJ)
+      return fail(ATTN_INVALID_ARGUMENT, "attn_load_options.rope is " + std::to_string(l.rope));
+    if (l.num_kv_heads != 0) lo.num_kv_heads = l.num_kv_heads;
+    if (l.head_dim != 0) lo.head_dim = l.head_dim;
+    if (l.rope >= 0) lo.rope = static_cast<attn::Rope>(l.rope);
+    if (l.alibi >= 0) lo.alibi = l.alibi != 0;
+    if (l.rope_theta != 0) lo.rope_theta = l.rope_theta;
+    if (l.rope_dim >= 0) lo.rope_dim = l.rope_dim;
+    if (l.scale != 0) lo.scale = l.scale;
+    if (l.window >= 0) lo.window = l.window;
+    if (l.softcap != 0) lo.softcap = l.softcap;
     attn::Result<attn::io::SafetensorsFile> file = attn::io::SafetensorsFile::open(path);
     if (!file.ok()) return from(file.status());
     attn::Result<attn::io::Layer> layer = attn::io::load_layer(file.value(), lo);
@@ -246,6 +278,14 @@ attn_status attn_engine_config(const attn_engine* engine, attn_layer_config* con
     out.qkv_bias = c.qkv_bias ? 1 : 0;
     out.mask = static_cast<int32_t>(c.mask);
     out.window = c.window;
+    out.num_kv_heads = c.kv_heads();
+    out.head_dim = c.resolved_head_dim();
+    out.scale = c.resolved_scale();
+    out.rope = static_cast<int32_t>(c.rope);
+    out.alibi = c.alibi ? 1 : 0;
+    out.rope_theta = c.rope_theta;
+    out.rope_dim = c.resolved_rope_dim();
+    out.softcap = c.softcap;
     const size_t caller = config->struct_size;
     if (caller < sizeof(size_t))
       return fail(ATTN_INVALID_ARGUMENT, "attn_layer_config.struct_size is too small");

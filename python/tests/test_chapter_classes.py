@@ -147,3 +147,45 @@ def test_load_safetensors(data_dir, name, prefix, expected):
     x_name = "gpt2_2layers.input.npy" if "gpt2" in name else name + ".input.npy"
     x = np.load(os.path.join(data_dir, x_name))
     assert_close(layer(x), np.load(os.path.join(data_dir, expected)), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,prefix,settings", [
+    ("hf_llama_gqa", "model.layers.0.self_attn", dict(num_kv_heads=2, rope="neox")),
+    ("hf_mistral_window", None, dict(num_kv_heads=1, window=4)),
+    ("gpt_neox_partial", "gpt_neox.layers.0.attention", dict(rope_dim=4)),
+    ("bloom_alibi", "transformer.h.0.self_attention", dict(alibi=True, rope="none")),
+    ("gemma2_softcap", None, dict(softcap=2.0, num_kv_heads=2, head_dim=10)),
+])
+def test_load_served_layers_match_pytorch(data_dir, name, prefix, settings):
+    """Hugging Face / GPT-NeoX / BLOOM / Gemma 2 layers (fixtures from the projects' own code):
+    the settings come from the file, forward and a session match PyTorch's output."""
+    import os
+    layer = attn.load(os.path.join(data_dir, name + ".safetensors"), prefix, context_length=64)
+    for key, value in settings.items():
+        assert getattr(layer, key) == value, key
+    assert "num_kv_heads" not in repr(layer) or layer.num_kv_heads != layer.num_heads
+    x = np.load(os.path.join(data_dir, name + ".input.npy"))
+    want = np.load(os.path.join(data_dir, name + ".output.npy"))
+    assert_close(layer(x), want, atol=1e-5, rtol=1e-5)
+    s = layer.new_session()
+    got = np.concatenate([s.prefill(x[0, :3])] + [s.step(x[0, t]) [None] for t in range(3, x.shape[1])])
+    assert_close(got, want[0], atol=1e-5, rtol=1e-5)
+
+
+def test_load_settings_override_the_file(data_dir):
+    import os
+    path = os.path.join(data_dir, "gemma2_softcap.safetensors")
+    x = np.load(os.path.join(data_dir, "gemma2_softcap.input.npy"))
+    want = np.load(os.path.join(data_dir, "gemma2_softcap.output.npy"))
+    layer = attn.load(path, context_length=64, softcap=50.0)
+    assert layer.softcap == 50.0 and "softcap=50.0" in repr(layer)
+    assert np.abs(layer(x) - want).max() > 1e-3  # the cap of 2 bends these scores
+    assert attn.load(path, context_length=64, rope="gptj").rope == "gptj"
+    with pytest.raises(ValueError, match="rope='rotary': expected none, neox or gptj"):
+        attn.load(path, context_length=64, rope="rotary")
+    with pytest.raises(ValueError, match=r"softcap=0.0: expected a finite number > 0"):
+        attn.load(path, context_length=64, softcap=0.0)
+    with pytest.raises(ValueError, match="alibi and rope = neox"):
+        attn.load(path, context_length=64, alibi=True)
+    with pytest.raises(ValueError, match="num_kv_heads = 3"):
+        attn.load(path, context_length=64, num_kv_heads=3)

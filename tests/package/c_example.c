@@ -4,6 +4,7 @@
  * file (argv[1], optional). Exits non-zero on any error, NaN or wrong value. */
 #include <attn/c_api.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,57 @@ int main(int argc, char** argv) {
   attn_session_free(s0);
   attn_session_free(s1);
   attn_engine_free(engine);
+
+  /* ABI 2 settings: multi-query attention with rotary embeddings equals multi-head attention
+   * whose heads all have the one kv head's key/value rows; an ABI 1 struct_size gets defaults */
+  {
+    const int hd = kDOut / kHeads;
+    static float wk_tiled[kDOut * kDIn], wv_tiled[kDOut * kDIn], y_mqa[kSeq * kDOut],
+        y_mha[kSeq * kDOut];
+    for (int h = 0; h < kHeads; ++h) {
+      memcpy(wk_tiled + h * hd * kDIn, wk, sizeof(float) * hd * kDIn);
+      memcpy(wv_tiled + h * hd * kDIn, wv, sizeof(float) * hd * kDIn);
+    }
+    attn_layer_config mqa = config;
+    mqa.num_kv_heads = 1;
+    mqa.rope = ATTN_ROPE_NEOX;
+    mqa.softcap = 3.0;
+    attn_layer_config mha = mqa;
+    mha.num_kv_heads = 0;
+    attn_weights tiled = weights;
+    tiled.w_key = wk_tiled;
+    tiled.w_value = wv_tiled;
+    attn_engine *e_mqa = NULL, *e_mha = NULL;
+    check(attn_engine_create(&mqa, &weights, &options, &e_mqa), "attn_engine_create (mqa)");
+    check(attn_engine_create(&mha, &tiled, &options, &e_mha), "attn_engine_create (mha)");
+    check(attn_forward(e_mqa, x, 1, kSeq, y_mqa), "attn_forward (mqa)");
+    check(attn_forward(e_mha, x, 1, kSeq, y_mha), "attn_forward (mha)");
+    double want_mha[kSeq * kDOut];
+    for (int i = 0; i < kSeq * kDOut; ++i) want_mha[i] = y_mha[i];
+    expect_close(y_mqa, want_mha, kSeq * kDOut, "multi-query vs tiled multi-head");
+    attn_layer_config got = ATTN_LAYER_CONFIG_INIT;
+    check(attn_engine_config(e_mqa, &got), "attn_engine_config (mqa)");
+    if (got.num_kv_heads != 1 || got.head_dim != hd || got.rope != ATTN_ROPE_NEOX ||
+        got.rope_dim != hd || got.softcap != 3.0 || got.rope_theta != 10000.0) {
+      fprintf(stderr, "config back: num_kv_heads %lld head_dim %lld rope %d rope_dim %lld\n",
+              (long long)got.num_kv_heads, (long long)got.head_dim, got.rope,
+              (long long)got.rope_dim);
+      ++failures;
+    }
+    attn_engine_free(e_mqa);
+    attn_engine_free(e_mha);
+    /* a caller compiled against ABI 1 passes the shorter struct: the new fields default */
+    attn_layer_config old = mqa;
+    old.struct_size = offsetof(attn_layer_config, num_kv_heads);
+    check(attn_engine_create(&old, &weights, &options, &e_mqa), "attn_engine_create (ABI 1)");
+    check(attn_engine_config(e_mqa, &got), "attn_engine_config (ABI 1)");
+    if (got.num_kv_heads != kHeads || got.rope != ATTN_ROPE_NONE || got.softcap != 0.0) {
+      fprintf(stderr, "ABI 1 struct: num_kv_heads %lld rope %d\n", (long long)got.num_kv_heads,
+              got.rope);
+      ++failures;
+    }
+    attn_engine_free(e_mqa);
+  }
 
   /* a layer from a safetensors file: the config comes back, the output is finite */
   if (argc > 1) {

@@ -10,7 +10,9 @@
  *   Every struct passed in starts with `struct_size`, which the caller sets to sizeof(struct)
  *   as compiled against its header (ATTN_..._INIT macros do it); later versions only append
  *   fields, and the library treats fields past struct_size as their defaults. A struct_size
- *   smaller than the first version's struct is refused (ATTN_INVALID_ARGUMENT).
+ *   smaller than the first version's struct is refused (ATTN_INVALID_ARGUMENT). ABI 2 appended
+ *   the layer settings of grouped-query, rotary, ALiBi and soft-capping layers to
+ *   attn_layer_config and attn_load_options; ABI 1 callers keep working.
  * - Thread safety: an engine is immutable after creation; forward and the batched step may run
  *   from many threads at once. A session is used by one thread at a time.
  * - Not yet available: forking and releasing sessions (they need the paged KV cache, which has
@@ -35,7 +37,7 @@ extern "C" {
 #endif
 
 /** The ABI this header describes; compare with attn_abi_version() at run time. */
-#define ATTN_ABI_VERSION 1
+#define ATTN_ABI_VERSION 2
 
 /** Outcome of a call; the values mirror attn::ErrorCode. */
 typedef enum attn_status {
@@ -66,6 +68,13 @@ typedef enum attn_mask {
   ATTN_MASK_CAUSAL = 2
 } attn_mask;
 
+/** Rotary position embeddings (attn::Rope). */
+typedef enum attn_rope {
+  ATTN_ROPE_NONE = 0,
+  ATTN_ROPE_NEOX = 1, /**< rotate-half: i pairs with i + rope_dim/2 (HF Llama, GPT-NeoX) */
+  ATTN_ROPE_GPTJ = 2  /**< interleaved: 2i pairs with 2i + 1 */
+} attn_rope;
+
 typedef enum attn_backend {
   ATTN_BACKEND_TBB = 0,
   ATTN_BACKEND_OPENMP = 1,
@@ -90,11 +99,20 @@ typedef struct attn_layer_config {
   int32_t qkv_bias; /**< 0 or 1 */
   int32_t mask;     /**< attn_mask */
   int64_t window;   /**< > 0: attend to at most the last `window` tokens (causal only) */
+  /* ABI 2 (see attn::LayerConfig for each rule) */
+  int64_t num_kv_heads; /**< grouped-query key/value heads, dividing num_heads; 0: num_heads */
+  int64_t head_dim;     /**< features per head; 0: d_out / num_heads */
+  double scale;         /**< multiplier of q.k; 0: 1 / sqrt(head_dim) */
+  int32_t rope;         /**< attn_rope */
+  int32_t alibi;        /**< 0 or 1: ALiBi biases (not with rope) */
+  double rope_theta;    /**< rotary base, 10000 by default */
+  int64_t rope_dim;     /**< rotated features per head (even); 0: head_dim */
+  double softcap;       /**< > 0: logit soft-capping; 0: none */
 } attn_layer_config;
 #define ATTN_LAYER_CONFIG_INIT                                                   \
   {                                                                              \
     sizeof(attn_layer_config), ATTN_VARIANT_MULTI_HEAD_ATTENTION, 0, 0, 1, 0, 0, \
-        ATTN_MASK_VARIANT, 0                                                     \
+        ATTN_MASK_VARIANT, 0, 0, 0, 0.0, ATTN_ROPE_NONE, 0, 10000.0, 0, 0.0      \
   }
 
 /** How the engine runs (attn::RunOptions). None of these change the output bits. */
@@ -109,9 +127,11 @@ typedef struct attn_run_options {
   { sizeof(attn_run_options), ATTN_BACKEND_TBB, 0, ATTN_ISA_AUTO, 0 }
 
 /** Raw weights in nn.Linear layout (y = x W^T + b), read during attn_engine_create only.
- *  w_query, w_key, w_value: [d_out, d_in] (NULL for the simplified variant); b_query, b_key,
- *  b_value: [d_out] when qkv_bias, else NULL; w_out: [d_out, d_out] and b_out: [d_out] for
- *  the multi-head attention variant only (b_out may be NULL: no bias), else NULL. */
+ *  With q_dim = num_heads * head_dim and kv_dim = num_kv_heads * head_dim (both d_out unless
+ *  the ABI 2 fields say otherwise): w_query [q_dim, d_in], w_key and w_value [kv_dim, d_in]
+ *  (NULL for the simplified variant); b_query [q_dim], b_key and b_value [kv_dim] when
+ *  qkv_bias, else NULL; w_out [d_out, q_dim] and b_out [d_out] for the multi-head attention
+ *  variant only (b_out may be NULL: no bias), else NULL. */
 typedef struct attn_weights {
   size_t struct_size; /**< sizeof(attn_weights) */
   const float* w_query;
@@ -136,9 +156,19 @@ typedef struct attn_load_options {
   int64_t num_heads;      /**< 0: from the file */
   int64_t context_length; /**< 0: from the file */
   int32_t causal;         /**< -1: from the file, 0: no mask, 1: causal */
+  /* ABI 2: each overrides the file's __metadata__ and shapes; 0 (or -1) leaves it to them */
+  int64_t num_kv_heads; /**< 0: from the file */
+  int64_t head_dim;     /**< 0: from the file */
+  int32_t rope;         /**< -1: from the file, else attn_rope */
+  int32_t alibi;        /**< -1: from the file, 0 or 1 */
+  double rope_theta;    /**< 0: from the file */
+  int64_t rope_dim;     /**< -1: from the file */
+  double scale;         /**< 0: from the file */
+  int64_t window;       /**< -1: from the file */
+  double softcap;       /**< 0: from the file */
 } attn_load_options;
 #define ATTN_LOAD_OPTIONS_INIT \
-  { sizeof(attn_load_options), NULL, NULL, 0, 0, -1 }
+  { sizeof(attn_load_options), NULL, NULL, 0, 0, -1, 0, 0, -1, -1, 0.0, -1, 0.0, -1, 0.0 }
 
 typedef struct attn_engine attn_engine;
 typedef struct attn_session attn_session;
