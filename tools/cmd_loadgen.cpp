@@ -198,6 +198,7 @@ int loadgen(const LoadgenArgs& args) {
     std::uniform_int_distribution<std::int64_t> prompt(args.prompt_min, args.prompt_max);
     httplib::Client cli(host, port);
     cli.set_keep_alive(true);
+    cli.set_tcp_nodelay(true);  // headers and body go in two writes: no Nagle wait for an ACK
     cli.set_connection_timeout(std::chrono::seconds(5));
     cli.set_read_timeout(timeout);
     cli.set_write_timeout(timeout);
