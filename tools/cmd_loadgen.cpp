@@ -1,6 +1,8 @@
 // `attn loadgen`: drives a KServe v2 server on this machine (attn serve) with concurrent
 // stateless or sequence traffic and prints throughput and latency percentiles.
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
@@ -71,7 +73,13 @@ bool parse_url(const std::string& url, std::string& host, int& port, std::string
   } else {
     host = rest;
   }
-  const bool loopback = host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+  // Numeric loopback addresses only (and "localhost"): a name like 127.example.com is not.
+  in_addr v4{};
+  in6_addr v6{};
+  const bool loopback =
+      host == "localhost" ||
+      (inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127) ||
+      (inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6));
   if (!loopback) {
     error = "--url host '" + host + "' is not a loopback address (127.0.0.0/8, ::1, localhost)";
     return false;

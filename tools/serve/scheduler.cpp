@@ -140,7 +140,10 @@ InferOutcome Scheduler::infer(const InferRequest& req) noexcept {
     const std::int64_t tokens = req.tokens();
     res.y.resize(static_cast<std::size_t>(tokens * d_out_));
     Pending pending;
-    std::vector<Item> items;
+    // Everything that may throw is allocated before the lock: once a sequence is touched or an
+    // item queued, nothing below throws until the answer.
+    std::vector<Item> items(static_cast<std::size_t>(req.batch));
+    std::string key = req.sequence ? req.sequence->key() : std::string();
     std::shared_ptr<Sequence> seq;
     std::unique_lock<std::mutex> lock(mu_);
     if (stopping_ || !started_) return {503, "the server is shutting down", {}};
@@ -152,7 +155,6 @@ InferOutcome Scheduler::infer(const InferRequest& req) noexcept {
     bool reset = false;
     if (req.sequence) {
       if (!stateful()) return {400, "this model is not causal: it has no sequences", {}};
-      const std::string key = req.sequence->key();
       const auto it = sequences_.find(key);
       if (it == sequences_.end()) {
         if (!req.sequence_start) {
@@ -189,7 +191,6 @@ InferOutcome Scheduler::infer(const InferRequest& req) noexcept {
       seq->pending += 1;
       seq->last_used = Clock::now();
     }
-    items.resize(static_cast<std::size_t>(req.batch));
     for (std::int64_t b = 0; b < req.batch; ++b) {
       Item& item = items[static_cast<std::size_t>(b)];
       item.owner = &pending;
@@ -212,7 +213,7 @@ InferOutcome Scheduler::infer(const InferRequest& req) noexcept {
       const bool drop = pending.status != 200 || req.sequence_end;
       if (drop && !seq->dropped) {
         seq->dropped = true;
-        const auto it = sequences_.find(req.sequence->key());
+        const auto it = sequences_.find(key);
         if (it != sequences_.end() && it->second == seq) sequences_.erase(it);
       }
       if (seq->dropped && seq->pending == 0 && seq->session) {
