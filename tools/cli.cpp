@@ -34,7 +34,8 @@ int run_parsed(int argc, const char* const* argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", version_text);
   const std::vector<Command> commands = {add_walkthrough(app), add_bench(app), add_profile(app),
-                                         add_run(app), add_info(app)};
+                                         add_run(app),         add_info(app),  add_serve(app),
+                                         add_loadgen(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version

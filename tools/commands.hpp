@@ -19,5 +19,7 @@ Command add_bench(CLI::App& app);
 Command add_profile(CLI::App& app);
 Command add_run(CLI::App& app);
 Command add_info(CLI::App& app);
+Command add_serve(CLI::App& app);
+Command add_loadgen(CLI::App& app);
 
 }  // namespace attn::tools

@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkg-config git
   libxsimd-dev libtbb-dev libbenchmark-dev catch2 libcli11-dev nlohmann-json3-dev
+  libcpp-httplib-dev  # attn serve and attn loadgen (HTTP)
   clang-format  # Debian 12: version 14, what tools/check_format.sh enforces
   openmpi-bin libopenmpi-dev  # attn_distributed (heads across processes) and its mpirun tests
   python3-dev pybind11-dev python3-pybind11 python3-pytest python3-numpy python3-torch  # the Python module and its tests
