@@ -190,12 +190,17 @@ TEST_CASE("a fork's outputs equal those of an unshared copy", "[cache_pool][fork
   REQUIRE(child.ok());
   Session copy = session_in(engine, pool);
   prefill(copy, tokens(1, 0, prompt));
+  Session parent_copy = session_in(engine, pool);
+  prefill(parent_copy, tokens(1, 0, prompt));
   // The parent moves on with other tokens; child and copy get the same ones.
-  prefill(parent, tokens(5, prompt, 70));
+  CHECK(prefill(parent, tokens(5, prompt, 70)) == prefill(parent_copy, tokens(5, prompt, 70)));
   for (std::int64_t n : {1, 33, 1, 1, 200, 1}) {
     const Tensor x = tokens(6, child->position(), n);
     CHECK(alone(child.value(), x) == alone(copy, x));
   }
+  // The child's writes did not reach the parent's blocks.
+  const Tensor xp = tokens(9, parent.position(), 2);
+  CHECK(alone(parent, xp) == alone(parent_copy, xp));
   // A fork of a fork, and of a private-pool session.
   auto grandchild = child->fork();
   REQUIRE(grandchild.ok());
