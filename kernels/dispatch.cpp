@@ -164,6 +164,20 @@ void decode_chunk_group(Isa isa, const float* q, std::ptrdiff_t ld_q, std::size_
   table(isa).decode_chunk_group(q, ld_q, rows, k, ld_k, v, ld_v, n_kv, head_dim, scale,
                                 out_partials, ld_out, partials, ld_partial, mods);
 }
+void decode_chunk_paged(Isa isa, const float* q, const KvPages& pages, std::size_t first_key,
+                        std::size_t n_kv, std::size_t head_dim, float scale, float* out_partial,
+                        DecodePartial* partial, const DecodeMods& mods) noexcept {
+  table(isa).decode_chunk_paged(q, pages, first_key, n_kv, head_dim, scale, out_partial, partial,
+                                mods);
+}
+void decode_chunk_group_paged(Isa isa, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                              const KvPages& pages, std::size_t first_key, std::size_t n_kv,
+                              std::size_t head_dim, float scale, float* out_partials,
+                              std::ptrdiff_t ld_out, DecodePartial* partials,
+                              std::ptrdiff_t ld_partial, const DecodeMods* mods) noexcept {
+  table(isa).decode_chunk_group_paged(q, ld_q, rows, pages, first_key, n_kv, head_dim, scale,
+                                      out_partials, ld_out, partials, ld_partial, mods);
+}
 void decode_merge(Isa isa, const float* out_partials, const DecodePartial* partials,
                   std::size_t n_chunks, std::size_t head_dim, float* out) noexcept {
   table(isa).decode_merge(out_partials, partials, n_chunks, head_dim, out);

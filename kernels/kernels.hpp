@@ -75,6 +75,31 @@ void gemm(Isa isa, const GemmArgs& args) noexcept;
 // on their own query row (not on the q_begin/q_end split), so any task split gives the same
 // bits. out may alias q (same pointer and ld): each row block is read before it is written.
 
+// ---- Paged keys and values (a session's cache in blocks, vLLM's PagedAttention) ---------
+//
+// One kv head's keys and values held in blocks of block_positions positions: the key of
+// position p is the row blocks[p / block_positions] + k_offset + (p % block_positions) * ld,
+// its value the same with v_offset. block_positions is a power of two and a multiple of
+// kPageMultiple, so every kv-block of the flash kernel (fixed multiples of 128 keys from key 0)
+// lies inside one block and is read in place; the decode kernels resolve each key's row.
+
+/// block_positions must be a multiple of this: the flash kernel's kv-block (attention.hpp).
+inline constexpr std::size_t kPageMultiple = 128;
+
+struct KvPages {
+  const float* const* blocks = nullptr;  ///< base of each block, in position order
+  std::ptrdiff_t k_offset = 0;           ///< floats from a block's base to its key row 0
+  std::ptrdiff_t v_offset = 0;           ///< ... to its value row 0
+  std::ptrdiff_t ld = 0;                 ///< row stride inside a block
+  std::size_t block_positions = 0;       ///< power of two, multiple of kPageMultiple
+};
+
+/// Returns the row of position p at `offset` (k_offset or v_offset) of `pages`.
+inline const float* page_row(const KvPages& pages, std::size_t p, std::ptrdiff_t offset) noexcept {
+  return pages.blocks[p / pages.block_positions] + offset +
+         static_cast<std::ptrdiff_t>(p % pages.block_positions) * pages.ld;
+}
+
 struct AttentionArgs {
   const float* q = nullptr;
   std::ptrdiff_t ld_q = 0;
@@ -97,6 +122,9 @@ struct AttentionArgs {
   /// ALiBi slope of this head (0: none). Key j is at position j, query row i at
   /// i + seq_len_kv - seq_len_q (a session's new rows follow its cached keys).
   float alibi_slope = 0;
+  /// When set, keys and values are read through this block table (k, v, ld_k and ld_v are
+  /// ignored): key j is page_row(*pages, j, pages->k_offset).
+  const KvPages* pages = nullptr;
 };
 
 /// Returns the query rows per call that suit the kernel's blocking (the engine's task size).
@@ -154,6 +182,18 @@ void decode_chunk_group(Isa isa, const float* q, std::ptrdiff_t ld_q, std::size_
                         std::size_t n_kv, std::size_t head_dim, float scale, float* out_partials,
                         std::ptrdiff_t ld_out, DecodePartial* partials, std::ptrdiff_t ld_partial,
                         const DecodeMods* mods) noexcept;
+/// decode_chunk over keys [first_key, first_key + n_kv) of a paged cache (same bits as
+/// decode_chunk over the same rows held contiguously).
+void decode_chunk_paged(Isa isa, const float* q, const KvPages& pages, std::size_t first_key,
+                        std::size_t n_kv, std::size_t head_dim, float scale, float* out_partial,
+                        DecodePartial* partial, const DecodeMods& mods = {}) noexcept;
+/// decode_chunk_group over keys [first_key, first_key + n_kv) of a paged cache (same bits as
+/// decode_chunk_group over the same rows held contiguously).
+void decode_chunk_group_paged(Isa isa, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                              const KvPages& pages, std::size_t first_key, std::size_t n_kv,
+                              std::size_t head_dim, float scale, float* out_partials,
+                              std::ptrdiff_t ld_out, DecodePartial* partials,
+                              std::ptrdiff_t ld_partial, const DecodeMods* mods) noexcept;
 /// Merges n_chunks partials (out_partials: [n_chunks, head_dim], row stride head_dim) in
 /// order into out [head_dim]; no visible key gives 0.
 void decode_merge(Isa isa, const float* out_partials, const DecodePartial* partials,

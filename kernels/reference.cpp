@@ -70,7 +70,8 @@ void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
         s[j] = kNegInf;  // overwrite, so NaN/Inf in masked keys never matter
         continue;
       }
-      const float* kr = args.k + j * args.ld_k;
+      const float* kr = args.pages != nullptr ? page_row(*args.pages, j, args.pages->k_offset)
+                                              : args.k + j * args.ld_k;
       double acc = 0.0;
       for (std::size_t d = 0; d < args.head_dim; ++d) {
         acc += static_cast<double>(q[d]) * static_cast<double>(kr[d]);
@@ -86,7 +87,8 @@ void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
           !visible(i, j, args.seq_len_q, args.seq_len_kv, args.causal, args.window)) {
         continue;  // masked: skip, so a NaN value there cannot leak in as 0 * NaN
       }
-      const float* vr = args.v + j * args.ld_v;
+      const float* vr = args.pages != nullptr ? page_row(*args.pages, j, args.pages->v_offset)
+                                              : args.v + j * args.ld_v;
       for (std::size_t d = 0; d < args.head_dim; ++d) o[d] += s[j] * static_cast<double>(vr[d]);
     }
   }
@@ -110,6 +112,22 @@ void decode(const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
   for (std::size_t j = 0; j < n_kv; ++j)
     for (std::size_t d = 0; d < head_dim; ++d)
       out[d] += s[j] * static_cast<double>(v[j * ld_v + d]);
+}
+
+void decode_paged(const float* q, const KvPages& pages, std::size_t first_key, std::size_t n_kv,
+                  std::size_t head_dim, float scale, double* out, const DecodeMods& mods) {
+  // decode() over the rows gathered from the block table.
+  std::vector<float> k(n_kv * head_dim), v(n_kv * head_dim);
+  for (std::size_t j = 0; j < n_kv; ++j) {
+    const float* kr = page_row(pages, first_key + j, pages.k_offset);
+    const float* vr = page_row(pages, first_key + j, pages.v_offset);
+    for (std::size_t d = 0; d < head_dim; ++d) {
+      k[j * head_dim + d] = kr[d];
+      v[j * head_dim + d] = vr[d];
+    }
+  }
+  decode(q, k.data(), static_cast<std::ptrdiff_t>(head_dim), v.data(),
+         static_cast<std::ptrdiff_t>(head_dim), n_kv, head_dim, scale, out, mods);
 }
 
 void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,

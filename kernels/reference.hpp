@@ -35,6 +35,10 @@ void decode(const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
             std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale, double* out,
             const DecodeMods& mods = {});
 
+/// decode() over keys [first_key, first_key + n_kv) of a paged cache (kernels.hpp).
+void decode_paged(const float* q, const KvPages& pages, std::size_t first_key, std::size_t n_kv,
+                  std::size_t head_dim, float scale, double* out, const DecodeMods& mods = {});
+
 /// The masked softmax of masked_softmax_rows, from s to out (ld_out).
 void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,
                          float scale, bool causal, std::ptrdiff_t visible_offset,

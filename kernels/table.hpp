@@ -27,6 +27,15 @@ struct KernelTable {
                              std::size_t n_kv, std::size_t head_dim, float scale, float* out,
                              std::ptrdiff_t ld_out, DecodePartial* partials,
                              std::ptrdiff_t ld_partial, const DecodeMods* mods) noexcept;
+  void (*decode_chunk_paged)(const float* q, const KvPages& pages, std::size_t first_key,
+                             std::size_t n_kv, std::size_t head_dim, float scale,
+                             float* out_partial, DecodePartial* partial,
+                             const DecodeMods& mods) noexcept;
+  void (*decode_chunk_group_paged)(const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                                   const KvPages& pages, std::size_t first_key, std::size_t n_kv,
+                                   std::size_t head_dim, float scale, float* out,
+                                   std::ptrdiff_t ld_out, DecodePartial* partials,
+                                   std::ptrdiff_t ld_partial, const DecodeMods* mods) noexcept;
   void (*decode_merge)(const float* out_partials, const DecodePartial* partials,
                        std::size_t n_chunks, std::size_t head_dim, float* out) noexcept;
   void (*masked_softmax_rows)(float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,

@@ -176,3 +176,75 @@ TEST_CASE("session errors: full cache, shapes, foreign and repeated sessions, no
   REQUIRE_FALSE(non_causal.ok());
   CHECK_THAT(non_causal.status().message(), Catch::Contains("causal"));
 }
+
+namespace {
+
+// Inputs from a fixed LCG, and the FNV-1a hash of output bits: the signatures below were
+// computed with the same code against libattn of main at 3d73ece (contiguous caches), g++ 12,
+// release preset, before the paged cache.
+std::vector<float> lcg_floats(std::size_t n, std::uint64_t seed) {
+  std::vector<float> v(n);
+  std::uint64_t s = seed * 6364136223846793005ull + 1442695040888963407ull;
+  for (auto& x : v) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x = static_cast<float>(static_cast<std::int64_t>(s >> 40) - (1 << 23)) /
+        static_cast<float>(1 << 23);
+  }
+  return v;
+}
+
+std::uint64_t fnv1a(const std::vector<float>& v) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (float f : v) {
+    std::uint32_t b;
+    std::memcpy(&b, &f, 4);
+    for (int i = 0; i < 4; ++i) {
+      h ^= (b >> (8 * i)) & 0xff;
+      h *= 1099511628211ull;
+    }
+  }
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("paged sessions keep the output bits of the contiguous cache", "[session][paged]") {
+  using Row = std::tuple<attn::Isa, std::int64_t, std::uint64_t>;  // isa, window, signature
+  const auto [isa, window, want] = GENERATE(Row{attn::Isa::kSse2, 0, 0x1a4a20bb791d8c87ull},
+                                            Row{attn::Isa::kSse2, 600, 0xdfbbf12b4ffa7167ull},
+                                            Row{attn::Isa::kAvx2, 0, 0x256d30a233e96d0cull},
+                                            Row{attn::Isa::kAvx2, 600, 0xe2160f26741fe890ull});
+  CAPTURE(attn::to_string(isa), window);
+  LayerConfig cfg = LayerConfig::chapter(Variant::kMultiHeadAttention, 32, 32, 2, 1100);
+  cfg.qkv_bias = true;
+  cfg.window = window;
+  auto w = attn::init_weights_like_torch(cfg, 11);
+  REQUIRE(w.ok());
+  attn::RunOptions run;
+  run.isa = isa;
+  auto e = attn::Engine::create(cfg, w.value(), run);
+  if (!e.ok()) {
+    WARN("not run: " << e.status().to_string());
+    return;
+  }
+  const std::int64_t total = 1100, d = 32;
+  const Tensor x(Shape{total, d}, lcg_floats(total * d, 5));
+  auto s = e->new_session();
+  REQUIRE(s.ok());
+  // Prefill of 700 in chunks of 1, 300 and 399, then 400 steps (windowed: decode starts
+  // mid-chunk and mid-block).
+  std::vector<float> out;
+  std::int64_t at = 0;
+  for (std::int64_t n : {1, 300, 399}) {
+    Tensor y(Shape{n, d});
+    REQUIRE(s->prefill(rows(x, at, n).view(), y.view()).ok());
+    out.insert(out.end(), y.values().begin(), y.values().end());
+    at += n;
+  }
+  for (; at < total; ++at) {
+    Tensor y(Shape{1, d});
+    REQUIRE(s->step(rows(x, at, 1).view(), y.view()).ok());
+    out.insert(out.end(), y.values().begin(), y.values().end());
+  }
+  CHECK(fnv1a(out) == want);
+}

@@ -22,6 +22,7 @@
 #include "cli_flags.hpp"
 #include "commands.hpp"
 #include "engine_workload.hpp"
+#include "serve_sim.hpp"
 
 namespace attn::tools {
 namespace {
@@ -39,6 +40,9 @@ struct BenchOptions {
   int warmup = 1, reps = 5;
   std::string format = "table";
   LayerShapeFlags shape;
+  bool serve_sim = false;
+  ServeSimOptions sim;
+  std::string prompt_len = "128:2048";
   // Flags given on the command line win over the preset's values.
   CLI::Option *batch_opt = nullptr, *seq_len_opt = nullptr, *d_model_opt = nullptr,
               *heads_opt = nullptr, *causal_opt = nullptr;
@@ -295,6 +299,59 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
   return 0;
 }
 
+// --serve-sim rows: one simulation per (threads, backend); see serve_sim.hpp. The DRAM probe
+// gives decode_bandwidth_fraction: (KV bytes of a steady-state decode call + weight bytes) /
+// its median time, over the probe's GB/s.
+int bench_serve_sim(BenchOptions o, const RuntimeInfo& info) {
+  const auto colon = o.prompt_len.find(':');
+  try {
+    o.sim.prompt_min = std::stoll(o.prompt_len.substr(0, colon));
+    o.sim.prompt_max =
+        colon == std::string::npos ? o.sim.prompt_min : std::stoll(o.prompt_len.substr(colon + 1));
+  } catch (const std::exception&) {
+    return fail(Status(ErrorCode::kInvalidArgument,
+                       "--prompt-len: expected MIN:MAX, got '" + o.prompt_len + "'"));
+  }
+  std::vector<Row> rows;
+  for (auto threads : o.run.threads) {
+    for (const auto& backend : o.run.backends) {
+      Result<Engine> engine = make_engine(o, o.sim.prompt_max + o.sim.gen_len, threads, backend);
+      if (!engine.ok()) return fail(engine.status());
+      std::cerr << "attn bench: serve-sim " << backend << " threads " << engine->threads() << "\n";
+      Result<ServeSimResult> r = run_serve_sim(engine.value(), o.sim);
+      if (!r.ok()) return fail(r.status());
+      const double bandwidth = measure_read_bandwidth(engine->threads());
+      Row row = describe(engine.value(), "serve-sim", backend, info);
+      row.set("sequences", o.sim.sequences)
+          .set("prompt_min", o.sim.prompt_min)
+          .set("prompt_max", o.sim.prompt_max)
+          .set("gen_len", o.sim.gen_len);
+      row.set("concurrent", o.sim.concurrent > 0 ? o.sim.concurrent : o.sim.sequences)
+          .set("max_batch_tokens", o.sim.max_batch_tokens)
+          .set("seed", static_cast<std::int64_t>(o.sim.seed));
+      row.set("calls", r->calls)
+          .set("generated_tokens_per_s", r->generated_tokens_per_s)
+          .set("prefill_tokens_per_s", r->prefill_tokens_per_s);
+      row.set("call_p50_ms", r->call_p50_ms).set("call_p99_ms", r->call_p99_ms);
+      row.set("pool_bytes_peak", static_cast<std::int64_t>(r->pool_bytes_peak))
+          .set("live_kv_bytes_peak", static_cast<std::int64_t>(r->live_kv_bytes_peak))
+          .set("pool_over_live",
+               static_cast<double>(r->pool_bytes_peak) /
+                   static_cast<double>(std::max<std::size_t>(r->live_kv_bytes_peak, 1)));
+      row.set("decode_calls", r->decode_calls).set("decode_call_p50_ms", r->decode_call_p50_ms);
+      const double floor_ms = r->decode_call_bytes / (bandwidth * 1e9) * 1e3;
+      row.set("memory_gb_s", bandwidth)
+          .set("decode_call_floor_ms", floor_ms)
+          .set("decode_call_over_floor", floor_ms > 0 ? r->decode_call_p50_ms / floor_ms : 0.0);
+      row.set("weight_bytes", static_cast<std::int64_t>(engine->weight_bytes()))
+          .set("rss_peak_bytes", static_cast<std::int64_t>(r->rss_peak_bytes));
+      rows.push_back(finish(row, o.format));
+    }
+  }
+  write_rows(std::cout, o.format, rows);
+  return 0;
+}
+
 #if ATTN_HAVE_MPI
 // `mpirun -np P attn bench --distributed`: the layer's heads over P ranks of --threads
 // threads each. Rank 0 writes the rows: the time of a call on rank 0 (every call is
@@ -414,6 +471,7 @@ int run_bench(BenchOptions o) {
     return fail(Status(ErrorCode::kUnsupported, "--distributed: this attn was built without MPI"));
 #endif
   }
+  if (o.serve_sim) return bench_serve_sim(o, info);
   if (o.decode) return bench_decode(o, info);
   Result<Isa> isa = parse_isa(o.run.isa);
   PeakProbe peak(isa.ok() ? *isa : Isa::kAuto);
@@ -464,6 +522,21 @@ Command add_bench(CLI::App& app) {
   sub->add_option("--kv-len,--context", o->kv_len, "Decode: kv_len, the cached positions (list)")
       ->delimiter(',')
       ->check(size);
+  sub->add_flag("--serve-sim", o->serve_sim,
+                "Simulate serving: continuous batching of --sequences sequences (chunked "
+                "prefill + decode in ragged advance() calls, one cache pool)");
+  sub->add_option("--sequences", o->sim.sequences, "--serve-sim: sequences")->check(size);
+  sub->add_option("--prompt-len", o->prompt_len,
+                  "--serve-sim: prompt lengths MIN:MAX, uniform (seeded)");
+  sub->add_option("--gen-len", o->sim.gen_len, "--serve-sim: generated tokens per sequence")
+      ->check(size);
+  sub->add_option("--concurrent", o->sim.concurrent,
+                  "--serve-sim: most live sequences (default: all)")
+      ->check(size);
+  sub->add_option("--max-batch-tokens", o->sim.max_batch_tokens,
+                  "--serve-sim: most tokens per engine call")
+      ->check(size);
+  sub->add_option("--seed", o->sim.seed, "--serve-sim: seed of the prompt lengths");
   return {sub, [o] { return run_bench(*o); }};
 }
 

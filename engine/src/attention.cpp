@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "cache_pool.hpp"
+
 #include "engine_state.hpp"
 #include "kernels/kernels.hpp"
 #include "kernels/visibility.hpp"
@@ -19,6 +21,7 @@ struct HeadIo {
   std::ptrdiff_t ld_q = 0;
   std::ptrdiff_t ld_kv = 0;
   float* out = nullptr;
+  kernels::KvPages pages;  // with a cache: its block table (k, v and ld_kv unused)
 };
 
 // Query head h reads kv head h / (num_heads / kv_heads).
@@ -33,11 +36,13 @@ HeadIo head_io(const EngineState& st, const SequenceCall& s, const AttentionIo& 
   r.ld_q = ld;
   r.out = io.out + static_cast<std::ptrdiff_t>(s.first_row) * io.ld_out + col;
   if (s.cache != nullptr) {
-    const auto head = static_cast<std::ptrdiff_t>(
-        kv_head * static_cast<std::size_t>(st.config.context_length) * st.head_dim);
-    r.k = s.cache->k_cache.data() + head;
-    r.v = s.cache->v_cache.data() + head;
-    r.ld_kv = static_cast<std::ptrdiff_t>(st.head_dim);
+    // Block layout [2][kv_heads][B][head_dim] (cache_pool.hpp).
+    const std::size_t b = s.cache->pool->block_positions;
+    r.pages.blocks = s.cache->block_ptrs.data();
+    r.pages.k_offset = static_cast<std::ptrdiff_t>(kv_head * b * st.head_dim);
+    r.pages.v_offset = static_cast<std::ptrdiff_t>((st.kv_heads + kv_head) * b * st.head_dim);
+    r.pages.ld = static_cast<std::ptrdiff_t>(st.head_dim);
+    r.pages.block_positions = b;
   } else {
     // Without projections (3.3) k_col = v_col = 0: q = k = v = x.
     r.k = row + static_cast<std::ptrdiff_t>(st.k_col) + kv_col;
@@ -55,51 +60,193 @@ const SequenceCall& sequence_of(std::span<SequenceCall> sequences, std::size_t t
   return *(it - 1);
 }
 
-}  // namespace
+// Attention per sequence: the flash kernel over (head, pair of q-blocks), or, for a sequence
+// marked decode, its one query against the cache over (head or kv head, chunk). Both kinds of
+// task are numbered in one list (sequence by sequence) so one parallel pass keeps every
+// thread busy on a ragged call; the decode merge follows.
+class AttentionPlan {
+ public:
+  AttentionPlan(const EngineState& st, std::span<SequenceCall> sequences)
+      : st_(st), sequences_(sequences) {}
 
-void run_flash_attention(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
-                         const AttentionIo& io) {
-  const std::size_t num_heads = static_cast<std::size_t>(st.config.num_heads);
+  // Numbers the tasks and decode partials; grows ws.extra for the partials.
+  Status prepare(Workspace& ws) {
+    std::size_t tasks = 0, slots = 0;
+    for (SequenceCall& s : sequences_) {
+      s.first_task = tasks;
+      s.first_slot = slots;
+      if (s.decode) {
+        const std::size_t chunks = chunks_of(keys_of(s));
+        tasks += (group() > 1 ? st_.kv_heads : st_.num_heads) * chunks;
+        slots += st_.num_heads * chunks;
+        bytes_ += 2.0 * static_cast<double>(keys_of(s).size() * st_.head_dim * sizeof(float)) *
+                  static_cast<double>(st_.kv_heads);
+      } else {
+        tasks += st_.num_heads * pairs_of(s);
+      }
+    }
+    tasks_ = tasks;
+    if (slots == 0) return {};
+    // Partial outputs [slots, head_dim], then the partial (max, sum) pairs.
+    const std::size_t floats = round_up_floats(slots * st_.head_dim) + slots * 2;
+    if (Status e = grow(ws, ws.extra, floats, "decode partials", st_.workspace_limit()); !e.ok())
+      return e;
+    partial_outs_ = ws.extra.data();
+    partials_ = reinterpret_cast<kernels::DecodePartial*>(partial_outs_ +
+                                                          round_up_floats(slots * st_.head_dim));
+    static_assert(sizeof(kernels::DecodePartial) == 2 * sizeof(float));
+    any_decode_ = true;
+    return {};
+  }
+
+  void run(Workspace& ws, const AttentionIo& io) const {
+    auto body = [&](std::size_t begin, std::size_t end, int worker) {
+      for (std::size_t t = begin; t < end; ++t) {
+        const SequenceCall& s = sequence_of(sequences_, t);
+        if (s.decode) {
+          decode_task(s, t - s.first_task, io);
+        } else {
+          flash_task(s, t - s.first_task, io, ws.worker_scratch(worker, st_.worker_scratch_floats));
+        }
+      }
+    };
+    st_.scheduler->parallel_for(tasks_, 1, body);
+    if (!any_decode_) return;
+    const std::size_t num_heads = st_.num_heads, head_dim = st_.head_dim;
+    auto merge_body = [&](std::size_t begin, std::size_t end, int) {
+      for (std::size_t sh = begin; sh < end; ++sh) {
+        const SequenceCall& s = sequences_[sh / num_heads];
+        if (!s.decode) continue;
+        const std::size_t h = sh % num_heads, chunks = chunks_of(keys_of(s));
+        const std::size_t slot = s.first_slot + h * chunks;
+        kernels::decode_merge(st_.isa, partial_outs_ + slot * head_dim, partials_ + slot, chunks,
+                              head_dim, head_io(st_, s, io, h).out);
+      }
+    };
+    // The merge is tiny: one grain of many (sequence, head) pairs per task.
+    st_.scheduler->parallel_for(sequences_.size() * num_heads, 16, merge_body);
+  }
+
+  double cache_bytes() const noexcept { return bytes_; }
+
+ private:
+  static constexpr std::size_t kChunk = kernels::kDecodeChunk;
+
+  std::size_t group() const noexcept { return st_.num_heads / st_.kv_heads; }
   // Causal blocks cost more the later they are: pair block i with block n-1-i so that every
   // task does about the same work, whatever order the scheduler runs them in.
-  auto pairs_of = [&](const SequenceCall& s) {
-    return (kernels::flash_attention_block_count(st.isa, s.new_tokens, st.head_dim) + 1) / 2;
-  };
-  std::size_t tasks = 0;
-  for (SequenceCall& s : sequences) {
-    s.first_task = tasks;
-    tasks += num_heads * pairs_of(s);
+  std::size_t pairs_of(const SequenceCall& s) const noexcept {
+    return (kernels::flash_attention_block_count(st_.isa, s.new_tokens, st_.head_dim) + 1) / 2;
   }
-  auto body = [&](std::size_t begin, std::size_t end, int worker) {
+  // The keys a decode sequence's one new query sees, and the fixed chunks they span.
+  kernels::KeyRange keys_of(const SequenceCall& s) const noexcept {
+    return kernels::visible_keys(0, 1, s.kv_len, /*causal=*/true,
+                                 static_cast<std::size_t>(st_.config.window));
+  }
+  static std::size_t chunks_of(kernels::KeyRange keys) noexcept {
+    return (keys.end - 1) / kChunk - keys.begin / kChunk + 1;
+  }
+
+  void flash_task(const SequenceCall& s, std::size_t local, const AttentionIo& io,
+                  float* scratch) const {
+    const std::size_t pairs = pairs_of(s);
+    const HeadIo h = head_io(st_, s, io, local / pairs);
     kernels::AttentionArgs a;
-    a.head_dim = st.head_dim;
-    a.scale = st.scale;
-    a.causal = st.causal;
-    a.window = static_cast<std::size_t>(st.config.window);
-    a.softcap = st.softcap;
-    a.scratch = ws.worker_scratch(worker, st.worker_scratch_floats);
+    a.head_dim = st_.head_dim;
+    a.scale = st_.scale;
+    a.causal = st_.causal;
+    a.window = static_cast<std::size_t>(st_.config.window);
+    a.softcap = st_.softcap;
+    a.scratch = scratch;
     a.ld_out = io.ld_out;
-    for (std::size_t t = begin; t < end; ++t) {
-      const SequenceCall& s = sequence_of(sequences, t);
-      const std::size_t pairs = pairs_of(s), local = t - s.first_task;
-      const HeadIo h = head_io(st, s, io, local / pairs);
-      a.alibi_slope = st.alibi_slope(local / pairs);
-      a.q = h.q;
-      a.ld_q = h.ld_q;
-      a.k = h.k;
-      a.v = h.v;
-      a.ld_k = a.ld_v = h.ld_kv;
-      a.out = h.out;
-      a.seq_len_q = s.new_tokens;
-      a.seq_len_kv = s.kv_len;
-      const std::size_t n_blocks =
-          kernels::flash_attention_block_count(st.isa, s.new_tokens, st.head_dim);
-      const std::size_t first = local % pairs, last = n_blocks - 1 - first;
-      kernels::flash_attention_blocks(st.isa, a, first, first + 1);
-      if (last != first) kernels::flash_attention_blocks(st.isa, a, last, last + 1);
+    a.alibi_slope = st_.alibi_slope(local / pairs);
+    a.q = h.q;
+    a.ld_q = h.ld_q;
+    a.k = h.k;
+    a.v = h.v;
+    a.ld_k = a.ld_v = h.ld_kv;
+    if (s.cache != nullptr) a.pages = &h.pages;
+    a.out = h.out;
+    a.seq_len_q = s.new_tokens;
+    a.seq_len_kv = s.kv_len;
+    const std::size_t n_blocks =
+        kernels::flash_attention_block_count(st_.isa, s.new_tokens, st_.head_dim);
+    const std::size_t first = local % pairs, last = n_blocks - 1 - first;
+    kernels::flash_attention_blocks(st_.isa, a, first, first + 1);
+    if (last != first) kernels::flash_attention_blocks(st_.isa, a, last, last + 1);
+  }
+
+  // Task `local` of a decode sequence: (head, chunk), or with grouped-query heads (kv head,
+  // chunk) running the group's query heads together (decode_chunk_group), so each key and
+  // value row is read from memory once per group. Each head's partials land in slot
+  // first_slot + head * chunks + chunk either way; a head's bits depend only on the fixed
+  // chunks, not on the thread count or the other sequences of the call.
+  void decode_task(const SequenceCall& s, std::size_t local, const AttentionIo& io) const {
+    const std::size_t head_dim = st_.head_dim;
+    const kernels::KeyRange keys = keys_of(s);
+    const std::size_t chunks = chunks_of(keys);
+    const std::size_t chunk = local % chunks, first = keys.begin / kChunk + chunk;
+    const std::size_t k0 = std::max(keys.begin, first * kChunk);
+    const std::size_t k1 = std::min(keys.end, (first + 1) * kChunk);
+    const auto key_offset = static_cast<std::int64_t>(k0) - static_cast<std::int64_t>(s.kv_len - 1);
+    const std::size_t g_size = group();
+    if (g_size > 1) {
+      const std::size_t kv_head = local / chunks;
+      kernels::DecodeMods mods[kernels::kDecodeGroupMax];
+      for (std::size_t g0 = 0; g0 < g_size; g0 += kernels::kDecodeGroupMax) {
+        const std::size_t h0 = kv_head * g_size + g0;
+        const std::size_t rows = std::min(kernels::kDecodeGroupMax, g_size - g0);
+        const HeadIo h = head_io(st_, s, io, h0);  // heads h0.. are adjacent columns of Q
+        for (std::size_t g = 0; g < rows; ++g) {
+          mods[g].softcap = st_.softcap;
+          mods[g].alibi_slope = st_.alibi_slope(h0 + g);
+          mods[g].key_offset = key_offset;
+        }
+        const std::size_t slot = s.first_slot + h0 * chunks + chunk;
+        kernels::decode_chunk_group_paged(
+            st_.isa, h.q, static_cast<std::ptrdiff_t>(head_dim), rows, h.pages, k0, k1 - k0,
+            head_dim, st_.scale, partial_outs_ + slot * head_dim,
+            static_cast<std::ptrdiff_t>(chunks * head_dim), partials_ + slot,
+            static_cast<std::ptrdiff_t>(chunks), mods);
+      }
+      return;
     }
-  };
-  st.scheduler->parallel_for(tasks, 1, body);
+    const std::size_t head = local / chunks;
+    const HeadIo h = head_io(st_, s, io, head);
+    kernels::DecodeMods mods;  // the new token is at position kv_len - 1
+    mods.softcap = st_.softcap;
+    mods.alibi_slope = st_.alibi_slope(head);
+    mods.key_offset = key_offset;
+    const std::size_t slot = s.first_slot + head * chunks + chunk;
+    kernels::decode_chunk_paged(st_.isa, h.q, h.pages, k0, k1 - k0, head_dim, st_.scale,
+                                partial_outs_ + slot * head_dim, partials_ + slot, mods);
+  }
+
+  const EngineState& st_;
+  std::span<SequenceCall> sequences_;
+  std::size_t tasks_ = 0;
+  bool any_decode_ = false;
+  double bytes_ = 0;
+  float* partial_outs_ = nullptr;
+  kernels::DecodePartial* partials_ = nullptr;
+};
+
+}  // namespace
+
+Status prepare_attention(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
+                         double* cache_bytes) {
+  AttentionPlan plan(st, sequences);
+  if (Status e = plan.prepare(ws); !e.ok()) return e;
+  if (cache_bytes != nullptr) *cache_bytes = plan.cache_bytes();
+  return {};
+}
+
+void run_attention(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
+                   const AttentionIo& io) {
+  AttentionPlan plan(st, sequences);
+  // prepare() succeeded before the caches were written: the workspace is large enough.
+  (void)plan.prepare(ws);
+  plan.run(ws, io);
 }
 
 Status run_unfused_attention(const EngineState& st, Workspace& ws,
@@ -163,113 +310,6 @@ Status run_unfused_attention(const EngineState& st, Workspace& ws,
     }
   };
   st.scheduler->parallel_for(tasks, 1, body);
-  return {};
-}
-
-Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
-                  const AttentionIo& io, double* cache_bytes) {
-  constexpr std::size_t kChunk = kernels::kDecodeChunk;
-  const std::size_t num_heads = static_cast<std::size_t>(st.config.num_heads);
-  const std::size_t head_dim = st.head_dim;
-  const auto window = static_cast<std::size_t>(st.config.window);
-  // The keys a sequence's one new query sees, and the chunks they span.
-  auto keys_of = [&](const SequenceCall& s) {
-    return kernels::visible_keys(0, 1, s.kv_len, /*causal=*/true, window);
-  };
-  auto chunks_of = [&](kernels::KeyRange keys) {
-    return (keys.end - 1) / kChunk - keys.begin / kChunk + 1;
-  };
-  std::size_t max_chunks = 1;
-  double bytes = 0;
-  for (const SequenceCall& s : sequences) {
-    const kernels::KeyRange keys = keys_of(s);
-    max_chunks = std::max(max_chunks, chunks_of(keys));
-    // Each kv head's keys and values once (a group's query heads share them in cache).
-    bytes += 2.0 * static_cast<double>(keys.size() * head_dim * sizeof(float)) *
-             static_cast<double>(st.kv_heads);
-  }
-  const std::size_t slots = sequences.size() * num_heads * max_chunks;
-  // Partial outputs [slots, head_dim], then the partial (max, sum) pairs.
-  const std::size_t floats = round_up_floats(slots * head_dim) + slots * 2;
-  if (Status e = grow(ws, ws.extra, floats, "decode partials", st.workspace_limit()); !e.ok())
-    return e;
-  float* partial_outs = ws.extra.data();
-  auto* partials =
-      reinterpret_cast<kernels::DecodePartial*>(partial_outs + round_up_floats(slots * head_dim));
-  static_assert(sizeof(kernels::DecodePartial) == 2 * sizeof(float));
-
-  // Grouped-query heads: one task per (sequence, kv head, chunk) runs the group's query heads
-  // together (decode_chunk_group), so each key and value row is read from memory once per
-  // group instead of once per query head. Each head's partials land in the same slots as the
-  // per-head tasks' (equal to rounding: the kernel reduces dot products in another order); a
-  // head's bits depend only on the fixed chunks, not on the thread count or its group.
-  const std::size_t group = num_heads / st.kv_heads;
-  if (group > 1) {
-    const std::size_t kv_heads = st.kv_heads;
-    auto group_body = [&](std::size_t begin, std::size_t end, int) {
-      kernels::DecodeMods mods[kernels::kDecodeGroupMax];
-      for (std::size_t t = begin; t < end; ++t) {
-        const std::size_t chunk = t % max_chunks, sk = t / max_chunks;
-        const std::size_t seq = sk / kv_heads, kv_head = sk % kv_heads;
-        const SequenceCall& s = sequences[seq];
-        const kernels::KeyRange keys = keys_of(s);
-        const std::size_t first = keys.begin / kChunk + chunk;
-        if (first > (keys.end - 1) / kChunk) continue;  // this sequence has fewer chunks
-        const std::size_t k0 = std::max(keys.begin, first * kChunk);
-        const std::size_t k1 = std::min(keys.end, (first + 1) * kChunk);
-        for (std::size_t g0 = 0; g0 < group; g0 += kernels::kDecodeGroupMax) {
-          const std::size_t h0 = kv_head * group + g0;
-          const std::size_t rows = std::min(kernels::kDecodeGroupMax, group - g0);
-          const HeadIo h = head_io(st, s, io, h0);  // heads h0.. are adjacent columns of Q
-          const auto row0 = static_cast<std::ptrdiff_t>(k0) * h.ld_kv;
-          for (std::size_t g = 0; g < rows; ++g) {
-            mods[g].softcap = st.softcap;
-            mods[g].alibi_slope = st.alibi_slope(h0 + g);
-            mods[g].key_offset =
-                static_cast<std::int64_t>(k0) - static_cast<std::int64_t>(s.kv_len - 1);
-          }
-          const std::size_t slot = (seq * num_heads + h0) * max_chunks + chunk;
-          kernels::decode_chunk_group(
-              st.isa, h.q, static_cast<std::ptrdiff_t>(head_dim), rows, h.k + row0, h.ld_kv,
-              h.v + row0, h.ld_kv, k1 - k0, head_dim, st.scale, partial_outs + slot * head_dim,
-              static_cast<std::ptrdiff_t>(max_chunks * head_dim), partials + slot,
-              static_cast<std::ptrdiff_t>(max_chunks), mods);
-        }
-      }
-    };
-    st.scheduler->parallel_for(sequences.size() * kv_heads * max_chunks, 1, group_body);
-  }
-  auto chunk_body = [&](std::size_t begin, std::size_t end, int) {
-    for (std::size_t t = begin; t < end; ++t) {
-      const std::size_t chunk = t % max_chunks, sh = t / max_chunks;
-      const SequenceCall& s = sequences[sh / num_heads];
-      const kernels::KeyRange keys = keys_of(s);
-      const std::size_t first = keys.begin / kChunk + chunk;
-      if (first > (keys.end - 1) / kChunk) continue;  // this sequence has fewer chunks
-      const std::size_t k0 = std::max(keys.begin, first * kChunk);
-      const std::size_t k1 = std::min(keys.end, (first + 1) * kChunk);
-      const HeadIo h = head_io(st, s, io, sh % num_heads);
-      const auto row0 = static_cast<std::ptrdiff_t>(k0) * h.ld_kv;
-      kernels::DecodeMods mods;  // the new token is at position kv_len - 1
-      mods.softcap = st.softcap;
-      mods.alibi_slope = st.alibi_slope(sh % num_heads);
-      mods.key_offset = static_cast<std::int64_t>(k0) - static_cast<std::int64_t>(s.kv_len - 1);
-      kernels::decode_chunk(st.isa, h.q, h.k + row0, h.ld_kv, h.v + row0, h.ld_kv, k1 - k0,
-                            head_dim, st.scale, partial_outs + t * head_dim, partials + t, mods);
-    }
-  };
-  if (group == 1) st.scheduler->parallel_for(slots, 1, chunk_body);
-  auto merge_body = [&](std::size_t begin, std::size_t end, int) {
-    for (std::size_t sh = begin; sh < end; ++sh) {
-      const SequenceCall& s = sequences[sh / num_heads];
-      const HeadIo h = head_io(st, s, io, sh % num_heads);
-      kernels::decode_merge(st.isa, partial_outs + sh * max_chunks * head_dim,
-                            partials + sh * max_chunks, chunks_of(keys_of(s)), head_dim, h.out);
-    }
-  };
-  // The merge is tiny: one grain of many (sequence, head) pairs per task.
-  st.scheduler->parallel_for(sequences.size() * num_heads, 16, merge_body);
-  if (cache_bytes != nullptr) *cache_bytes = bytes;
   return {};
 }
 

@@ -17,20 +17,23 @@ struct AttentionIo {
   std::ptrdiff_t ld_out = 0;
 };
 
-/// Flash attention, one task per (sequence, head, pair of q-blocks i and n-1-i).
-void run_flash_attention(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
-                         const AttentionIo& io);
+/// Numbers the attention tasks of `sequences` (sets first_task, first_slot) and grows the
+/// workspace for the decode partials; fails (nothing written) when memory runs out.
+/// `cache_bytes` (optional) receives the bytes of keys and values the decode sequences read.
+Status prepare_attention(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
+                         double* cache_bytes);
+
+/// Attention for every sequence after prepare_attention: the flash kernel over (head, pair of
+/// q-blocks i and n-1-i), or for a sequence marked decode its one query against the cache over
+/// (head or kv head, fixed chunk of kernels::kDecodeChunk keys) then a merge per head in chunk
+/// order; all in one parallel pass, so the result does not depend on the thread count or on
+/// which sequences share the call.
+void run_attention(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
+                   const AttentionIo& io);
 
 /// Scores materialised per (sequence, head). Allocates [new_tokens, kv_len] floats per worker
 /// in ws.extra (on first use of a size).
 Status run_unfused_attention(const EngineState& st, Workspace& ws,
                              std::span<SequenceCall> sequences, const AttentionIo& io);
-
-/// One query per sequence against its cache: tasks over (sequence, head, fixed chunk of
-/// kernels::kDecodeChunk keys), then a merge per (sequence, head) in chunk order, so the
-/// result does not depend on the thread count. Uses ws.extra for the partial results.
-/// `cache_bytes` receives the bytes of keys and values read.
-Status run_decode(const EngineState& st, Workspace& ws, std::span<SequenceCall> sequences,
-                  const AttentionIo& io, double* cache_bytes);
 
 }  // namespace attn::detail

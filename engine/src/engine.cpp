@@ -7,6 +7,7 @@
 #include <string>
 
 #include "attn/runtime.hpp"
+#include "cache_pool.hpp"
 #include "engine_state.hpp"
 #include "kernels/kernels.hpp"
 #include "kernels/visibility.hpp"
@@ -96,24 +97,60 @@ Status Engine::forward(ConstTensorView x, TensorView out, AttentionImpl impl) co
                                                   : detail::AttentionPath::kFlash);
 }
 
-Result<Session> Engine::new_session() const {
-  const LayerConfig& c = state_->config;
-  if (!state_->causal) {
-    return Status(ErrorCode::kInvalidArgument,
-                  std::string("KV-cache sessions need causal attention (variant ") +
-                      to_string(c.variant) + " with mask " + to_string(c.mask) +
-                      " lets every token see later tokens)");
-  }
+namespace {
+
+Status check_causal(const EngineState& st) {
+  const LayerConfig& c = st.config;
+  if (st.causal) return {};
+  return Status(ErrorCode::kInvalidArgument,
+                std::string("KV-cache sessions need causal attention (variant ") +
+                    to_string(c.variant) + " with mask " + to_string(c.mask) +
+                    " lets every token see later tokens)");
+}
+
+}  // namespace
+
+Result<Session> Engine::make_session(std::shared_ptr<CachePoolState> pool,
+                                     bool private_pool) const {
   auto st = std::unique_ptr<SessionState>(new (std::nothrow) SessionState());
   if (!st) return detail::out_of_memory("a session", sizeof(SessionState));
   st->engine = state_;
-  const std::size_t floats =
-      detail::mul_or_max(state_->kv_dim, static_cast<std::size_t>(c.context_length));
-  if (!st->k_cache.reserve(floats) || !st->v_cache.reserve(floats)) {
-    return detail::out_of_memory("the key/value cache",
-                                 detail::mul_or_max(2 * floats, sizeof(float)));
+  st->private_pool = private_pool;
+  // Room for a table of context_length positions, so that growing never allocates.
+  const std::size_t table =
+      blocks_for(static_cast<std::size_t>(state_->config.context_length), pool->block_positions);
+  try {
+    st->blocks.reserve(table);
+    st->block_ptrs.reserve(table);
+  } catch (const std::bad_alloc&) {
+    return detail::out_of_memory("a session's block table",
+                                 detail::mul_or_max(table, sizeof(std::uint32_t) + sizeof(float*)));
   }
+  st->pool = std::move(pool);
   return Session(std::move(st));
+}
+
+Result<Session> Engine::new_session() const {
+  if (Status e = check_causal(*state_); !e.ok()) return e;
+  const std::size_t blocks =
+      blocks_for(static_cast<std::size_t>(state_->config.context_length), kernels::kPageMultiple);
+  Result<std::shared_ptr<CachePoolState>> pool =
+      make_pool(state_->kv_heads, state_->head_dim, blocks);
+  if (!pool.ok()) return pool.status();
+  return make_session(std::move(pool.value()), /*private_pool=*/true);
+}
+
+Result<Session> Engine::new_session(CachePool& pool) const {
+  if (Status e = check_causal(*state_); !e.ok()) return e;
+  const CachePoolState& p = *pool.state_;
+  if (p.kv_heads != state_->kv_heads || p.head_dim != state_->head_dim) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "new_session: the cache pool holds " + std::to_string(p.kv_heads) +
+                      " kv heads of head_dim " + std::to_string(p.head_dim) +
+                      ", this engine's cache has " + std::to_string(state_->kv_heads) +
+                      " kv heads of head_dim " + std::to_string(state_->head_dim));
+  }
+  return make_session(pool.state_, /*private_pool=*/false);
 }
 
 const LayerConfig& Engine::config() const noexcept { return state_->config; }

@@ -5,6 +5,7 @@
 #include <span>
 
 #include "attention.hpp"
+#include "cache_pool.hpp"
 #include "engine_state.hpp"
 #include "plan.hpp"
 #include "projection.hpp"
@@ -33,23 +34,26 @@ void project_qkv(const EngineState& st, const Workspace& ws, const float* x, std
   }
 }
 
-// Copies the new rows' keys and values into their sequences' caches
-// ([kv_heads, context_length, head_dim] each).
+// Copies the new rows' keys and values into their sequences' cache blocks (block layout
+// [2][kv_heads][B][head_dim], cache_pool.hpp; the blocks were reserved before).
 void append_kv(const EngineState& st, const Workspace& ws,
                std::span<const SequenceCall> sequences) {
   const std::size_t head_dim = st.head_dim;
-  const std::size_t context_length = static_cast<std::size_t>(st.config.context_length);
   const std::size_t k_col = st.k_col, v_col = st.v_col;
   const std::size_t row_bytes = head_dim * sizeof(float);
   for (const SequenceCall& s : sequences) {
     if (s.cache == nullptr) continue;
+    const std::size_t b = s.cache->pool->block_positions;
     const std::size_t first_position = s.kv_len - s.new_tokens;
     for (std::size_t t = 0; t < s.new_tokens; ++t) {
       const float* row = ws.activations.data() + (s.first_row + t) * st.activation_cols;
+      const std::size_t p = first_position + t;
+      float* block = const_cast<float*>(s.cache->block_ptrs[p / b]);
       for (std::size_t h = 0; h < st.kv_heads; ++h) {
-        const std::size_t at = (h * context_length + first_position + t) * head_dim;
-        std::memcpy(s.cache->k_cache.data() + at, row + k_col + h * head_dim, row_bytes);
-        std::memcpy(s.cache->v_cache.data() + at, row + v_col + h * head_dim, row_bytes);
+        const std::size_t k_at = (h * b + p % b) * head_dim;
+        const std::size_t v_at = ((st.kv_heads + h) * b + p % b) * head_dim;
+        std::memcpy(block + k_at, row + k_col + h * head_dim, row_bytes);
+        std::memcpy(block + v_at, row + v_col + h * head_dim, row_bytes);
       }
     }
   }
@@ -92,6 +96,17 @@ Status Call::run(const float* x, float* out, AttentionPath path, StepStats* stat
       !e.ok()) {
     return e;
   }
+  // Which sequences attend as one query against their cache.
+  for (SequenceCall& s : sequences) {
+    s.decode = s.cache != nullptr && (path == AttentionPath::kDecode ||
+                                      (path == AttentionPath::kRagged && s.new_tokens == 1));
+  }
+  double cache_bytes = 0;
+  if (path != AttentionPath::kUnfused) {
+    if (Status e = prepare_attention(st, ws, sequences, &cache_bytes); !e.ok()) return e;
+  }
+  // The last step that can fail before any cache is written: all or nothing over the call.
+  if (Status e = reserve_blocks(sequences); !e.ok()) return e;
   const auto t0 = Clock::now();
   project_qkv(st, ws, x, tokens_);
   const auto t1 = Clock::now();
@@ -103,17 +118,11 @@ Status Call::run(const float* x, float* out, AttentionPath path, StepStats* stat
   io.activations = ws.activations.data();
   io.out = c.has_out_proj() ? io.activations : out;
   io.ld_out = c.has_out_proj() ? static_cast<std::ptrdiff_t>(st.activation_cols) : c.d_out;
-  double cache_bytes = 0;
-  switch (path) {
-    case AttentionPath::kFlash:
-      run_flash_attention(st, ws, sequences, io);
-      break;
-    case AttentionPath::kUnfused:
-      if (Status e = run_unfused_attention(st, ws, sequences, io); !e.ok()) return e;
-      break;
-    case AttentionPath::kDecode:
-      if (Status e = run_decode(st, ws, sequences, io, &cache_bytes); !e.ok()) return e;
-      break;
+  if (path == AttentionPath::kUnfused) {
+    // Only forward() takes this path: no cache, nothing to undo.
+    if (Status e = run_unfused_attention(st, ws, sequences, io); !e.ok()) return e;
+  } else {
+    run_attention(st, ws, sequences, io);
   }
   const auto t2 = Clock::now();
 

@@ -22,6 +22,7 @@ enum class AttentionPath {
   kFlash,    ///< flash attention over q-blocks (forward, prefill)
   kUnfused,  ///< scores materialised per (sequence, head) (forward, for comparison)
   kDecode,   ///< one query per sequence against its cache in fixed chunks (steps)
+  kRagged,   ///< per sequence: kDecode for one new token, kFlash for more (Engine::advance)
 };
 
 /// A call being planned: leases a workspace, collects its sequences there (no allocation
@@ -34,8 +35,9 @@ class Call {
   /// Adds a sequence (after reserve()).
   void add(const SequenceCall& sequence) noexcept;
   /// Runs the pipeline: x [tokens, d_in] -> out [tokens, d_out] where tokens is the sum of the
-  /// sequences' new_tokens. Keys and values are appended to the caches; once every stage has
-  /// succeeded each cache's position becomes its kv_len (a failed call moves no position).
+  /// sequences' new_tokens. The caches' blocks for kv_len positions are reserved (all or
+  /// nothing, cache_pool.hpp) after the last step that can fail, then keys and values are
+  /// appended and each cache's position becomes its kv_len (a failed call changes no session).
   /// `stats` (optional) receives timings.
   Status run(const float* x, float* out, AttentionPath path, StepStats* stats = nullptr);
 

@@ -19,7 +19,12 @@ struct SequenceCall {
   std::size_t new_tokens = 0;
   std::size_t kv_len = 0;
   SessionState* cache = nullptr;
-  std::size_t first_task = 0;  ///< set by the attention stage: its first task index
+  /// Attention as one query against the cache in fixed chunks (decode kernels) instead of
+  /// the flash kernel over q-blocks; only with a cache.
+  bool decode = false;
+  std::size_t first_task = 0;     ///< set by the attention stage: its first task index
+  std::size_t first_slot = 0;     ///< set by the attention stage: its first decode partial
+  std::size_t blocks_before = 0;  ///< set by reserve_blocks: the cache's blocks before the call
 };
 
 }  // namespace attn::detail

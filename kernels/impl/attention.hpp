@@ -58,6 +58,7 @@ constexpr std::size_t q_block_for(std::size_t head_dim) noexcept {
 }
 /// Keys per kv-block (see the file comment).
 constexpr std::size_t kv_block_for(std::size_t) noexcept { return 128; }
+static_assert(kPageMultiple % kv_block_for(0) == 0, "a kv-block must lie in one cache block");
 constexpr std::size_t round16(std::size_t n) noexcept { return (n + 15) / 16 * 16; }
 
 }  // namespace
@@ -198,19 +199,24 @@ struct FlashAttention {
     using T = AttnTile<Arch>;
     constexpr std::size_t L = T::kLanes;
     const std::size_t head_dim = a.head_dim;
-    const float* k = a.k + static_cast<std::ptrdiff_t>(j_first) * a.ld_k;
+    // A paged cache: the tile's keys lie in one block (kPageMultiple), read in place.
+    const float* k = a.pages != nullptr ? page_row(*a.pages, j_first, a.pages->k_offset)
+                                        : a.k + static_cast<std::ptrdiff_t>(j_first) * a.ld_k;
+    const std::ptrdiff_t ld_k = a.pages != nullptr ? a.pages->ld : a.ld_k;
+    const std::ptrdiff_t ld_v = a.pages != nullptr ? a.pages->ld : a.ld_v;
     const auto jf = static_cast<float>(j_first);
     typename T::B vmax[T::kQv], alpha[T::kQv];
     for (auto& x : vmax) x = typename T::B(-std::numeric_limits<float>::infinity());
     T::for_each_group(n, [&](std::size_t r, auto rows) {
-      T::template qk<decltype(rows)::value, Mod>(qt, k + static_cast<std::ptrdiff_t>(r) * a.ld_k,
-                                                 a.ld_k, head_dim, s + r * L, r, full_begin,
-                                                 full_end, lim, jf, vmax, mod);
+      T::template qk<decltype(rows)::value, Mod>(qt, k + static_cast<std::ptrdiff_t>(r) * ld_k,
+                                                 ld_k, head_dim, s + r * L, r, full_begin, full_end,
+                                                 lim, jf, vmax, mod);
     });
     T::softmax(s, n, vmax, m, l, alpha);
-    const float* v = a.v + static_cast<std::ptrdiff_t>(j_first) * a.ld_v;
+    const float* v = a.pages != nullptr ? page_row(*a.pages, j_first, a.pages->v_offset)
+                                        : a.v + static_cast<std::ptrdiff_t>(j_first) * a.ld_v;
     T::for_each_group(head_dim, [&](std::size_t d, auto rows) {
-      T::template pv<decltype(rows)::value>(s, v + d, a.ld_v, n, full_begin, full_end, ot + d * L,
+      T::template pv<decltype(rows)::value>(s, v + d, ld_v, n, full_begin, full_end, ot + d * L,
                                             alpha, lim, jf);
     });
   }

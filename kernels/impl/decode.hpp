@@ -22,6 +22,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -34,6 +35,67 @@
 
 namespace attn::kernels {
 
+namespace {  // internal linkage: no ODR clash between the per-ISA copies
+
+// Key or value rows at a fixed stride (a contiguous cache, or a run inside one block).
+struct StridedRows {
+  const float* p;
+  std::ptrdiff_t ld;
+  const float* operator()(std::size_t j) const noexcept {
+    return p + static_cast<std::ptrdiff_t>(j) * ld;
+  }
+};
+
+// Rows of a paged cache that cross a block boundary: each row resolved through the table
+// (block_positions is a power of two: a shift and a mask per row).
+struct PagedRows {
+  const float* const* blocks;
+  std::ptrdiff_t offset;
+  std::ptrdiff_t ld;
+  std::size_t first;
+  unsigned shift;
+  std::size_t mask;
+  const float* operator()(std::size_t j) const noexcept {
+    const std::size_t p = first + j;
+    return blocks[p >> shift] + offset + static_cast<std::ptrdiff_t>(p & mask) * ld;
+  }
+};
+
+// Where a chunk's keys and values are: strided (k, v) or a block table from first_key on.
+struct KvSource {
+  const float* k = nullptr;
+  std::ptrdiff_t ld_k = 0;
+  const float* v = nullptr;
+  std::ptrdiff_t ld_v = 0;
+  const KvPages* pages = nullptr;
+  std::size_t first_key = 0;
+
+  // Calls f(k_rows, v_rows) for keys [j0, j0 + n) of the chunk (n >= 1): StridedRows when
+  // they lie in one run of memory (always for a contiguous cache; for a paged one unless the
+  // sub-block crosses a block boundary, which only a window's unaligned start makes happen),
+  // else PagedRows. The arithmetic is the same either way, so are the bits.
+  template <class F>
+  void rows(std::size_t j0, std::size_t n, F&& f) const noexcept {
+    if (pages == nullptr) {
+      f(StridedRows{k + static_cast<std::ptrdiff_t>(j0) * ld_k, ld_k},
+        StridedRows{v + static_cast<std::ptrdiff_t>(j0) * ld_v, ld_v});
+      return;
+    }
+    const std::size_t p = first_key + j0, bp = pages->block_positions;
+    if (p / bp == (p + n - 1) / bp) {
+      const float* base = pages->blocks[p / bp] + static_cast<std::ptrdiff_t>(p % bp) * pages->ld;
+      f(StridedRows{base + pages->k_offset, pages->ld},
+        StridedRows{base + pages->v_offset, pages->ld});
+      return;
+    }
+    const auto shift = static_cast<unsigned>(std::countr_zero(bp));
+    f(PagedRows{pages->blocks, pages->k_offset, pages->ld, p, shift, bp - 1},
+      PagedRows{pages->blocks, pages->v_offset, pages->ld, p, shift, bp - 1});
+  }
+};
+
+}  // namespace
+
 struct DecodeChunk {
   template <class Arch>
   [[gnu::noinline]] void operator()(Arch, const float* q, const float* k, std::ptrdiff_t ld_k,
@@ -42,21 +104,52 @@ struct DecodeChunk {
                                     DecodePartial* partial,
                                     const DecodeMods& mods = {}) const noexcept {
     // The modifiers get their own instantiation, chosen once, so the default code is as before.
+    const KvSource src{k, ld_k, v, ld_v};
     if (mods.softcap > 0 || mods.alibi_slope != 0) [[unlikely]] {
-      chunk<true>(Arch{}, q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out, partial, mods);
+      chunk<true>(Arch{}, q, src, n_kv, head_dim, scale, out, partial, mods);
     } else {
-      chunk<false>(Arch{}, q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out, partial, mods);
+      chunk<false>(Arch{}, q, src, n_kv, head_dim, scale, out, partial, mods);
     }
+  }
+
+  /// operator() over keys [first_key, first_key + n_kv) of a paged cache.
+  template <class Arch>
+  [[gnu::noinline]] static void paged(Arch, const float* q, const KvPages& pages,
+                                      std::size_t first_key, std::size_t n_kv, std::size_t head_dim,
+                                      float scale, float* out, DecodePartial* partial,
+                                      const DecodeMods& mods) noexcept {
+    KvSource src;
+    src.pages = &pages;
+    src.first_key = first_key;
+    if (mods.softcap > 0 || mods.alibi_slope != 0) [[unlikely]] {
+      chunk<true>(Arch{}, q, src, n_kv, head_dim, scale, out, partial, mods);
+    } else {
+      chunk<false>(Arch{}, q, src, n_kv, head_dim, scale, out, partial, mods);
+    }
+  }
+
+  /// group() over keys [first_key, first_key + n_kv) of a paged cache.
+  template <class Arch>
+  [[gnu::noinline]] static void group_paged(Arch, const float* q, std::ptrdiff_t ld_q,
+                                            std::size_t rows, const KvPages& pages,
+                                            std::size_t first_key, std::size_t n_kv,
+                                            std::size_t head_dim, float scale, float* out,
+                                            std::ptrdiff_t ld_out, DecodePartial* partial,
+                                            std::ptrdiff_t ld_partial,
+                                            const DecodeMods* mods) noexcept {
+    KvSource src;
+    src.pages = &pages;
+    src.first_key = first_key;
+    group_src(Arch{}, q, ld_q, rows, src, n_kv, head_dim, scale, out, ld_out, partial, ld_partial,
+              mods);
   }
 
   // Flattened: everything inlined, as when operator() held this code (with a second caller
   // GCC 12 outlined accumulate and its slices).
   template <bool Mod, class Arch>
-  [[gnu::noinline, gnu::flatten]] static void chunk(Arch, const float* q, const float* k,
-                                                    std::ptrdiff_t ld_k, const float* v,
-                                                    std::ptrdiff_t ld_v, std::size_t n_kv,
-                                                    std::size_t head_dim, float scale, float* out,
-                                                    DecodePartial* partial,
+  [[gnu::noinline, gnu::flatten]] static void chunk(Arch, const float* q, const KvSource& src,
+                                                    std::size_t n_kv, std::size_t head_dim,
+                                                    float scale, float* out, DecodePartial* partial,
                                                     const DecodeMods& mods) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -67,21 +160,21 @@ struct DecodeChunk {
     // Online softmax over sub-blocks of kSub keys, so the K and V streams advance together.
     for (std::size_t j0 = 0; j0 < n_kv; j0 += kSub) {
       const std::size_t n = std::min(kSub, n_kv - j0);
-      const float* kc = k + static_cast<std::ptrdiff_t>(j0) * ld_k;
-      const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
-      scores(Arch{}, q, kc, ld_k, n, head_dim, c, s);
-      // Soft-capping / ALiBi: a separate pass over the sub-block's scores, only when asked.
-      if constexpr (Mod) {
-        modify(Arch{}, ScoreModsLog2(mods.softcap, mods.alibi_slope), s, n,
-               static_cast<float>(mods.key_offset + static_cast<std::int64_t>(j0)));
-      }
-      const float m_new = std::max(m_run, row_max(Arch{}, s, n));
-      const float m_used = m_new == kNegInf ? 0.0f : m_new;
-      const float alpha = exp2_fast(B(m_run - m_used)).get(0);
-      const float sum = exp_and_sum(Arch{}, s, n, m_used);
-      accumulate(Arch{}, s, vc, ld_v, n, head_dim, j0 == 0 ? 1.0f : alpha, out);
-      l_run = alpha * l_run + sum;
-      m_run = m_new;
+      src.rows(j0, n, [&](auto kc, auto vc) {
+        scores(Arch{}, q, kc, n, head_dim, c, s);
+        // Soft-capping / ALiBi: a separate pass over the sub-block's scores, only when asked.
+        if constexpr (Mod) {
+          modify(Arch{}, ScoreModsLog2(mods.softcap, mods.alibi_slope), s, n,
+                 static_cast<float>(mods.key_offset + static_cast<std::int64_t>(j0)));
+        }
+        const float m_new = std::max(m_run, row_max(Arch{}, s, n));
+        const float m_used = m_new == kNegInf ? 0.0f : m_new;
+        const float alpha = exp2_fast(B(m_run - m_used)).get(0);
+        const float sum = exp_and_sum(Arch{}, s, n, m_used);
+        accumulate(Arch{}, s, vc, n, head_dim, j0 == 0 ? 1.0f : alpha, out);
+        l_run = alpha * l_run + sum;
+        m_run = m_new;
+      });
     }
     partial->max = m_run;
     partial->sum = l_run;
@@ -95,6 +188,15 @@ struct DecodeChunk {
                     std::size_t head_dim, float scale, float* out, std::ptrdiff_t ld_out,
                     DecodePartial* partial, std::ptrdiff_t ld_partial,
                     const DecodeMods* mods) noexcept {
+    group_src(Arch{}, q, ld_q, rows, KvSource{k, ld_k, v, ld_v}, n_kv, head_dim, scale, out, ld_out,
+              partial, ld_partial, mods);
+  }
+
+  template <class Arch>
+  static void group_src(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
+                        const KvSource& src, std::size_t n_kv, std::size_t head_dim, float scale,
+                        float* out, std::ptrdiff_t ld_out, DecodePartial* partial,
+                        std::ptrdiff_t ld_partial, const DecodeMods* mods) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
     alignas(64) float s[kDecodeGroupMax][kSub];  // 8 KiB
@@ -108,33 +210,33 @@ struct DecodeChunk {
     }
     for (std::size_t j0 = 0; j0 < n_kv; j0 += kSub) {
       const std::size_t n = std::min(kSub, n_kv - j0);
-      const float* kc = k + static_cast<std::ptrdiff_t>(j0) * ld_k;
-      const float* vc = v + static_cast<std::ptrdiff_t>(j0) * ld_v;
-      // Row 0 brings the sub-block's K rows (32 KiB at head_dim 64) from DRAM and the other
-      // rows find them in L1; then the same for the V rows (scores of all rows first, so K and
-      // V do not evict each other between rows).
-      float alpha[kDecodeGroupMax];
-      scores_rows(Arch{}, q, ld_q, rows, kc, ld_k, n, head_dim, c, s);
-      for (std::size_t g = 0; g < rows; ++g) {
-        float* sg = s[g];
-        if (mods != nullptr) {
-          const ScoreModsLog2 mod(mods[g].softcap, mods[g].alibi_slope);
-          if (mod.any()) {
-            modify(Arch{}, mod, sg, n,
-                   static_cast<float>(mods[g].key_offset + static_cast<std::int64_t>(j0)));
+      src.rows(j0, n, [&](auto kc, auto vc) {
+        // Row 0 brings the sub-block's K rows (32 KiB at head_dim 64) from DRAM and the other
+        // rows find them in L1; then the same for the V rows (scores of all rows first, so K and
+        // V do not evict each other between rows).
+        float alpha[kDecodeGroupMax];
+        scores_rows(Arch{}, q, ld_q, rows, kc, n, head_dim, c, s);
+        for (std::size_t g = 0; g < rows; ++g) {
+          float* sg = s[g];
+          if (mods != nullptr) {
+            const ScoreModsLog2 mod(mods[g].softcap, mods[g].alibi_slope);
+            if (mod.any()) {
+              modify(Arch{}, mod, sg, n,
+                     static_cast<float>(mods[g].key_offset + static_cast<std::int64_t>(j0)));
+            }
           }
+          const float m_new = std::max(m_run[g], row_max(Arch{}, sg, n));
+          const float m_used = m_new == kNegInf ? 0.0f : m_new;
+          alpha[g] = exp2_fast(B(m_run[g] - m_used)).get(0);
+          const float sum = exp_and_sum(Arch{}, sg, n, m_used);
+          l_run[g] = alpha[g] * l_run[g] + sum;
+          m_run[g] = m_new;
         }
-        const float m_new = std::max(m_run[g], row_max(Arch{}, sg, n));
-        const float m_used = m_new == kNegInf ? 0.0f : m_new;
-        alpha[g] = exp2_fast(B(m_run[g] - m_used)).get(0);
-        const float sum = exp_and_sum(Arch{}, sg, n, m_used);
-        l_run[g] = alpha[g] * l_run[g] + sum;
-        m_run[g] = m_new;
-      }
-      for (std::size_t g = 0; g < rows; ++g) {
-        accumulate(Arch{}, s[g], vc, ld_v, n, head_dim, j0 == 0 ? 1.0f : alpha[g],
-                   out + static_cast<std::ptrdiff_t>(g) * ld_out);
-      }
+        for (std::size_t g = 0; g < rows; ++g) {
+          accumulate(Arch{}, s[g], vc, n, head_dim, j0 == 0 ? 1.0f : alpha[g],
+                     out + static_cast<std::ptrdiff_t>(g) * ld_out);
+        }
+      });
     }
     for (std::size_t g = 0; g < rows; ++g) {
       partial[static_cast<std::ptrdiff_t>(g) * ld_partial].max = m_run[g];
@@ -152,9 +254,9 @@ struct DecodeChunk {
   // s[j] = c * (q · k_j) for j < n: W keys at a time (W independent FMA chains), one
   // horizontal sum per key (~7 ops, small next to its 256+ bytes of K), stored as a vector.
   // (8-key groups with scalar stores measured 25% slower in L2.)
-  template <class Arch>
-  static void scores(Arch, const float* q, const float* k, std::ptrdiff_t ld_k, std::size_t n,
-                     std::size_t head_dim, float c, float* s) noexcept {
+  template <class Arch, class Rows>
+  static void scores(Arch, const float* q, const Rows& k, std::size_t n, std::size_t head_dim,
+                     float c, float* s) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
     const std::size_t hd_vec = head_dim / W * W;
@@ -165,7 +267,7 @@ struct DecodeChunk {
       // independent chains). Measured from DRAM: 16 rows at once (16 row pointers) or 4 rows
       // at once are faster in L2 but ~15% slower from DRAM, where only this order counts.
       for (std::size_t r = 0; r < W; ++r) {
-        const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
+        const float* kr = k(j + r);
         acc[r] = B(0.0f);
         for (std::size_t d = 0; d < hd_vec; d += W) {
           acc[r] = xsimd::fma(B::load_unaligned(kr + d), B::load_unaligned(q + d), acc[r]);
@@ -175,14 +277,14 @@ struct DecodeChunk {
       for (std::size_t r = 0; r < W; ++r) dots[r] = xsimd::hadd(acc[r]);
       if (hd_vec < head_dim) {
         for (std::size_t r = 0; r < W; ++r) {
-          const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
+          const float* kr = k(j + r);
           for (std::size_t d = hd_vec; d < head_dim; ++d) dots[r] += q[d] * kr[d];
         }
       }
       (B::load_aligned(dots) * B(c)).store_aligned(s + j);
     }
     for (; j < n; ++j) {
-      const float* kr = k + static_cast<std::ptrdiff_t>(j) * ld_k;
+      const float* kr = k(j);
       B acc(0.0f);
       for (std::size_t d = 0; d < hd_vec; d += W) {
         acc = xsimd::fma(B::load_unaligned(kr + d), B::load_unaligned(q + d), acc);
@@ -214,16 +316,16 @@ struct DecodeChunk {
   // otherwise scores() per row), and each row's W dot products over W keys are reduced
   // together with haddp instead of one horizontal sum each. Not the bits of scores(): the
   // horizontal reduction order differs.
-  template <class Arch>
+  template <class Arch, class Rows>
   static void scores_rows(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
-                          const float* k, std::ptrdiff_t ld_k, std::size_t n, std::size_t head_dim,
-                          float c, float (*s)[kSub]) noexcept {
+                          const Rows& k, std::size_t n, std::size_t head_dim, float c,
+                          float (*s)[kSub]) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
     const std::size_t nv = head_dim / W;
     if (nv == 0 || nv * W != head_dim || nv > kSlice) {
       for (std::size_t g = 0; g < rows; ++g)
-        scores(Arch{}, q + static_cast<std::ptrdiff_t>(g) * ld_q, k, ld_k, n, head_dim, c, s[g]);
+        scores(Arch{}, q + static_cast<std::ptrdiff_t>(g) * ld_q, k, n, head_dim, c, s[g]);
       return;
     }
     with_count<Arch>(nv, [&](auto count) {
@@ -232,7 +334,7 @@ struct DecodeChunk {
       std::size_t j = 0;
       for (; j + W <= n; j += W) {
         for (std::size_t r = 0; r < W; ++r) {
-          const float* kr = k + static_cast<std::ptrdiff_t>(j + r) * ld_k;
+          const float* kr = k(j + r);
           B kv[NV];
           for (std::size_t i = 0; i < NV; ++i) kv[i] = B::load_unaligned(kr + i * W);
           for (std::size_t g = 0; g < rows; ++g) {
@@ -246,7 +348,7 @@ struct DecodeChunk {
         for (std::size_t g = 0; g < rows; ++g) (hsum_rows(acc[g]) * B(c)).store_aligned(s[g] + j);
       }
       for (; j < n; ++j) {
-        const float* kr = k + static_cast<std::ptrdiff_t>(j) * ld_k;
+        const float* kr = k(j);
         for (std::size_t g = 0; g < rows; ++g) {
           const float* qg = q + static_cast<std::ptrdiff_t>(g) * ld_q;
           B a(0.0f);
@@ -291,9 +393,9 @@ struct DecodeChunk {
   }
 
   // out = alpha * out + sum_j p[j] * v_j over n keys.
-  template <class Arch>
-  static void accumulate(Arch, const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
-                         std::size_t head_dim, float alpha, float* out) noexcept {
+  template <class Arch, class Rows>
+  static void accumulate(Arch, const float* p, const Rows& v, std::size_t n, std::size_t head_dim,
+                         float alpha, float* out) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
     if (alpha != 1.0f) {  // the max grew: rescale what was accumulated
@@ -302,13 +404,12 @@ struct DecodeChunk {
     const std::size_t hd_vec = head_dim / W * W;
     for (std::size_t d0 = 0; d0 < hd_vec; d0 += kSlice * W) {
       const std::size_t nv = std::min(kSlice, (hd_vec - d0) / W);
-      with_count<Arch>(nv, [&](auto c) {
-        accumulate_slice<Arch, decltype(c)::value>(p, v + d0, ld_v, n, out + d0);
-      });
+      with_count<Arch>(
+          nv, [&](auto c) { accumulate_slice<Arch, decltype(c)::value>(p, v, d0, n, out + d0); });
     }
     for (std::size_t d = hd_vec; d < head_dim; ++d) {
       float o = out[d];
-      for (std::size_t j = 0; j < n; ++j) o += p[j] * v[static_cast<std::ptrdiff_t>(j) * ld_v + d];
+      for (std::size_t j = 0; j < n; ++j) o += p[j] * v(j)[d];
       out[d] = o;
     }
   }
@@ -328,8 +429,8 @@ struct DecodeChunk {
 
   // NV vectors of out += sum_j p[j] * v_j[0 : NV * W]. At least 8 independent FMA chains
   // hide the FMA latency: below 8 vectors even and odd keys feed two sets of accumulators.
-  template <class Arch, std::size_t NV>
-  static void accumulate_slice(const float* p, const float* v, std::ptrdiff_t ld_v, std::size_t n,
+  template <class Arch, std::size_t NV, class Rows>
+  static void accumulate_slice(const float* p, const Rows& v, std::size_t d0, std::size_t n,
                                float* out) noexcept {
     using B = xsimd::batch<float, Arch>;
     constexpr std::size_t W = B::size;
@@ -340,17 +441,17 @@ struct DecodeChunk {
       if constexpr (kSets == 2) acc[1][i] = B(0.0f);
     }
     std::size_t j = 0;
-    const float* vj = v;
-    for (; j + kSets <= n; j += kSets, vj += kSets * ld_v) {
+    for (; j + kSets <= n; j += kSets) {
       for (std::size_t t = 0; t < kSets; ++t) {
         const B pj(p[j + t]);
-        const float* row = vj + static_cast<std::ptrdiff_t>(t) * ld_v;
+        const float* row = v(j + t) + d0;
         for (std::size_t i = 0; i < NV; ++i)
           acc[t][i] = xsimd::fma(pj, B::load_unaligned(row + i * W), acc[t][i]);
       }
     }
     if (j < n) {
       const B pj(p[j]);
+      const float* vj = v(j) + d0;
       for (std::size_t i = 0; i < NV; ++i)
         acc[0][i] = xsimd::fma(pj, B::load_unaligned(vj + i * W), acc[0][i]);
     }

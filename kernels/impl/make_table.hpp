@@ -40,6 +40,19 @@ const KernelTable& make_table(Isa isa) noexcept {
         DecodeChunkGroup{}(Arch{}, q, ld_q, rows, k, ld_k, v, ld_v, n_kv, head_dim, scale, out,
                            ld_out, partials, ld_partial, mods);
       },
+      [](const float* q, const KvPages& pages, std::size_t first_key, std::size_t n_kv,
+         std::size_t head_dim, float scale, float* out_partial, DecodePartial* partial,
+         const DecodeMods& mods) noexcept {
+        DecodeChunk::paged(Arch{}, q, pages, first_key, n_kv, head_dim, scale, out_partial, partial,
+                           mods);
+      },
+      [](const float* q, std::ptrdiff_t ld_q, std::size_t rows, const KvPages& pages,
+         std::size_t first_key, std::size_t n_kv, std::size_t head_dim, float scale, float* out,
+         std::ptrdiff_t ld_out, DecodePartial* partials, std::ptrdiff_t ld_partial,
+         const DecodeMods* mods) noexcept {
+        DecodeChunk::group_paged(Arch{}, q, ld_q, rows, pages, first_key, n_kv, head_dim, scale,
+                                 out, ld_out, partials, ld_partial, mods);
+      },
       [](const float* out_partials, const DecodePartial* partials, std::size_t n_chunks,
          std::size_t head_dim, float* out) noexcept {
         DecodeMerge{}(Arch{}, out_partials, partials, n_chunks, head_dim, out);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <span>
 
+#include "attn/cache_pool.hpp"
 #include "attn/config.hpp"
 #include "attn/export.hpp"
 #include "attn/status.hpp"
@@ -66,9 +67,15 @@ class ATTN_API Engine {
   Status forward(ConstTensorView x, TensorView out,
                  AttentionImpl impl = AttentionImpl::kFused) const;
 
-  /// Creates a KV-cache session of capacity context_length (see Session). Fails for a
+  /// Creates a KV-cache session of capacity context_length (see Session) with a private
+  /// CachePool of context_length positions (rounded up to whole blocks). Fails for a
   /// non-causal engine, or when the cache cannot be allocated.
   Result<Session> new_session() const;
+
+  /// Creates an empty KV-cache session whose blocks come from `pool` as it grows (it holds
+  /// none until its first call). Fails for a non-causal engine or a pool made for another
+  /// cache shape (kv heads, head_dim; both named).
+  Result<Session> new_session(CachePool& pool) const;
 
   /// Advances every session by one token: x: [n, d_in] (row i for sessions[i]) ->
   /// out: [n, d_out]. Sessions must belong to this engine, be distinct and not full; on any
@@ -76,6 +83,18 @@ class ATTN_API Engine {
   /// the result does not depend on the thread count. `stats` (optional) receives timings.
   Status step(std::span<Session* const> sessions, ConstTensorView x, TensorView out,
               StepStats* stats = nullptr) const;
+
+  /// Advances each session by its own number of tokens in one call (a ragged batch, for
+  /// continuous batching): sessions[i] takes new_tokens[i] >= 1 rows of x, the rows of all
+  /// sessions concatenated in order. x: [sum(new_tokens), d_in] -> out: [sum, d_out].
+  /// A session with one new token attends like step(), one with more like prefill(); the
+  /// outputs are bit-identical to advancing each session alone that way, for any thread count
+  /// and backend. Sessions must belong to this engine, be distinct and have room
+  /// (position + new_tokens <= context_length). On any error, pool exhaustion included
+  /// (kResourceExhausted naming the pool size, bytes in use and bytes asked), no session
+  /// changes. Work runs over (session, head, query block or cache chunk) tasks in one pass.
+  Status advance(std::span<Session* const> sessions, std::span<const std::int64_t> new_tokens,
+                 ConstTensorView x, TensorView out, StepStats* stats = nullptr) const;
 
   /// Returns what the layer is.
   const LayerConfig& config() const noexcept;
@@ -92,7 +111,9 @@ class ATTN_API Engine {
 
  private:
   friend class Session;
+  friend class CachePool;
   explicit Engine(std::shared_ptr<const EngineState> state);
+  Result<Session> make_session(std::shared_ptr<CachePoolState> pool, bool private_pool) const;
   // The batched step of Engine::step and Session::step.
   static Status step_sessions(const EngineState& st, std::span<Session* const> sessions,
                               ConstTensorView x, TensorView out, StepStats* stats);
@@ -100,13 +121,15 @@ class ATTN_API Engine {
 };
 
 /// Incremental decoding for one sequence: keys and values of every past position are cached
-/// ([num_heads, context_length, head_dim] floats each for keys and values, allocated once by
-/// Engine::new_session: 2 * d_out * context_length * 4 bytes), so a new token costs one query
-/// against the cache instead of a forward over the whole prefix. The causal mask aligns
-/// bottom-right: a new token sees every cached position and itself (the last `window`
+/// in blocks of a CachePool (CachePool::block_positions() positions each, taken as the session
+/// grows; Engine::new_session() gives the session a private pool of context_length
+/// positions), so a new token costs one query against the cache instead of a forward over the
+/// whole prefix. The kernels read the cache through the session's block table. The causal mask
+/// aligns bottom-right: a new token sees every cached position and itself (the last `window`
 /// positions when LayerConfig::window > 0). Appending past context_length is an error.
-/// Thread safety: one session is used by one thread at a time; different sessions of one
-/// engine may run concurrently.
+/// Thread safety: one session is used by one thread at a time, except that fork() only reads
+/// the session and may run from several threads at once while nothing advances it;
+/// different sessions (of one engine, of one pool, forks of each other) may run concurrently.
 class ATTN_API Session {
  public:
   Session(Session&&) noexcept;
@@ -120,13 +143,24 @@ class ATTN_API Session {
   /// Appends one token. x: [1, d_in] -> out: [1, d_out]. Fails without changing the
   /// session when it is full.
   Status step(ConstTensorView x, TensorView out, StepStats* stats = nullptr);
-  /// Forgets every cached position (keeps the memory).
+  /// Forgets every cached position and returns the session's blocks to its pool.
   void reset() noexcept;
+  /// Returns the session's blocks to its pool (position becomes 0); the same as reset().
+  void release() noexcept;
+  /// Returns a new session with this one's positions: it shares this session's full blocks
+  /// copy-on-write (they are never written again; a block shared is counted once in the
+  /// pool) and gets a copy of the partly filled last block, so each can grow on its own.
+  /// Outputs of either are identical to those of an unshared copy. Fails (kResourceExhausted,
+  /// nothing changed) when the pool has no block for the copy or memory runs out.
+  Result<Session> fork() const;
   /// Returns how many positions are cached.
   std::int64_t position() const noexcept;
   /// Returns context_length: the most positions the session can hold.
   std::int64_t capacity() const noexcept;
-  /// Returns the bytes of the key and value cache: 2 * num_heads * context_length * head_dim * 4.
+  /// Returns the key and value bytes set aside for this session: with a private pool (from
+  /// new_session()) the pool's capacity, 2 * kv_dim * 4 bytes per position for
+  /// context_length rounded up to whole blocks; with a shared pool the bytes of the blocks
+  /// the session holds (blocks shared with a fork counted in full).
   std::size_t cache_bytes() const noexcept;
 
  private:
