@@ -358,6 +358,12 @@ def test_graceful_shutdown_finishes_in_flight():
         socket.create_connection(("127.0.0.1", s.port), timeout=2)
 
 
+def test_port_in_use_is_an_error(server):
+    r = subprocess.run([ATTN, "serve", "--weights", WEIGHTS, "--port", str(server.port)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "cannot listen" in r.stderr
+
+
 def test_sigint_stops_an_idle_server():
     s = Server()
     s.proc.send_signal(signal.SIGINT)

@@ -188,8 +188,11 @@ struct HttpServer::Impl {
     // httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed when Debian built
     // it): a burst of clients would see dropped SYNs and 1 s retransmits. The listening
     // socket is remembered here and listen() again with a larger backlog after binding.
+    // httplib's default options add SO_REUSEPORT, which lets a second server bind the same
+    // port and take half its connections: SO_REUSEADDR only (restarts need no TIME_WAIT wait).
     http.set_socket_options([this](int sock) {
-      httplib::default_socket_options(sock);
+      const int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
       listen_socket = sock;
     });
     // Every error without a body (httplib's own 404, 413, 400) gets the protocol's JSON.
