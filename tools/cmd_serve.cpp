@@ -181,8 +181,9 @@ Command add_serve(CLI::App& app) {
       ->check(in_range(64, std::int64_t{1} << 34))
       ->capture_default_str();
   sub->add_option("--max-cache-bytes", args->max_cache_bytes,
-                  "KV-cache bytes of all sessions (sequences and stateless requests); 0 = "
-                  "(max-sequences + 16) sessions")
+                  "Budget of the KV-cache pool all sessions take 128-position blocks from "
+                  "(sequences and stateless requests); 0 = (max-sequences + 16) full-context "
+                  "sessions")
       ->check(in_range(0, std::int64_t{1} << 50))
       ->capture_default_str();
   sub->add_option("--sequence-timeout", args->sequence_timeout,

@@ -303,6 +303,31 @@ def test_sequence_timeout_frees_the_cache():
         assert s.stop() == 0
 
 
+def test_pool_budget_admits_sequences_by_blocks():
+    """--max-cache-bytes is a CachePool of 128-position blocks (6144 bytes each for this layer):
+    two blocks hold two live sequences; a third is refused with 429 until one ends, and
+    stateless requests wait for a block instead of failing."""
+    s = Server("--max-cache-bytes", str(2 * 6144))
+    try:
+        for sid in (1, 2):
+            y = output_of(*s.infer(json_request(X[0, :4], {"sequence_id": sid, "sequence_start": True})))
+            np.testing.assert_allclose(y, Y[0, :4], atol=1e-5, rtol=1e-5)
+        m = s.metrics()
+        assert m["attn_pool_capacity_bytes"] == 2 * 6144
+        assert m["attn_pool_used_bytes"] == 2 * 6144
+        code, _, body = s.infer(json_request(X[0, :4], {"sequence_id": 3, "sequence_start": True}))
+        assert code == 429 and b"KV-cache pool is full" in body, body
+        # Both blocks are promised: a stateless request waits, so end sequence 1 meanwhile.
+        y = output_of(*s.infer(json_request(X[1, 4:5], {"sequence_id": 1, "sequence_end": True})))
+        assert y.shape == (1, 6) and np.isfinite(y).all()  # sequence 1 holds X[0]'s prefix
+        np.testing.assert_allclose(output_of(*s.infer(json_request(X))), Y, atol=1e-5, rtol=1e-5)
+        y = output_of(*s.infer(json_request(X[2, :5], {"sequence_id": 3, "sequence_start": True})))
+        np.testing.assert_allclose(y, Y[2, :5], atol=1e-5, rtol=1e-5)
+        assert s.metrics()["attn_pool_used_bytes"] == 2 * 6144
+    finally:
+        assert s.stop() == 0
+
+
 def test_overload_gets_only_200_429_503_then_serves():
     # One token per engine batch keeps requests in the queue long enough to fill it.
     s = Server("--max-queue", "2", "--max-sequences", "3", "--http-threads", "16",

@@ -14,44 +14,45 @@ namespace attn::serve {
 EngineBatchRunner::EngineBatchRunner(Engine engine) : engine_(std::move(engine)) {}
 
 Status EngineBatchRunner::run(std::span<const BatchItem> items) {
-  // TODO(#16): one Engine::advance(sessions, new_tokens, x [sum, d_in], out) over `items`
-  // replaces the step + prefill split below (resets stay here, before the call).
   const std::int64_t d_in = engine_.config().d_in, d_out = engine_.config().d_out;
-  step_sessions_.clear();
+  sessions_.clear();
+  tokens_.clear();
+  std::int64_t rows = 0;
   for (const BatchItem& it : items) {
-    if (it.reset_first && it.session != nullptr) it.session->reset();
-    if (it.tokens == 1 && it.session != nullptr) step_sessions_.push_back(it.session);
+    if (it.session == nullptr) continue;
+    if (it.reset_first) it.session->reset();
+    sessions_.push_back(it.session);
+    tokens_.push_back(it.tokens);
+    rows += it.tokens;
   }
-  if (!step_sessions_.empty()) {
-    const auto n = static_cast<std::int64_t>(step_sessions_.size());
-    step_x_.resize(static_cast<std::size_t>(n * d_in));
-    step_out_.resize(static_cast<std::size_t>(n * d_out));
+  if (!sessions_.empty()) {
+    // The items' rows live in their requests' buffers: gather them for the one call.
+    x_.resize(static_cast<std::size_t>(rows * d_in));
+    out_.resize(static_cast<std::size_t>(rows * d_out));
     std::int64_t row = 0;
     for (const BatchItem& it : items) {
-      if (it.tokens != 1 || it.session == nullptr) continue;
-      std::memcpy(step_x_.data() + row * d_in, it.x, sizeof(float) * d_in);
-      ++row;
+      if (it.session == nullptr) continue;
+      std::memcpy(x_.data() + row * d_in, it.x, sizeof(float) * it.tokens * d_in);
+      row += it.tokens;
     }
-    if (Status s = engine_.step(step_sessions_, ConstTensorView(step_x_.data(), Shape{n, d_in}),
-                                TensorView{step_out_.data(), Shape{n, d_out}});
+    if (Status s =
+            engine_.advance(sessions_, tokens_, ConstTensorView(x_.data(), Shape{rows, d_in}),
+                            TensorView{out_.data(), Shape{rows, d_out}});
         !s.ok()) {
       return s;
     }
     row = 0;
     for (const BatchItem& it : items) {
-      if (it.tokens != 1 || it.session == nullptr) continue;
-      std::memcpy(it.out, step_out_.data() + row * d_out, sizeof(float) * d_out);
-      ++row;
+      if (it.session == nullptr) continue;
+      std::memcpy(it.out, out_.data() + row * d_out, sizeof(float) * it.tokens * d_out);
+      row += it.tokens;
     }
   }
   for (const BatchItem& it : items) {
+    if (it.session != nullptr) continue;
     const ConstTensorView x(it.x, Shape{it.tokens, d_in});
     const TensorView out{it.out, Shape{it.tokens, d_out}};
-    if (it.session == nullptr) {
-      if (Status s = engine_.forward(x, out); !s.ok()) return s;
-    } else if (it.tokens > 1) {
-      if (Status s = it.session->prefill(x, out); !s.ok()) return s;
-    }
+    if (Status s = engine_.forward(x, out); !s.ok()) return s;
   }
   return {};
 }
@@ -65,7 +66,8 @@ constexpr std::size_t kMaxFreeScratch = 8;
 
 struct Scheduler::Sequence {
   std::unique_ptr<Session> session;
-  std::int64_t reserved = 0;  // positions after every admitted request of this sequence
+  std::int64_t reserved = 0;         // positions after every admitted request of this sequence
+  std::int64_t reserved_blocks = 0;  // pool blocks promised to it (see infer)
   Clock::time_point last_used;
   int pending = 0;       // admitted requests not yet answered
   bool dropped = false;  // removed from sequences_ (ended, expired or failed)
@@ -83,6 +85,7 @@ struct Scheduler::Item {
   Pending* owner = nullptr;
   std::shared_ptr<Sequence> sequence;  // null: stateless
   std::unique_ptr<Session> scratch;    // stateless on a causal layer: taken when first run
+  std::int64_t scratch_blocks = 0;     // pool blocks reserved for `scratch`
   const float* x = nullptr;
   float* out = nullptr;
   std::int64_t tokens = 0;
@@ -109,14 +112,17 @@ Status Scheduler::start() {
     if (limits_.max_cache_bytes <= 0) {
       limits_.max_cache_bytes = (limits_.max_sequences + 16) * session_bytes_;
     }
-    max_sessions_ = limits_.max_cache_bytes / session_bytes_;
-    if (max_sessions_ < 1) {
-      return Status(ErrorCode::kInvalidArgument,
-                    "--max-cache-bytes " + std::to_string(limits_.max_cache_bytes) +
-                        " holds no session of " + std::to_string(session_bytes_) + " bytes");
+    probe->release();
+    Result<CachePool> pool =
+        CachePool::create(engine_, static_cast<std::size_t>(limits_.max_cache_bytes));
+    if (!pool.ok()) {
+      return Status(pool.status().code(), "--max-cache-bytes " +
+                                              std::to_string(limits_.max_cache_bytes) + ": " +
+                                              pool.status().message());
     }
-    free_scratch_.push_back(std::make_unique<Session>(std::move(probe.value())));
-    sessions_held_ = 1;
+    pool_.emplace(std::move(pool.value()));
+    block_positions_ = pool_->block_positions();
+    total_blocks_ = static_cast<std::int64_t>(pool_->capacity_bytes() / pool_->block_bytes());
   }
   started_ = true;
   thread_ = std::thread([this] { loop(); });
@@ -127,8 +133,8 @@ Metrics::Live Scheduler::live() const {
   std::lock_guard<std::mutex> lock(mu_);
   Metrics::Live l;
   l.sequences = static_cast<std::int64_t>(sequences_.size());
-  l.pool_used_bytes = sessions_held_ * session_bytes_;
-  l.pool_capacity_bytes = limits_.max_cache_bytes;
+  l.pool_used_bytes = pool_ ? static_cast<std::int64_t>(pool_->used_bytes()) : 0;
+  l.pool_capacity_bytes = pool_ ? static_cast<std::int64_t>(pool_->capacity_bytes()) : 0;
   l.queue_depth = admitted_;
   l.queued_tokens = queued_tokens_;
   return l;
@@ -153,6 +159,21 @@ InferOutcome Scheduler::infer(const InferRequest& req) noexcept {
               {}};
     }
     bool reset = false;
+    // The pool's blocks this request needs beyond what is reserved already (see Scheduler).
+    auto pool_full = [&](std::int64_t need) -> InferOutcome {
+      return {429,
+              "the KV-cache pool is full: " + std::to_string(reserved_blocks_) + " of " +
+                  std::to_string(total_blocks_) + " blocks of " + std::to_string(block_positions_) +
+                  " positions are reserved and this "
+                  "request needs " +
+                  std::to_string(need) + " more (--max-cache-bytes)",
+              {}};
+    };
+    // A stateless request's sequences take their blocks one scratch session at a time when
+    // they run (pick); refused only when one of them could never fit.
+    if (!req.sequence && stateful() && blocks_of(req.seq_len) > total_blocks_) {
+      return pool_full(blocks_of(req.seq_len));
+    }
     if (req.sequence) {
       if (!stateful()) return {400, "this model is not causal: it has no sequences", {}};
       const auto it = sequences_.find(key);
@@ -166,8 +187,15 @@ InferOutcome Scheduler::infer(const InferRequest& req) noexcept {
                       std::to_string(limits_.max_sequences) + ")",
                   {}};
         }
-        if (sessions_held_ >= max_sessions_ && free_scratch_.empty()) {
-          return {429, "the KV-cache pool is full (--max-cache-bytes)", {}};
+        if (tokens > engine_.config().context_length) {
+          return {400,
+                  "the sequence would hold " + std::to_string(tokens) +
+                      " tokens, over context_length " +
+                      std::to_string(engine_.config().context_length),
+                  {}};
+        }
+        if (reserved_blocks_ + blocks_of(tokens) > total_blocks_) {
+          return pool_full(blocks_of(tokens));
         }
         seq = std::make_shared<Sequence>();
         seq->session = take_scratch();  // counted in sessions_held_ by take_scratch
@@ -175,19 +203,24 @@ InferOutcome Scheduler::infer(const InferRequest& req) noexcept {
         sequences_.emplace(key, seq);
       } else {
         seq = it->second;
-        if (req.sequence_start) {
-          reset = true;
-          seq->reserved = 0;
-        }
+        reset = req.sequence_start;
       }
-      if (seq->reserved + tokens > engine_.config().context_length) {
+      const std::int64_t base = reset ? 0 : seq->reserved;
+      if (base + tokens > engine_.config().context_length) {
         return {400,
-                "the sequence would hold " + std::to_string(seq->reserved + tokens) +
+                "the sequence would hold " + std::to_string(base + tokens) +
                     " tokens, over context_length " +
                     std::to_string(engine_.config().context_length),
                 {}};
       }
-      seq->reserved += tokens;
+      // A sequence keeps the most blocks it was ever promised until it is dropped (a restart
+      // frees its blocks only when its reset runs, after its earlier requests).
+      const std::int64_t need =
+          std::max<std::int64_t>(0, blocks_of(base + tokens) - seq->reserved_blocks);
+      if (reserved_blocks_ + need > total_blocks_) return pool_full(need);
+      reserved_blocks_ += need;
+      seq->reserved_blocks += need;
+      seq->reserved = base + tokens;
       seq->pending += 1;
       seq->last_used = Clock::now();
     }
@@ -217,8 +250,10 @@ InferOutcome Scheduler::infer(const InferRequest& req) noexcept {
         if (it != sequences_.end() && it->second == seq) sequences_.erase(it);
       }
       if (seq->dropped && seq->pending == 0 && seq->session) {
-        seq->session.reset();
+        seq->session.reset();  // its blocks go back to the pool
         --sessions_held_;
+        reserved_blocks_ -= seq->reserved_blocks;
+        seq->reserved_blocks = 0;
       }
     }
     res.status = pending.status;
@@ -239,8 +274,7 @@ std::unique_ptr<Session> Scheduler::take_scratch() {
     s->reset();
     return s;
   }
-  if (sessions_held_ >= max_sessions_) return nullptr;
-  Result<Session> s = engine_.new_session();
+  Result<Session> s = engine_.new_session(*pool_);
   if (!s.ok()) return nullptr;
   ++sessions_held_;
   return std::make_unique<Session>(std::move(s.value()));
@@ -248,6 +282,7 @@ std::unique_ptr<Session> Scheduler::take_scratch() {
 
 void Scheduler::return_scratch(std::unique_ptr<Session> s) {
   if (!s) return;
+  s->release();  // its blocks go back to the pool now
   if (free_scratch_.size() < kMaxFreeScratch) {
     free_scratch_.push_back(std::move(s));
   } else {
@@ -264,6 +299,8 @@ void Scheduler::expire(Clock::time_point now) {
       s.dropped = true;
       s.session.reset();
       --sessions_held_;
+      reserved_blocks_ -= s.reserved_blocks;
+      s.reserved_blocks = 0;
       metrics_.expired_sequences.fetch_add(1);
       it = sequences_.erase(it);
     } else {
@@ -288,8 +325,13 @@ void Scheduler::pick(std::vector<Item*>& picked, std::vector<std::int64_t>& chun
   };
   auto has_session = [this](Item* it) {
     if (it->sequence || !stateful() || it->scratch) return true;
+    const std::int64_t need = blocks_of(it->tokens);
+    if (reserved_blocks_ + need > total_blocks_) return false;  // waits for blocks
     it->scratch = take_scratch();
-    return it->scratch != nullptr;
+    if (!it->scratch) return false;
+    reserved_blocks_ += need;
+    it->scratch_blocks = need;
+    return true;
   };
   // Decodes first, oldest first, up to decode_cap.
   for (Item* it : queue_) {
@@ -326,6 +368,8 @@ void Scheduler::pick(std::vector<Item*>& picked, std::vector<std::int64_t>& chun
 
 void Scheduler::finish_item(Item* item, int status, const std::string& error) {
   return_scratch(std::move(item->scratch));
+  reserved_blocks_ -= item->scratch_blocks;
+  item->scratch_blocks = 0;
   Pending* p = item->owner;
   if (status != 200 && p->status == 200) {
     p->status = status;

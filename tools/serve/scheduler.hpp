@@ -9,12 +9,14 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "attn/cache_pool.hpp"
 #include "attn/engine.hpp"
 #include "metrics.hpp"
 #include "protocol.hpp"
@@ -40,9 +42,9 @@ class BatchRunner {
   virtual Status run(std::span<const BatchItem> items) = 0;
 };
 
-/// Today's runner on the public API: the one-token items in one batched Engine::step, every
-/// longer item by its own Session::prefill. This is the one place where the ragged
-/// Engine::advance (the paged-cache issue) replaces both with a single call.
+/// The runner on the public API: every item with a session (prompt chunks and one-token decode
+/// steps alike) in one ragged Engine::advance call, all-or-nothing; items without a session
+/// (a layer that is not causal) each by one Engine::forward.
 class EngineBatchRunner final : public BatchRunner {
  public:
   explicit EngineBatchRunner(Engine engine);
@@ -50,8 +52,9 @@ class EngineBatchRunner final : public BatchRunner {
 
  private:
   Engine engine_;
-  std::vector<Session*> step_sessions_;
-  std::vector<float> step_x_, step_out_;
+  std::vector<Session*> sessions_;
+  std::vector<std::int64_t> tokens_;
+  std::vector<float> x_, out_;
 };
 
 /// The scheduler's limits (the serve flags of the same names).
@@ -59,7 +62,7 @@ struct SchedulerLimits {
   std::int64_t max_batch_tokens = 512;  ///< tokens per engine batch
   std::int64_t max_sequences = 64;      ///< live stateful sequences
   std::int64_t max_queue = 64;          ///< infer requests admitted and not yet answered
-  std::int64_t max_cache_bytes = 0;     ///< KV-cache bytes of every session; 0: see create()
+  std::int64_t max_cache_bytes = 0;     ///< the KV-cache pool's budget; 0: see the Scheduler
   double sequence_timeout_s = 60;       ///< idle sequences are dropped after this
 };
 
@@ -78,7 +81,10 @@ struct InferOutcome {
 /// Thread safety: infer() may run from many threads at once; start/drain from one.
 class Scheduler {
  public:
-  /// max_cache_bytes 0 becomes (max_sequences + 16) sessions' worth.
+  /// max_cache_bytes 0 becomes (max_sequences + 16) full-context sessions' worth. Every
+  /// session takes its blocks from one CachePool of that budget; a request is admitted only
+  /// when the blocks its tokens will need (positions rounded up to the pool's blocks) are free
+  /// of every other admitted request's reservation, so an engine call never runs the pool dry.
   Scheduler(Engine engine, std::unique_ptr<BatchRunner> runner, SchedulerLimits limits,
             Metrics& metrics);
   ~Scheduler();
@@ -119,7 +125,12 @@ class Scheduler {
   Metrics& metrics_;
   std::int64_t d_in_ = 0, d_out_ = 0;
   std::int64_t session_bytes_ = 0;  // 0: the layer has no sessions (not causal)
-  std::int64_t max_sessions_ = 0;   // max_cache_bytes / session_bytes_
+  std::optional<CachePool> pool_;   // every session's blocks
+  std::int64_t block_positions_ = 0, total_blocks_ = 0;
+  std::int64_t reserved_blocks_ = 0;  // blocks promised to admitted sequences and requests
+  std::int64_t blocks_of(std::int64_t positions) const {
+    return (positions + block_positions_ - 1) / block_positions_;
+  }
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
