@@ -13,6 +13,7 @@
 #include "attn/chapter/reference.hpp"
 #include "attn/dtype.hpp"
 #include "attn/engine.hpp"
+#include "attn/probe.hpp"
 #include "attn/weights.hpp"
 #include "engine_fixture.hpp"
 #include "helpers.hpp"
@@ -88,6 +89,15 @@ TEST_CASE("dtype names parse and print", "[dtype]") {
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().message().find("'fp16'") != std::string::npos);
   CHECK(attn::dtype_bytes(DType::kBf16) == 2);
+}
+
+TEST_CASE("the bf16 peak probe runs only where AVX512-BF16 exists", "[dtype]") {
+  const double gflops = attn::measure_peak_bf16_gflops(0.01);
+  if (gflops == 0) {
+    WARN("no AVX512-BF16 on this CPU (or in this build): the bf16 peak probe returned 0");
+  } else {
+    CHECK(gflops > 1.0);
+  }
 }
 
 TEST_CASE("create refuses dtypes it cannot run, naming the setting and value", "[dtype]") {
