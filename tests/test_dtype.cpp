@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -208,6 +209,31 @@ TEST_CASE("16-bit weights halve the packed bytes and keep sessions equal to forw
         INFO("dtype " << attn::to_string(d) << " token " << t << " col " << j);
         CHECK(yt.data()[j] == Approx(y.data()[t * 64 + j]).margin(1e-5));
       }
+    }
+  }
+}
+
+TEST_CASE("16-bit weights give the same bits on every backend and thread count", "[dtype]") {
+  test::EngineCase c =
+      test::make_case(attn::Variant::kMultiHeadAttention, 96, 96, 4, 3, 37, true, true, 17);
+  for (DType d : {DType::kBf16, DType::kF16}) {
+    attn::RunOptions serial;
+    serial.backend = attn::Backend::kSerial;
+    serial.weight_dtype = d;
+    auto e1 = attn::Engine::create(c.config, c.weights, serial);
+    REQUIRE(e1.ok());
+    attn::Tensor want(attn::Shape{3, 37, 96});
+    REQUIRE(e1->forward(c.x.view(), want.view()).ok());
+    for (attn::Backend b : test::threaded_backends()) {
+      attn::RunOptions o = serial;
+      o.backend = b;
+      o.threads = 3;
+      auto e = attn::Engine::create(c.config, c.weights, o);
+      REQUIRE(e.ok());
+      attn::Tensor got(attn::Shape{3, 37, 96});
+      REQUIRE(e->forward(c.x.view(), got.view()).ok());
+      INFO("dtype " << attn::to_string(d) << " backend " << attn::to_string(b));
+      REQUIRE(std::memcmp(got.data(), want.data(), sizeof(float) * 3 * 37 * 96) == 0);
     }
   }
 }
