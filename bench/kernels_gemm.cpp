@@ -3,9 +3,13 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "bench_common.hpp"
+#include "kernels/half.hpp"
 #include "kernels/kernels.hpp"
 
 namespace {
@@ -56,6 +60,70 @@ BENCHMARK(BM_Gemm)
     ->Args({1, 768, 768})      // one token (decode-like, memory-bound)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
+
+// The GEMM on f32, bf16 and f16 packed weights (issue 15): same FLOPs, half the weight bytes.
+// One row (a decode step's projection) streams the weights from memory once per call: the
+// weight_GB/s counter is the rate of those bytes. 8192 rows is compute-bound.
+void BM_GemmWeightType(benchmark::State& state) {
+  const attn::kernels::Isa isa = bench::kernel_isa();
+  const auto m = static_cast<std::size_t>(state.range(0));
+  const auto n = static_cast<std::size_t>(state.range(1));
+  const auto k = static_cast<std::size_t>(state.range(2));
+  const auto type = static_cast<attn::kernels::WeightType>(state.range(3));
+  const bool narrow = type != attn::kernels::WeightType::kF32;
+  const Buffer a(m * k, 1);
+  const Buffer b(n * k, 2);
+  const Buffer bias(n, 3);
+  const std::size_t elems = attn::kernels::gemm_packed_floats(isa, n, k);
+  const Buffer packed(narrow ? elems / 2 + 1 : elems, 4);
+  const Buffer c(m * n, 5);
+  const Buffer scratch(attn::kernels::gemm_scratch_floats(isa), 6);
+  auto* packed16 = reinterpret_cast<std::uint16_t*>(packed.get());
+  if (narrow) {
+    std::vector<std::uint16_t> halves(n * k);
+    for (std::size_t i = 0; i < n * k; ++i)
+      halves[i] = attn::kernels::narrow16(b.get()[i], type).bits;
+    attn::kernels::gemm_pack_b16(isa, halves.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
+                                 packed16);
+  } else {
+    attn::kernels::gemm_pack_b(isa, b.get(), static_cast<std::ptrdiff_t>(k), 1, n, k, packed.get());
+  }
+  attn::kernels::GemmArgs g;
+  g.a = a.get();
+  g.lda = static_cast<std::ptrdiff_t>(k);
+  g.b_type = type;
+  g.packed_b = packed.get();
+  g.packed_b16 = packed16;
+  g.n_total = n;
+  g.m = m;
+  g.k = k;
+  g.n = n;
+  g.bias = bias.get();
+  g.c = c.get();
+  g.ldc = static_cast<std::ptrdiff_t>(n);
+  g.scratch = scratch.get();
+  for (auto _ : state) {
+    attn::kernels::gemm(isa, g);
+    benchmark::ClobberMemory();
+  }
+  const double flops =
+      2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const double weight_bytes = static_cast<double>(elems) * (narrow ? 2.0 : 4.0);
+  state.counters["weight_GB/s"] =
+      benchmark::Counter(weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  bench::report_rate(state, "GFLOP/s", flops * 1e-9, "peak_frac", bench::peak_gflops());
+  state.SetLabel(std::string(attn::kernels::isa_name(isa)) +
+                 (type == attn::kernels::WeightType::kF32
+                      ? " f32"
+                      : (type == attn::kernels::WeightType::kBf16 ? " bf16" : " f16")));
+}
+BENCHMARK(BM_GemmWeightType)
+    ->ArgNames({"m", "n", "k", "type"})              // type: 0 f32, 1 bf16, 2 f16
+    ->ArgsProduct({{1}, {2304}, {768}, {0, 1, 2}})   // gpt2-small QKV, one token
+    ->ArgsProduct({{1}, {3072}, {2048}, {0, 1, 2}})  // llama-3.2-1b QKV, one token
+    ->ArgsProduct({{8192}, {2304}, {768}, {0, 1}})   // gpt2-small QKV, 8 x 1024 tokens
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
 
 // Packing B: nn.Linear's [n, k] (transposing) and [k, n] (copying) layouts.
 void BM_GemmPackB(benchmark::State& state) {

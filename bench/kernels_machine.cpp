@@ -21,6 +21,21 @@ void BM_PeakFma(benchmark::State& state) {
 }
 BENCHMARK(BM_PeakFma)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// The bf16 dot-product roof (vdpbf16ps, AVX512-BF16), for issue 15's compute_dtype bf16.
+void BM_PeakBf16(benchmark::State& state) {
+  if (!attn::kernels::bf16_dot_supported()) {
+    state.SkipWithError("skipped: this CPU (or this build) has no AVX512-BF16 (vdpbf16ps)");
+    return;
+  }
+  constexpr std::size_t kIterations = 1 << 20;
+  double flops = 0;
+  for (auto _ : state) flops = attn::kernels::peak_bf16(kIterations);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel("avx512bf16");
+}
+BENCHMARK(BM_PeakBf16)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 // Reads a buffer of `mib` MiB (default 256: eight times this machine's L3) again and again.
 void BM_Bandwidth(benchmark::State& state) {
   const attn::kernels::Isa isa = bench::kernel_isa();

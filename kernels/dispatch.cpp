@@ -45,7 +45,9 @@ bool os_and_cpu_support(Isa isa) noexcept {
     case Isa::kSse2:
       return true;
     case Isa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      // F16C: the avx2 kernels widen binary16 weights with vcvtph2ps (every AVX2 CPU has it).
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd") &&
@@ -115,6 +117,10 @@ std::size_t gemm_packed_floats(Isa isa, std::size_t n, std::size_t k) noexcept {
 void gemm_pack_b(Isa isa, const float* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n,
                  std::size_t k, float* packed) noexcept {
   table(isa).gemm_pack_b(b, rs_n, rs_k, n, k, packed);
+}
+void gemm_pack_b16(Isa isa, const std::uint16_t* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
+                   std::size_t n, std::size_t k, std::uint16_t* packed) noexcept {
+  table(isa).gemm_pack_b16(b, rs_n, rs_k, n, k, packed);
 }
 std::size_t gemm_n_step(Isa isa) noexcept { return table(isa).gemm_n_step(); }
 std::size_t gemm_scratch_floats(Isa isa) noexcept { return table(isa).gemm_scratch_floats(); }
@@ -197,6 +203,28 @@ void vector_exp(Isa isa, const float* x, float* y, std::size_t n) noexcept {
 double peak_fma(Isa isa, std::size_t iterations) noexcept {
   return table(isa).peak_fma(iterations);
 }
+#if ATTN_HAVE_AVX512BF16
+namespace detail {
+double peak_bf16_avx512(std::size_t iterations) noexcept;  // arch/probe_avx512bf16.cpp
+}  // namespace detail
+#endif
+
+bool bf16_dot_supported() noexcept {
+#if ATTN_HAVE_AVX512BF16
+  return os_and_cpu_support(Isa::kAvx512) && __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+double peak_bf16(std::size_t iterations) noexcept {
+#if ATTN_HAVE_AVX512BF16
+  if (bf16_dot_supported()) return detail::peak_bf16_avx512(iterations);
+#endif
+  static_cast<void>(iterations);
+  return 0;
+}
+
 float read_sum(Isa isa, const float* data, std::size_t n) noexcept {
   return table(isa).read_sum(data, n);
 }

@@ -18,11 +18,20 @@ namespace attn::kernels {
 // [k, n] layout of x @ W (rs_n = 1, rs_k = n). B is packed once (weights) into an opaque,
 // ISA-specific panel layout, then any block of C can be computed from it.
 
-/// Returns the floats gemm_pack_b writes for an [n, k] matrix.
+/// The element type of a packed B: f32, or 16-bit bit patterns (bfloat16 or IEEE binary16)
+/// that the kernels widen to f32 in registers before the f32 FMAs.
+enum class WeightType : std::uint8_t { kF32, kBf16, kF16 };
+
+/// Returns the floats gemm_pack_b writes for an [n, k] matrix (gemm_pack_b16 writes as many
+/// 16-bit elements: the same panel layout, half the bytes).
 std::size_t gemm_packed_floats(Isa isa, std::size_t n, std::size_t k) noexcept;
 /// Packs B (see above) into `packed` (gemm_packed_floats floats, 64-byte aligned).
 void gemm_pack_b(Isa isa, const float* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n,
                  std::size_t k, float* packed) noexcept;
+/// Packs 16-bit B elements (b(j, p) = b[j * rs_n + p * rs_k], bfloat16 or binary16 bits,
+/// moved unchanged) into `packed` (gemm_packed_floats 16-bit elements, 64-byte aligned).
+void gemm_pack_b16(Isa isa, const std::uint16_t* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
+                   std::size_t n, std::size_t k, std::uint16_t* packed) noexcept;
 /// Returns the column granularity: gemm's n0 must be a multiple of it.
 std::size_t gemm_n_step(Isa isa) noexcept;
 /// Returns the floats of scratch one gemm call needs (independent of m, n, k).
@@ -48,6 +57,11 @@ struct GemmArgs {
   float* c = nullptr;           ///< points at C[0, 0]; this call writes C[0:m, n0:n0+n]
   std::ptrdiff_t ldc = 0;
   float* scratch = nullptr;  ///< gemm_scratch_floats floats
+  /// kF32: B is packed_b. kBf16 / kF16: B is packed_b16 (gemm_pack_b16), widened to f32 in
+  /// registers, then the same f32 FMA chains as kF32 (so the result equals the f32 kernel's on
+  /// the widened weights, bit for bit).
+  WeightType b_type = WeightType::kF32;
+  const std::uint16_t* packed_b16 = nullptr;
 };
 
 /// C[0:m, n0:n0+n] = A · B[n0:n0+n, :]ᵀ + bias. Deterministic: each element is summed in
@@ -220,6 +234,12 @@ void vector_exp(Isa isa, const float* x, float* y, std::size_t n) noexcept;
 /// Runs `iterations` rounds of independent vector FMAs kept in registers (enough chains to
 /// cover the FMA latency); returns the FLOPs done (2 per lane per FMA).
 double peak_fma(Isa isa, std::size_t iterations) noexcept;
+/// True when this binary has the bf16 dot-product probe and the CPU (and OS) can run
+/// AVX512-BF16 (vdpbf16ps).
+bool bf16_dot_supported() noexcept;
+/// Runs `iterations` rounds of independent vdpbf16ps in registers; returns the FLOPs done (4
+/// per f32 lane per instruction), or 0 when !bf16_dot_supported(). Independent of `isa`.
+double peak_bf16(std::size_t iterations) noexcept;
 /// Reads n floats with vector loads and returns their sum (so the reads cannot be elided).
 float read_sum(Isa isa, const float* data, std::size_t n) noexcept;
 

@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/half.hpp"
+
 namespace attn::kernels::reference {
 namespace {
 
@@ -47,6 +49,22 @@ void gemm(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k, cons
             static_cast<double>(a[i * lda + p]) *
             static_cast<double>(
                 b[static_cast<std::ptrdiff_t>(j) * rs_n + static_cast<std::ptrdiff_t>(p) * rs_k]);
+      }
+      c[i * ldc + j] = acc;
+    }
+  }
+}
+
+void gemm_w16(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k,
+              const std::uint16_t* b, WeightType type, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
+              std::size_t n, const float* bias, double* c, std::ptrdiff_t ldc) {
+  for (std::size_t i = 0; i < m; ++i) {
+    for (std::size_t j = 0; j < n; ++j) {
+      double acc = bias ? static_cast<double>(bias[j]) : 0.0;
+      for (std::size_t p = 0; p < k; ++p) {
+        const std::uint16_t h =
+            b[static_cast<std::ptrdiff_t>(j) * rs_n + static_cast<std::ptrdiff_t>(p) * rs_k];
+        acc += static_cast<double>(a[i * lda + p]) * static_cast<double>(widen16(h, type));
       }
       c[i * ldc + j] = acc;
     }

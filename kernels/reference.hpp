@@ -21,6 +21,12 @@ void gemm(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k, cons
           std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n, const float* bias, double* c,
           std::ptrdiff_t ldc);
 
+/// The same with 16-bit weights b (bfloat16 or binary16 bits, type `type`), each widened
+/// exactly to double: the twin of gemm with GemmArgs::b_type kBf16 / kF16.
+void gemm_w16(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k,
+              const std::uint16_t* b, WeightType type, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
+              std::size_t n, const float* bias, double* c, std::ptrdiff_t ldc);
+
 /// Rows q_begin .. q_end - 1 of the attention `args` describes (args.out and args.scratch
 /// are ignored); row i goes to out + (i - q_begin) * ld_out.
 void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out);

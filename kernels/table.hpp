@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/kernels.hpp"
 
@@ -12,6 +13,8 @@ struct KernelTable {
   std::size_t (*gemm_packed_floats)(std::size_t n, std::size_t k) noexcept;
   void (*gemm_pack_b)(const float* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n,
                       std::size_t k, float* packed) noexcept;
+  void (*gemm_pack_b16)(const std::uint16_t* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
+                        std::size_t n, std::size_t k, std::uint16_t* packed) noexcept;
   std::size_t (*gemm_n_step)() noexcept;
   std::size_t (*gemm_scratch_floats)() noexcept;
   GemmBlock (*gemm_task_block)() noexcept;

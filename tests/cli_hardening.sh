@@ -151,6 +151,11 @@ check bench_decode_columns 0 "" "$ATTN" bench --decode --kv-len 16 --d-model 16 
   --format csv
 stdout_has bench_decode_warm_cold "kv_len,median_ms,min_ms,max_ms,tokens_per_s,cold_median_ms,cold_sessions,cache_gb_s_warm,cache_gb_s_cold,memory_gb_s,bandwidth_fraction_cold"
 if grep -Eq "p99|forward_ms" "$WORK/out"; then echo "FAIL bench_no_p99"; failures=$((failures + 1)); else echo "ok   bench_no_p99"; fi
+# Issue 15: --weight-dtype sweeps a list; every row names its dtypes in fixed columns.
+check bench_dtype_sweep 0 "" "$ATTN" bench --batch 1 --seq-len 8 --d-model 16 --num-heads 2 --warmup 0 \
+  --reps 1 --weight-dtype f32,bf16,f16 --format csv
+stdout_has bench_dtype_columns "peak_fraction,weight_dtype,compute_dtype,kv_dtype"
+stdout_has bench_dtype_rows ",bf16,f32,f32,"
 
 # --- 9. The walkthrough prints masked_simple and fails when a step fails -------------------
 check walkthrough_3_5 0 "" "$ATTN" walkthrough --section 3.5

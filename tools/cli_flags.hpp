@@ -177,4 +177,61 @@ struct RunFlags {
   Status apply(RunOptions& c) const { return apply(c, threads.front(), backends.front()); }
 };
 
+/// The element types: --weight-dtype, --compute-dtype, --kv-dtype (names fixed by issue 15).
+/// With `sweep` (attn bench) each takes a comma-separated list and combos() is their product.
+struct DTypeFlags {
+  std::vector<std::string> weight{"f32"}, compute{"f32"}, kv{"f32"};
+
+  void add_to(CLI::App* sub, bool sweep) {
+    const std::string list = sweep ? " (comma-separated)" : "";
+    CLI::Option* w = sub->add_option("--weight-dtype", weight,
+                                     "Packed projection weights: f32, bf16 or f16" + list)
+                         ->check(CLI::IsMember({"f32", "bf16", "f16"}))
+                         ->capture_default_str();
+    CLI::Option* c = sub->add_option("--compute-dtype", compute,
+                                     "Multiply-adds: f32 or bf16 (bf16 needs AVX512-BF16 "
+                                     "kernels, not built yet: refused)" +
+                                         list)
+                         ->check(CLI::IsMember({"f32", "bf16"}))
+                         ->capture_default_str();
+    CLI::Option* k = sub->add_option("--kv-dtype", kv,
+                                     "Session key/value cache: f32, bf16, f16 or int8 (only f32 "
+                                     "is built yet: the others are refused)" +
+                                         list)
+                         ->check(CLI::IsMember({"f32", "bf16", "f16", "int8"}))
+                         ->capture_default_str();
+    for (CLI::Option* o : {w, c, k}) {
+      if (sweep) {
+        o->delimiter(',');
+      } else {
+        o->expected(1)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+      }
+    }
+  }
+
+  /// One (weight, compute, kv) choice.
+  struct Combo {
+    DType weight = DType::kF32, compute = DType::kF32, kv = DType::kF32;
+    void apply(RunOptions& o) const {
+      o.weight_dtype = weight;
+      o.compute_dtype = compute;
+      o.kv_dtype = kv;
+    }
+  };
+  /// Every combination of the lists, weight slowest (names were validated at parse time).
+  std::vector<Combo> combos() const {
+    std::vector<Combo> out;
+    for (const std::string& w : weight) {
+      for (const std::string& c : compute) {
+        for (const std::string& k : kv) {
+          out.push_back({parse_dtype(w).value(), parse_dtype(c).value(), parse_dtype(k).value()});
+        }
+      }
+    }
+    return out;
+  }
+  /// Sets `o`'s dtypes to the first (for attn run: the only) choice.
+  void apply(RunOptions& o) const { combos().front().apply(o); }
+};
+
 }  // namespace attn::tools

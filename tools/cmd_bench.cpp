@@ -34,6 +34,7 @@ struct BenchOptions {
   bench::Workload layer;
   std::vector<std::int64_t> batch{8}, seq_len{1024}, kv_len{1024, 4096, 16384};
   RunFlags run;
+  DTypeFlags dtypes;
   std::vector<std::string> impl{"fused"};
   bool decode = false;
   bool distributed = false;
@@ -87,10 +88,20 @@ class PeakProbe {
 };
 
 Result<Engine> make_engine(const BenchOptions& o, std::int64_t context_length, std::int64_t threads,
-                           const std::string& backend) {
+                           const std::string& backend, const DTypeFlags::Combo& dtypes) {
   RunOptions run;
   if (Status s = o.run.apply(run, threads, backend); !s.ok()) return s;
+  dtypes.apply(run);
   return bench::make_engine(bench::layer_config(o.layer, context_length), run);
+}
+
+// Every (backend, dtypes) pair of the sweep, backend slowest.
+std::vector<std::pair<std::string, DTypeFlags::Combo>> backend_dtypes(const BenchOptions& o) {
+  std::vector<std::pair<std::string, DTypeFlags::Combo>> out;
+  for (const std::string& b : o.run.backends) {
+    for (const DTypeFlags::Combo& d : o.dtypes.combos()) out.emplace_back(b, d);
+  }
+  return out;
 }
 
 // The layer's fields beyond d_model and num_heads, in every row.
@@ -108,6 +119,9 @@ Row describe(const Engine& e, const std::string& impl, const std::string& backen
              const RuntimeInfo& info) {
   Row r;
   r.set("impl", impl).set("backend", backend).set("isa", std::string(e.isa()));
+  r.set("weight_dtype", std::string(to_string(e.options().weight_dtype)))
+      .set("compute_dtype", std::string(to_string(e.options().compute_dtype)))
+      .set("kv_dtype", std::string(to_string(e.options().kv_dtype)));
   // The count that runs: requests above the CPUs available are clamped by the engine.
   r.set("threads", std::int64_t{e.threads()})
       .set("d_model", e.config().d_out)
@@ -117,17 +131,22 @@ Row describe(const Engine& e, const std::string& impl, const std::string& backen
   return r;
 }
 
-// Moves the machine fields (commit, cpu) to the end so tables stay readable.
+// Moves the dtype fields, then the machine fields (commit, cpu), to the end: the columns
+// before them keep the positions scripts read them at, and tables stay readable.
 Row finish(Row r, const std::string& format) {
   Row out;
+  Row dtypes;
   Row tail;
   for (const auto& [name, v] : r.fields()) {
     if (name == "commit" || name == "cpu_model") {
       if (format != "table") tail.set(name, v);
+    } else if (name == "weight_dtype" || name == "compute_dtype" || name == "kv_dtype") {
+      dtypes.set(name, v);
     } else {
       out.set(name, v);
     }
   }
+  for (const auto& [name, v] : dtypes.fields()) out.set(name, v);
   for (const auto& [name, v] : tail.fields()) out.set(name, v);
   return out;
 }
@@ -135,8 +154,8 @@ Row finish(Row r, const std::string& format) {
 int bench_forward(const BenchOptions& o, const RuntimeInfo& info, PeakProbe& peak) {
   std::int64_t max_seq = 1;
   for (auto s : o.seq_len) max_seq = std::max(max_seq, s);
-  const std::size_t n = o.run.threads.size() * o.run.backends.size() * o.impl.size() *
-                        o.batch.size() * o.seq_len.size();
+  const std::size_t n = o.run.threads.size() * o.run.backends.size() * o.dtypes.combos().size() *
+                        o.impl.size() * o.batch.size() * o.seq_len.size();
   struct Measured {
     Row row;
     double gflops;
@@ -145,8 +164,8 @@ int bench_forward(const BenchOptions& o, const RuntimeInfo& info, PeakProbe& pea
   std::vector<Measured> measured;
   std::size_t i = 0;
   for (auto threads : o.run.threads) {
-    for (const auto& backend : o.run.backends) {
-      Result<Engine> engine = make_engine(o, max_seq, threads, backend);
+    for (const auto& [backend, dtypes] : backend_dtypes(o)) {
+      Result<Engine> engine = make_engine(o, max_seq, threads, backend, dtypes);
       if (!engine.ok()) return fail(engine.status());
       for (const auto& impl_name : o.impl) {
         const AttentionImpl impl =
@@ -210,7 +229,8 @@ std::int64_t llc_bytes() {
 // the last-level cache, the case a server with many sequences sees; only the cold rate is
 // compared with the DRAM probe.
 int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
-  const std::size_t n = o.run.threads.size() * o.run.backends.size() * o.kv_len.size();
+  const std::size_t n =
+      o.run.threads.size() * o.run.backends.size() * o.dtypes.combos().size() * o.kv_len.size();
   struct Measured {
     Row row;
     double cold_gb_s;
@@ -223,7 +243,7 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
   std::size_t i = 0;
   constexpr std::int64_t kMaxColdSessions = 256;
   for (auto threads : o.run.threads) {
-    for (const auto& backend : o.run.backends) {
+    for (const auto& [backend, dtypes] : backend_dtypes(o)) {
       for (auto kv_len : o.kv_len) {
         const std::int64_t cache_bytes = 2 * kv_len * bench::layer_config(o.layer, 1).kv_dim() *
                                          static_cast<std::int64_t>(sizeof(float));
@@ -231,7 +251,7 @@ int bench_decode(const BenchOptions& o, const RuntimeInfo& info) {
             std::min(kMaxColdSessions, llc_bytes() / std::max<std::int64_t>(cache_bytes, 1) + 2);
         const int cold_steps = static_cast<int>(std::max<std::int64_t>(o.reps, sessions));
         const std::int64_t capacity = kv_len + 1 + o.warmup + o.reps + cold_steps;
-        Result<Engine> engine = make_engine(o, capacity, threads, backend);
+        Result<Engine> engine = make_engine(o, capacity, threads, backend, dtypes);
         if (!engine.ok()) return fail(engine.status());
         progress(++i, n,
                  "decode " + backend + " threads " + std::to_string(engine->threads()) +
@@ -502,6 +522,7 @@ Command add_bench(CLI::App& app) {
       sub->add_option("--num-heads,--heads", o->layer.num_heads, "num_heads")->check(size);
   o->shape.add_to(sub);
   o->run.add_to(sub, /*sweep=*/true);
+  o->dtypes.add_to(sub, /*sweep=*/true);
   sub->add_option("--impl", o->impl,
                   "Attention paths: fused (flash), unfused (scores materialised)")
       ->delimiter(',')

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "attn/engine.hpp"
 #include "attn/layer.hpp"
 #include "attn/npy.hpp"
 #include "attn/safetensors.hpp"
@@ -61,6 +62,31 @@ int info_npy(const std::string& path) {
   return 0;
 }
 
+// Issue 15: the bytes of the packed weights per weight dtype (an engine packs them, biases
+// included, on the default kernels) and the key/value cache bytes per token per cache dtype.
+void print_dtype_bytes(const io::Layer& layer) {
+  LayerConfig config = layer.config;
+  if (config.context_length == 0) config.context_length = 1;
+  std::cout << "packed weights:";
+  for (DType d : {DType::kF32, DType::kBf16, DType::kF16}) {
+    RunOptions run;
+    run.backend = Backend::kSerial;
+    run.weight_dtype = d;
+    Result<Engine> e = Engine::create(config, layer.weights, run);
+    std::cout << " " << to_string(d) << " ";
+    if (e.ok()) {
+      std::cout << e->weight_bytes() << " bytes";
+    } else {
+      std::cout << "refused (" << e.status().message() << ")";
+    }
+    std::cout << (d == DType::kF16 ? "\n" : ",");
+  }
+  const std::int64_t values = 2 * config.kv_dim();  // one key and one value row
+  std::cout << "kv cache per token: f32 " << values * 4 << " bytes, bf16 " << values * 2
+            << " bytes, f16 " << values * 2 << " bytes, int8 " << values
+            << " bytes + scales (only f32 is built yet)\n";
+}
+
 int info(const InfoArgs& args) {
   if (is_npy(args.path)) return info_npy(args.path);
   Result<io::SafetensorsFile> file = io::SafetensorsFile::open(args.path);
@@ -107,6 +133,7 @@ int info(const InfoArgs& args) {
   std::cout << "tensors read:";
   for (const std::string& n : layer->tensors) std::cout << " " << n;
   std::cout << "\n";
+  print_dtype_bytes(layer.value());
   return 0;
 }
 

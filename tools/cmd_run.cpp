@@ -25,6 +25,7 @@ struct RunArgs {
   std::string weights, input, output, expect;
   LayerArgs layer;
   RunFlags run;
+  DTypeFlags dtypes;
   double atol = 1e-5, rtol = 1e-5;
   bool verbose = false;
   bool decode = false;
@@ -152,6 +153,7 @@ int run(const RunArgs& args) {
   }
   RunOptions run;
   if (Status s = args.run.apply(run); !s.ok()) return fail(s);
+  args.dtypes.apply(run);
   // The output's size comes from the input and the file: allocated through a checked path.
   Result<Tensor> out = Tensor::zeros(xs.rank() == 3 ? Shape{xs[0], xs[1], config.d_out}
                                                     : Shape{xs[0], config.d_out});
@@ -235,6 +237,7 @@ Command add_run(CLI::App& app) {
   sub->add_option("--output", args->output, "Write the output here as .npy (default: print it)");
   args->layer.add_to(sub);
   args->run.add_to(sub, /*sweep=*/false);
+  args->dtypes.add_to(sub, /*sweep=*/false);
   sub->add_option("--expect", args->expect,
                   "Compare the output with this .npy; exit 1 unless |diff| <= atol + "
                   "rtol*|expected| everywhere (NaN or Inf on either side is outside)");

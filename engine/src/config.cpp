@@ -187,6 +187,20 @@ Status validate(const RunOptions& o) {
     return invalid("max_workspace_bytes = " + std::to_string(o.max_workspace_bytes) +
                    " must be >= 0");
   }
+  // Names the engine accepts at all; what this build and CPU can run is create()'s check.
+  if (o.weight_dtype != DType::kF32 && o.weight_dtype != DType::kBf16 &&
+      o.weight_dtype != DType::kF16) {
+    return invalid(std::string("weight_dtype = ") + to_string(o.weight_dtype) +
+                   " must be f32, bf16 or f16");
+  }
+  if (o.compute_dtype != DType::kF32 && o.compute_dtype != DType::kBf16) {
+    return invalid(std::string("compute_dtype = ") + to_string(o.compute_dtype) +
+                   " must be f32 or bf16");
+  }
+  if (std::string_view(to_string(o.kv_dtype)) == "unknown") {
+    return invalid("kv_dtype = " + std::to_string(static_cast<int>(o.kv_dtype)) +
+                   " must be f32, bf16, f16 or int8");
+  }
   return {};
 }
 

@@ -25,8 +25,10 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
   try {
     if (Status s = validate(config, weights); !s.ok()) return s;
     if (Status s = validate(options); !s.ok()) return s;
+    if (Status s = detail::check_dtypes_buildable(options); !s.ok()) return s;
     Result<Isa> isa = resolve_isa(options.isa);
     if (!isa.ok()) return isa.status();
+    const kernels::WeightType wtype = detail::weight_type_of(options.weight_dtype);
     auto st = std::make_shared<EngineState>();
     st->config = config;
     st->options = options;
@@ -51,10 +53,12 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
     }
     if (config.has_projections()) {
       const auto& w = weights;
-      Status s = config.qkv_bias ? detail::pack_linear(st->isa, {&w.w_query, &w.w_key, &w.w_value},
-                                                       {&w.b_query, &w.b_key, &w.b_value}, st->qkv)
-                                 : detail::pack_linear(st->isa, {&w.w_query, &w.w_key, &w.w_value},
-                                                       {}, st->qkv);
+      const auto names = {"w_query", "w_key", "w_value"};
+      Status s = config.qkv_bias
+                     ? detail::pack_linear(st->isa, wtype, {&w.w_query, &w.w_key, &w.w_value},
+                                           {&w.b_query, &w.b_key, &w.b_value}, st->qkv, names)
+                     : detail::pack_linear(st->isa, wtype, {&w.w_query, &w.w_key, &w.w_value}, {},
+                                           st->qkv, names);
       if (!s.ok()) return s;
       st->activation_cols = st->q_dim + 2 * st->kv_dim;
       st->k_col = st->q_dim;
@@ -65,8 +69,9 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
     if (config.has_out_proj()) {
       Status s =
           weights.b_out.empty()
-              ? detail::pack_linear(st->isa, {&weights.w_out}, {}, st->out_proj)
-              : detail::pack_linear(st->isa, {&weights.w_out}, {&weights.b_out}, st->out_proj);
+              ? detail::pack_linear(st->isa, wtype, {&weights.w_out}, {}, st->out_proj, {"w_out"})
+              : detail::pack_linear(st->isa, wtype, {&weights.w_out}, {&weights.b_out},
+                                    st->out_proj, {"w_out"});
       if (!s.ok()) return s;
     }
     st->worker_scratch_floats = detail::round_up_floats(std::max(

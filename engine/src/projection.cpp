@@ -2,34 +2,122 @@
 #include "projection.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <sstream>
+#include <string>
 
 #include "engine_state.hpp"
+#include "kernels/half.hpp"
 #include "kernels/kernels.hpp"
 
 namespace attn::detail {
 
-Status pack_linear(kernels::Isa isa, std::initializer_list<const Tensor*> parts,
-                   std::initializer_list<const Tensor*> biases, PackedLinear& lin) {
+kernels::WeightType weight_type_of(DType dtype) noexcept {
+  switch (dtype) {
+    case DType::kBf16:
+      return kernels::WeightType::kBf16;
+    case DType::kF16:
+      return kernels::WeightType::kF16;
+    default:
+      return kernels::WeightType::kF32;
+  }
+}
+
+Status check_dtypes_buildable(const RunOptions& options) {
+  if (options.compute_dtype == DType::kBf16) {
+    return {
+        ErrorCode::kUnsupported,
+        std::string("compute_dtype = bf16 is not supported: this build has no bf16 "
+                    "dot-product (AVX512-BF16 vdpbf16ps) kernels; use compute_dtype f32 (16-bit "
+                    "weights are then widened to f32 in registers; this CPU ") +
+            (__builtin_cpu_supports("avx512bf16") ? "has" : "lacks") + " AVX512-BF16)"};
+  }
+  if (options.kv_dtype != DType::kF32) {
+    return {ErrorCode::kUnsupported, std::string("kv_dtype = ") + to_string(options.kv_dtype) +
+                                         " is not supported yet: the key/value cache is f32 only "
+                                         "(16-bit and int8 caches: issue #15); use kv_dtype f32"};
+  }
+  return {};
+}
+
+namespace {
+
+const char* weight_type_name(kernels::WeightType type) noexcept {
+  return type == kernels::WeightType::kBf16 ? "bf16" : "f16";
+}
+
+// The stacked f32 weights rounded to `type` (nearest even); the first finite value that
+// rounds past the type's range is an error naming its tensor, row, column and value.
+Status narrow_weights(const std::vector<float>& stacked, kernels::WeightType type,
+                      std::initializer_list<const Tensor*> parts,
+                      std::initializer_list<const char*> names, std::size_t k,
+                      std::vector<std::uint16_t>& out) {
+  out.resize(stacked.size());
+  for (std::size_t i = 0; i < stacked.size(); ++i) {
+    const kernels::Narrowed h = kernels::narrow16(stacked[i], type);
+    if (h.overflow) {
+      std::size_t row = i / k, part = 0;
+      for (const Tensor* p : parts) {
+        const auto rows = static_cast<std::size_t>(p->shape()[0]);
+        if (row < rows) break;
+        row -= rows;
+        ++part;
+      }
+      std::ostringstream msg;
+      msg.precision(9);
+      msg << "weight " << (part < names.size() ? names.begin()[part] : "?") << "[" << row << ", "
+          << i % k << "] = " << stacked[i] << " is beyond the range of weight_dtype "
+          << weight_type_name(type) << " (largest finite "
+          << (type == kernels::WeightType::kF16 ? "65504" : "3.38953139e+38")
+          << "); use weight_dtype f32" << (type == kernels::WeightType::kF16 ? " or bf16" : "");
+      return {ErrorCode::kInvalidArgument, msg.str()};
+    }
+    out[i] = h.bits;
+  }
+  return {};
+}
+
+}  // namespace
+
+Status pack_linear(kernels::Isa isa, kernels::WeightType type,
+                   std::initializer_list<const Tensor*> parts,
+                   std::initializer_list<const Tensor*> biases, PackedLinear& lin,
+                   std::initializer_list<const char*> names) {
   std::size_t n = 0;
   const std::size_t k = static_cast<std::size_t>((*parts.begin())->shape()[1]);
   for (const Tensor* p : parts) n += static_cast<std::size_t>(p->shape()[0]);
-  const std::size_t floats = kernels::gemm_packed_floats(isa, n, k);
-  if (!lin.packed.reserve(floats))
-    return out_of_memory("packed weights", mul_or_max(floats, sizeof(float)));
+  const std::size_t elems = kernels::gemm_packed_floats(isa, n, k);
+  const bool narrow = type != kernels::WeightType::kF32;
+  const std::size_t elem_bytes = narrow ? 2 : sizeof(float);
+  PackedLinear out;
+  out.type = type;
+  // The buffer counts floats: 16-bit panels take half as many.
+  const std::size_t floats = narrow ? elems / 2 + elems % 2 : elems;
+  if (!out.packed.reserve(floats))
+    return out_of_memory("packed weights", mul_or_max(elems, elem_bytes));
   try {
     std::vector<float> stacked;
     stacked.reserve(n * k);
     for (const Tensor* p : parts)
       stacked.insert(stacked.end(), p->values().begin(), p->values().end());
-    kernels::gemm_pack_b(isa, stacked.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
-                         lin.packed.data());
+    if (narrow) {
+      std::vector<std::uint16_t> halves;
+      if (Status s = narrow_weights(stacked, type, parts, names, k, halves); !s.ok()) return s;
+      kernels::gemm_pack_b16(isa, halves.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
+                             reinterpret_cast<std::uint16_t*>(out.packed.data()));
+    } else {
+      kernels::gemm_pack_b(isa, stacked.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
+                           out.packed.data());
+    }
     for (const Tensor* b : biases)
-      lin.bias.insert(lin.bias.end(), b->values().begin(), b->values().end());
+      out.bias.insert(out.bias.end(), b->values().begin(), b->values().end());
   } catch (const std::bad_alloc&) {
     return out_of_memory("the weights being packed", mul_or_max(n * k, sizeof(float)));
   }
-  lin.n = n;
-  lin.k = k;
+  out.n = n;
+  out.k = k;
+  lin = std::move(out);
   return {};
 }
 
@@ -44,7 +132,12 @@ void run_linear(const EngineState& st, const Workspace& ws, const PackedLinear& 
       kernels::GemmArgs g;
       g.a = a + static_cast<std::ptrdiff_t>(mi * block.m) * lda;
       g.lda = lda;
-      g.packed_b = lin.packed.data();
+      g.b_type = lin.type;
+      if (lin.type == kernels::WeightType::kF32) {
+        g.packed_b = lin.packed.data();
+      } else {
+        g.packed_b16 = reinterpret_cast<const std::uint16_t*>(lin.packed.data());
+      }
       g.n_total = lin.n;
       g.m = std::min(block.m, m - mi * block.m);
       g.k = lin.k;

@@ -6,10 +6,13 @@
 #include <initializer_list>
 #include <vector>
 
+#include "attn/config.hpp"
+#include "attn/dtype.hpp"
 #include "attn/status.hpp"
 #include "attn/tensor.hpp"
 #include "buffer.hpp"
 #include "kernels/isa.hpp"
+#include "kernels/kernels.hpp"
 
 namespace attn {
 struct EngineState;
@@ -19,18 +22,33 @@ namespace attn::detail {
 
 struct Workspace;
 
-/// One packed projection: y = x Wᵀ + b with W [n, k] packed for the engine's ISA.
+/// One packed projection: y = x Wᵀ + b with W [n, k] packed for the engine's ISA, its
+/// elements in `type` (f32, or bf16/f16 bits: then `packed` holds 16-bit elements).
 struct PackedLinear {
   AlignedBuffer packed;
+  kernels::WeightType type = kernels::WeightType::kF32;
   std::vector<float> bias;  ///< [n] or empty
   std::size_t n = 0;
   std::size_t k = 0;
 };
 
-/// Packs the rows of `parts` (each [rows_i, k], nn.Linear layout) stacked into one
-/// projection, with the `biases` (each [rows_i]) concatenated (none: no bias).
-Status pack_linear(kernels::Isa isa, std::initializer_list<const Tensor*> parts,
-                   std::initializer_list<const Tensor*> biases, PackedLinear& lin);
+/// Packs the rows of `parts` (each [rows_i, k], nn.Linear layout, named by `names`) stacked
+/// into one projection of element type `type`, with the `biases` (each [rows_i], kept in f32)
+/// concatenated (none: no bias). bf16/f16: each weight rounded to nearest even; a finite
+/// weight that rounds past the type's range fails with kInvalidArgument naming the tensor,
+/// the element and its value (lin is then left as it was).
+Status pack_linear(kernels::Isa isa, kernels::WeightType type,
+                   std::initializer_list<const Tensor*> parts,
+                   std::initializer_list<const Tensor*> biases, PackedLinear& lin,
+                   std::initializer_list<const char*> names);
+
+/// Refuses the RunOptions dtypes this build has no kernels for (kUnsupported, naming the
+/// setting and its value): compute_dtype bf16 (no vdpbf16ps kernels yet) and a kv_dtype
+/// other than f32 (the 16/8-bit cache is not built yet).
+Status check_dtypes_buildable(const RunOptions& options);
+
+/// Returns the kernels' weight type of a RunOptions weight_dtype (kF32, kBf16, kF16).
+kernels::WeightType weight_type_of(DType dtype) noexcept;
 
 /// C[m, n] = A[m, k] · Wᵀ + b over the engine's scheduler, split into output tiles; each
 /// task uses its worker's scratch in ws.

@@ -103,6 +103,22 @@ double measure_peak_gflops(Isa isa, double seconds) {
   return best;
 }
 
+double measure_peak_bf16_gflops(double seconds) {
+  if (!kernels::bf16_dot_supported()) return 0;
+  using Clock = std::chrono::steady_clock;
+  std::size_t iterations = 1 << 16;
+  double best = 0;
+  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  do {
+    const auto t0 = Clock::now();
+    const double flops = kernels::peak_bf16(iterations);
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, flops / dt * 1e-9);
+    if (dt < 0.01) iterations *= 2;
+  } while (Clock::now() < deadline);
+  return best;
+}
+
 double measure_read_bandwidth(int threads, std::size_t bytes, Isa isa) {
   const kernels::Isa k = kernel_isa_or_best(isa);
   threads = std::max(1, threads);

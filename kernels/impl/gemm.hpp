@@ -15,6 +15,11 @@
 // micro-kernel instantiated for fewer rows; the last columns run it on a local tile and copy
 // the valid part, so nothing outside C[0:m, n0:n0+n] (or past the bias) is read or written.
 //
+// 16-bit weights (WeightType kBf16, kF16): the same driver with B panels of 16-bit elements;
+// the micro-kernel widens each B vector to f32 as it loads it (impl/widen.hpp), so the FMA
+// chains, and the bits, are those of the f32 kernel on the widened weights. Half the bytes
+// of B per FMA: the win for small m (decode), where B streams from memory.
+//
 // Determinism: C[i, j] = ((bias_j + Σ_pass0) + Σ_pass1) + ..., each Σ a chain of FMAs (SSE2:
 // multiply, add) in k order in one vector lane; the passes depend only on k, and edge tiles use the
 // same code, so the bits do not depend on the caller's (m0, n0) split.
@@ -23,18 +28,22 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include <xsimd/xsimd.hpp>
 
 #include "kernels/impl/gemm_pack.hpp"
+#include "kernels/impl/widen.hpp"
 #include "kernels/kernels.hpp"
 
 namespace attn::kernels {
 
-template <class Arch, class Blk = GemmBlocking<Arch>>
+template <class Arch, class Blk = GemmBlocking<Arch>, WeightType kB = WeightType::kF32>
 struct GemmDriver {
   using Batch = typename Blk::Batch;
+  using BElem = std::conditional_t<kB == WeightType::kF32, float, std::uint16_t>;
   using Pack = GemmPacking<Arch, Blk>;
   static constexpr std::size_t kW = Blk::kW, kNv = Blk::kNv, kNr = Blk::kNr, kMr = Blk::kMr;
   static constexpr std::size_t kKc = Blk::kKc, kMc = Blk::kMc, kAStride = Blk::kAStride,
@@ -59,8 +68,19 @@ struct GemmDriver {
   // over kc steps; bias: kNr floats or null. R = kMr except for the last rows of a block:
   // fewer rows do less work (a 1-row GEMM is 1/kMr of the FLOPs) and give the same bits per
   // row, since every element is its own FMA chain.
+  // One B vector of kW columns at b, as f32.
+  [[gnu::always_inline]] static inline Batch load_b(const BElem* b) noexcept {
+    if constexpr (kB == WeightType::kF32) {
+      return Batch::load_aligned(b);
+    } else if constexpr (kB == WeightType::kBf16) {
+      return Widen16<Arch>::bf16(b);
+    } else {
+      return Widen16<Arch>::f16(b);
+    }
+  }
+
   template <std::size_t R>
-  [[gnu::noinline]] static void micro_tile(std::size_t kc, const float* a, const float* b, float* c,
+  [[gnu::noinline]] static void micro_tile(std::size_t kc, const float* a, const BElem* b, float* c,
                                            std::ptrdiff_t ldc, const float* bias,
                                            bool first) noexcept {
     Batch acc[R][kNv];
@@ -73,7 +93,7 @@ struct GemmDriver {
 #pragma GCC unroll 4
     for (std::size_t p = 0; p < kc; ++p) {
       Batch bv[kNv];
-      unroll<kNv>([&](auto v) { bv[v] = Batch::load_aligned(b + v * kW); });
+      unroll<kNv>([&](auto v) { bv[v] = load_b(b + v * kW); });
       unroll<R>([&](auto r) {
         Batch av;
         if constexpr (kAExpand == 1) {
@@ -105,7 +125,7 @@ struct GemmDriver {
     }
   }
 
-  using TileFn = void (*)(std::size_t, const float*, const float*, float*, std::ptrdiff_t,
+  using TileFn = void (*)(std::size_t, const float*, const BElem*, float*, std::ptrdiff_t,
                           const float*, bool) noexcept;
   // kTiles[r - 1] computes r rows.
   static constexpr auto kTiles = []<std::size_t... I>(std::index_sequence<I...>) {
@@ -115,7 +135,7 @@ struct GemmDriver {
 
   // A tile narrower than kNr (the last columns): the same micro-kernel on a local tile, so the
   // arithmetic (and the bits) match a full tile and nothing past column nr is touched.
-  static void narrow_tile(TileFn tile_fn, std::size_t kc, const float* a, const float* b, float* c,
+  static void narrow_tile(TileFn tile_fn, std::size_t kc, const float* a, const BElem* b, float* c,
                           std::ptrdiff_t ldc, const float* bias, bool first, std::size_t mr,
                           std::size_t nr) noexcept {
     alignas(64) float tile[kMr * kNr] = {};  // columns past nr are read (C + acc), never used
@@ -126,6 +146,14 @@ struct GemmDriver {
     if (bias != nullptr) std::copy_n(bias, nr, bias_tile);
     tile_fn(kc, a, b, tile, kNr, bias != nullptr ? bias_tile : nullptr, first);
     for (std::size_t r = 0; r < mr; ++r) std::copy_n(tile + r * kNr, nr, c + r * ldc);
+  }
+
+  static const BElem* packed_b(const GemmArgs& g) noexcept {
+    if constexpr (kB == WeightType::kF32) {
+      return g.packed_b;
+    } else {
+      return g.packed_b16;
+    }
   }
 
   static void run(const GemmArgs& g) noexcept {
@@ -146,7 +174,7 @@ struct GemmDriver {
         Pack::pack_a(g.a + static_cast<std::ptrdiff_t>(ic) * g.lda + pc, g.lda, mc, kc, g.scratch);
         for (std::size_t jr = g.n0; jr < n_end; jr += kNr) {
           const std::size_t nr = std::min(kNr, n_end - jr);
-          const float* bp = g.packed_b + jr * g.k + pc * kNr;
+          const BElem* bp = packed_b(g) + jr * g.k + pc * kNr;
           const float* bias = (first && g.bias != nullptr) ? g.bias + jr : nullptr;
           for (std::size_t ir = 0; ir < mc; ir += kMr) {
             const std::size_t mr = std::min(kMr, mc - ir);
@@ -174,6 +202,12 @@ struct GemmPackB {
                                     std::size_t n, std::size_t k, float* packed) const noexcept {
     GemmPacking<Arch>::pack_b(b, rs_n, rs_k, n, k, packed);
   }
+  template <class Arch>
+  [[gnu::noinline]] void operator()(Arch, const std::uint16_t* b, std::ptrdiff_t rs_n,
+                                    std::ptrdiff_t rs_k, std::size_t n, std::size_t k,
+                                    std::uint16_t* packed) const noexcept {
+    GemmPacking<Arch>::pack_b16(b, rs_n, rs_k, n, k, packed);
+  }
 };
 
 struct Gemm {
@@ -191,7 +225,14 @@ struct Gemm {
   }
   template <class Arch>
   [[gnu::noinline]] void operator()(Arch, const GemmArgs& g) const noexcept {
-    GemmDriver<Arch>::run(g);
+    switch (g.b_type) {
+      case WeightType::kF32:
+        return GemmDriver<Arch>::run(g);
+      case WeightType::kBf16:
+        return GemmDriver<Arch, GemmBlocking<Arch>, WeightType::kBf16>::run(g);
+      case WeightType::kF16:
+        return GemmDriver<Arch, GemmBlocking<Arch>, WeightType::kF16>::run(g);
+    }
   }
 };
 

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 #include <xsimd/xsimd.hpp>
 
@@ -102,6 +103,29 @@ struct GemmPacking {
       }
       for (std::size_t p = 0; p < k; ++p) {
         for (std::size_t c = cols; c < kNr; ++c) dst[p * kNr + c] = 0.0f;
+      }
+    }
+  }
+
+  // 16-bit B elements into the same panel layout (elements moved, not converted). Runs once per
+  // weight at engine creation, so the plain slab transpose of the general path is enough.
+  static void pack_b16(const std::uint16_t* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
+                       std::size_t n, std::size_t k, std::uint16_t* packed) noexcept {
+    for (std::size_t j0 = 0; j0 < n; j0 += kNr) {
+      const std::size_t cols = std::min(kNr, n - j0);
+      std::uint16_t* dst = packed + j0 * k;
+      const std::uint16_t* src = b + static_cast<std::ptrdiff_t>(j0) * rs_n;
+      for (std::size_t p0 = 0; p0 < k; p0 += kSlab) {
+        const std::size_t p1 = std::min(k, p0 + kSlab);
+        for (std::size_t c = 0; c < cols; ++c) {
+          const std::uint16_t* s = src + static_cast<std::ptrdiff_t>(c) * rs_n;
+          for (std::size_t p = p0; p < p1; ++p) {
+            dst[p * kNr + c] = s[static_cast<std::ptrdiff_t>(p) * rs_k];
+          }
+        }
+      }
+      for (std::size_t p = 0; p < k; ++p) {
+        for (std::size_t c = cols; c < kNr; ++c) dst[p * kNr + c] = 0;  // +0 in bf16 and f16
       }
     }
   }

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "attn/dtype.hpp"
 #include "attn/export.hpp"
 #include "attn/isa.hpp"
 #include "attn/status.hpp"
@@ -112,7 +113,8 @@ struct ATTN_API LayerConfig {
   bool has_out_proj() const noexcept { return variant == Variant::kMultiHeadAttention; }
 };
 
-/// How an engine runs. None of these change the output bits.
+/// How an engine runs. None of these change the output bits, except the dtypes (see
+/// docs/precision.md for the error each gives against the float64 reference).
 struct ATTN_API RunOptions {
   Backend backend = Backend::kTbb;
   int threads = 0;  ///< worker threads; 0 = $ATTN_THREADS if set, else the CPUs in this
@@ -122,6 +124,17 @@ struct ATTN_API RunOptions {
   /// path's scores, decode partials) one call may use; larger requests fail with
   /// kResourceExhausted instead of allocating. 0: no limit beyond available memory.
   std::int64_t max_workspace_bytes = 0;
+  /// Storage of the packed projection weights: kF32, kBf16 or kF16 (half the bytes; biases
+  /// stay f32). f32 weights are rounded to nearest even when packed; a finite weight that
+  /// rounds past the dtype's largest finite value makes create() fail (kInvalidArgument,
+  /// naming the tensor, index and value); NaN and Inf stay NaN and Inf.
+  DType weight_dtype = DType::kF32;
+  /// The multiply-adds: kF32 (16-bit weights widened in registers) or kBf16 (vdpbf16ps on
+  /// AVX512-BF16 CPUs). No kBf16 kernels are built yet: create() refuses it (kUnsupported).
+  DType compute_dtype = DType::kF32;
+  /// Session key/value cache storage: kF32 only for now; create() refuses kBf16, kF16 and
+  /// kInt8 with kUnsupported (the 16/8-bit cache is not built yet, issue #15).
+  DType kv_dtype = DType::kF32;
 };
 
 /// Returns the ALiBi slope of each of num_heads heads: the paper's geometric sequence
