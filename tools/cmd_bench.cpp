@@ -334,8 +334,9 @@ int bench_serve_sim(BenchOptions o, const RuntimeInfo& info) {
   }
   std::vector<Row> rows;
   for (auto threads : o.run.threads) {
-    for (const auto& backend : o.run.backends) {
-      Result<Engine> engine = make_engine(o, o.sim.prompt_max + o.sim.gen_len, threads, backend);
+    for (const auto& [backend, dtypes] : backend_dtypes(o)) {
+      Result<Engine> engine =
+          make_engine(o, o.sim.prompt_max + o.sim.gen_len, threads, backend, dtypes);
       if (!engine.ok()) return fail(engine.status());
       std::cerr << "attn bench: serve-sim " << backend << " threads " << engine->threads() << "\n";
       Result<ServeSimResult> r = run_serve_sim(engine.value(), o.sim);
