@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "attn/cache_pool.hpp"
 #include "attn/engine.hpp"
 #include "attn/io.hpp"
 #include "attn/runtime.hpp"
@@ -19,6 +20,9 @@ struct attn_engine {
 struct attn_session {
   attn::Session session;
   attn::LayerConfig config;
+};
+struct attn_pool {
+  attn::CachePool pool;
 };
 
 namespace {
@@ -376,6 +380,92 @@ attn_status attn_engine_step(const attn_engine* engine, attn_session* const* ses
     const attn::LayerConfig& c = engine->engine.config();
     return from(
         engine->engine.step(list, {x, attn::Shape{n, c.d_in}}, {out, attn::Shape{n, c.d_out}}));
+  });
+}
+
+attn_status attn_pool_create(const attn_engine* engine, int64_t budget_bytes, attn_pool** pool) {
+  return guard([&] {
+    if (engine == nullptr) return null_arg("engine");
+    if (pool == nullptr) return null_arg("pool");
+    if (budget_bytes < 0)
+      return fail(ATTN_INVALID_ARGUMENT, "budget_bytes is " + std::to_string(budget_bytes));
+    attn::Result<attn::CachePool> p =
+        attn::CachePool::create(engine->engine, static_cast<std::size_t>(budget_bytes));
+    if (!p.ok()) return from(p.status());
+    *pool = new attn_pool{std::move(p.value())};
+    return ATTN_OK;
+  });
+}
+
+void attn_pool_free(attn_pool* pool) { delete pool; }
+
+int64_t attn_pool_block_positions(const attn_pool* pool) {
+  return pool == nullptr ? -1 : pool->pool.block_positions();
+}
+
+int64_t attn_pool_used_bytes(const attn_pool* pool) {
+  return pool == nullptr ? -1 : static_cast<int64_t>(pool->pool.used_bytes());
+}
+
+int64_t attn_pool_capacity_bytes(const attn_pool* pool) {
+  return pool == nullptr ? -1 : static_cast<int64_t>(pool->pool.capacity_bytes());
+}
+
+attn_status attn_session_new_in_pool(const attn_engine* engine, attn_pool* pool,
+                                     attn_session** session) {
+  return guard([&] {
+    if (engine == nullptr) return null_arg("engine");
+    if (pool == nullptr) return null_arg("pool");
+    if (session == nullptr) return null_arg("session");
+    attn::Result<attn::Session> s = engine->engine.new_session(pool->pool);
+    if (!s.ok()) return from(s.status());
+    *session = new attn_session{std::move(s.value()), engine->engine.config()};
+    return ATTN_OK;
+  });
+}
+
+attn_status attn_session_fork(const attn_session* session, attn_session** fork) {
+  return guard([&] {
+    if (session == nullptr) return null_arg("session");
+    if (fork == nullptr) return null_arg("fork");
+    attn::Result<attn::Session> s = session->session.fork();
+    if (!s.ok()) return from(s.status());
+    *fork = new attn_session{std::move(s.value()), session->config};
+    return ATTN_OK;
+  });
+}
+
+void attn_session_release(attn_session* session) {
+  if (session != nullptr) session->session.release();
+}
+
+attn_status attn_engine_advance(const attn_engine* engine, attn_session* const* sessions,
+                                const int64_t* new_tokens, int64_t n, const float* x, float* out) {
+  return guard([&] {
+    if (engine == nullptr) return null_arg("engine");
+    if (n < 0) return fail(ATTN_INVALID_ARGUMENT, "n is " + std::to_string(n));
+    if (n > 0 && (sessions == nullptr || new_tokens == nullptr || x == nullptr || out == nullptr))
+      return null_arg(sessions == nullptr     ? "sessions"
+                      : new_tokens == nullptr ? "new_tokens"
+                      : x == nullptr          ? "x"
+                                              : "out");
+    std::vector<attn::Session*> list(static_cast<size_t>(n));
+    std::vector<std::int64_t> tokens(static_cast<size_t>(n));
+    std::int64_t rows = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (sessions[i] == nullptr)
+        return fail(ATTN_INVALID_ARGUMENT, "sessions[" + std::to_string(i) + "] is NULL");
+      if (new_tokens[i] < 1 || new_tokens[i] > (std::int64_t{1} << 40)) {
+        return fail(ATTN_INVALID_ARGUMENT, "new_tokens[" + std::to_string(i) + "] is " +
+                                               std::to_string(new_tokens[i]) + " (must be >= 1)");
+      }
+      list[static_cast<size_t>(i)] = &sessions[i]->session;
+      tokens[static_cast<size_t>(i)] = new_tokens[i];
+      rows += new_tokens[i];
+    }
+    const attn::LayerConfig& c = engine->engine.config();
+    return from(engine->engine.advance(list, tokens, {x, attn::Shape{rows, c.d_in}},
+                                       {out, attn::Shape{rows, c.d_out}}));
   });
 }
 

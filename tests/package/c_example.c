@@ -161,6 +161,46 @@ int main(int argc, char** argv) {
     fprintf(stderr, "a short struct_size was accepted\n");
     ++failures;
   }
+  /* the paged cache: two sessions in one pool, a fork, one ragged advance mixing a 2-token
+   * chunk and a 1-token step; release gives the blocks back */
+  {
+    attn_pool* pool = NULL;
+    check(attn_pool_create(engine, 1 << 20, &pool), "attn_pool_create");
+    attn_session *pa = NULL, *pb = NULL;
+    check(attn_session_new_in_pool(engine, pool, &pa), "attn_session_new_in_pool");
+    check(attn_session_prefill(pa, x, 3, pre), "attn_session_prefill (pool)");
+    expect_close(pre, want[0], 3 * kDOut, "prefill (pool)");
+    check(attn_session_fork(pa, &pb), "attn_session_fork");
+    if (attn_pool_used_bytes(pool) <= 0 || attn_pool_block_positions(pool) <= 0) {
+      fprintf(stderr, "pool: used %lld bytes, blocks of %lld\n",
+              (long long)attn_pool_used_bytes(pool), (long long)attn_pool_block_positions(pool));
+      ++failures;
+    }
+    float rows[3 * kDIn], outs[3 * kDOut];
+    memcpy(rows, x + 3 * kDIn, sizeof(float) * 2 * kDIn); /* pa: tokens 3, 4 */
+    memcpy(rows + 2 * kDIn, x + 3 * kDIn, sizeof(float) * kDIn); /* pb: token 3 */
+    attn_session* ab[] = {pa, pb};
+    const int64_t counts[] = {2, 1};
+    check(attn_engine_advance(engine, ab, counts, 2, rows, outs), "attn_engine_advance");
+    expect_close(outs, want[0] + 3 * kDOut, 2 * kDOut, "advance, 2-token chunk");
+    expect_close(outs + 2 * kDOut, want[0] + 3 * kDOut, kDOut, "advance, forked step");
+    const int64_t zero[] = {0, 1};
+    if (attn_engine_advance(engine, ab, zero, 2, rows, outs) != ATTN_INVALID_ARGUMENT ||
+        attn_session_position(pa) != 5) {
+      fprintf(stderr, "new_tokens 0 was accepted or moved a session\n");
+      ++failures;
+    }
+    attn_session_release(pa);
+    attn_session_free(pb);
+    if (attn_pool_used_bytes(pool) != 0 || attn_session_position(pa) != 0) {
+      fprintf(stderr, "pool: %lld bytes used after release\n",
+              (long long)attn_pool_used_bytes(pool));
+      ++failures;
+    }
+    attn_session_free(pa);
+    attn_pool_free(pool);
+  }
+
   attn_session_free(s0);
   attn_session_free(s1);
   attn_engine_free(engine);

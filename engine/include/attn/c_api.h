@@ -15,8 +15,8 @@
  *   attn_layer_config and attn_load_options; ABI 1 callers keep working.
  * - Thread safety: an engine is immutable after creation; forward and the batched step may run
  *   from many threads at once. A session is used by one thread at a time.
- * - Not yet available: forking and releasing sessions (they need the paged KV cache, which has
- *   not landed); they will be added as new functions without changing these.
+ * - The paged KV cache (ABI 2): a pool of cache blocks shared by sessions (attn_pool_*),
+ *   sessions in a pool, fork and release, and the ragged call attn_engine_advance.
  */
 #ifndef ATTN_C_API_H_
 #define ATTN_C_API_H_
@@ -172,6 +172,7 @@ typedef struct attn_load_options {
 
 typedef struct attn_engine attn_engine;
 typedef struct attn_session attn_session;
+typedef struct attn_pool attn_pool;
 
 /** Returns ATTN_ABI_VERSION of the loaded library. */
 ATTN_C_API uint32_t attn_abi_version(void);
@@ -228,6 +229,36 @@ ATTN_C_API void attn_session_free(attn_session* session);
  *  disjoint sets of sessions. */
 ATTN_C_API attn_status attn_engine_step(const attn_engine* engine, attn_session* const* sessions,
                                         int64_t n, const float* x, float* out);
+
+/* ---- the paged KV cache (ABI 2; attn::CachePool, Session::fork, Engine::advance) ---- */
+
+/** Creates a pool of floor(budget_bytes / block bytes) cache blocks (attn_pool_block_positions
+ *  positions each) shaped for `engine`'s cache; shared by sessions of engines with the same
+ *  kv heads and head_dim. Thread-safe. On success *pool is set. */
+ATTN_C_API attn_status attn_pool_create(const attn_engine* engine, int64_t budget_bytes,
+                                        attn_pool** pool);
+/** Frees a pool handle (NULL is a no-op); its memory lives while a session of it does. */
+ATTN_C_API void attn_pool_free(attn_pool* pool);
+/** Returns the positions per block (-1 for NULL). */
+ATTN_C_API int64_t attn_pool_block_positions(const attn_pool* pool);
+/** Returns the bytes of the blocks sessions hold now (-1 for NULL). */
+ATTN_C_API int64_t attn_pool_used_bytes(const attn_pool* pool);
+/** Returns the bytes of all blocks (-1 for NULL). */
+ATTN_C_API int64_t attn_pool_capacity_bytes(const attn_pool* pool);
+/** Creates an empty session whose blocks come from `pool` as it grows. */
+ATTN_C_API attn_status attn_session_new_in_pool(const attn_engine* engine, attn_pool* pool,
+                                                attn_session** session);
+/** Creates a session with `session`'s positions, sharing its full blocks copy-on-write. */
+ATTN_C_API attn_status attn_session_fork(const attn_session* session, attn_session** fork);
+/** Returns the session's blocks to its pool (position 0); the same as attn_session_reset. */
+ATTN_C_API void attn_session_release(attn_session* session);
+/** Advances n distinct sessions of `engine`, session i by new_tokens[i] >= 1 tokens:
+ *  x: [sum(new_tokens), d_in] (the sessions' rows in order) -> out: [sum, d_out]. Prompt
+ *  chunks and decode steps mix in one call; on any error (pool exhausted included) no session
+ *  changes. */
+ATTN_C_API attn_status attn_engine_advance(const attn_engine* engine, attn_session* const* sessions,
+                                           const int64_t* new_tokens, int64_t n, const float* x,
+                                           float* out);
 
 #ifdef __cplusplus
 } /* extern "C" */
