@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
       ++failures;
     }
     float rows[3 * kDIn], outs[3 * kDOut];
-    memcpy(rows, x + 3 * kDIn, sizeof(float) * 2 * kDIn); /* pa: tokens 3, 4 */
+    memcpy(rows, x + 3 * kDIn, sizeof(float) * 2 * kDIn);        /* pa: tokens 3, 4 */
     memcpy(rows + 2 * kDIn, x + 3 * kDIn, sizeof(float) * kDIn); /* pb: token 3 */
     attn_session* ab[] = {pa, pb};
     const int64_t counts[] = {2, 1};
