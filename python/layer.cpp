@@ -420,6 +420,80 @@ void PySession::reset() {
   session_.reset();
 }
 
+void PySession::release() {
+  py::gil_scoped_release unlocked;
+  std::lock_guard<std::mutex> lock(mutex_);
+  session_.release();
+}
+
+std::shared_ptr<PySession> PySession::fork() {
+  Result<Session> child = [&] {
+    py::gil_scoped_release unlocked;
+    std::lock_guard<std::mutex> lock(mutex_);
+    return session_.fork();
+  }();
+  if (!child.ok()) raise(child.status());
+  return std::make_shared<PySession>(std::move(child.value()), config_);
+}
+
+py::list advance(const Layer& layer, const std::vector<std::shared_ptr<PySession>>& sessions,
+                 const py::list& xs) {
+  const LayerConfig& c = layer.config();
+  if (static_cast<std::size_t>(py::len(xs)) != sessions.size()) {
+    throw py::value_error("advance takes one x per session: " + std::to_string(sessions.size()) +
+                          " sessions, " + std::to_string(py::len(xs)) + " inputs");
+  }
+  std::vector<Input> ins;
+  std::vector<std::int64_t> tokens;
+  std::int64_t rows = 0;
+  for (std::size_t i = 0; i < sessions.size(); ++i) {
+    if (!sessions[i]) throw py::value_error("sessions[" + std::to_string(i) + "] is None");
+    Input in = to_input(xs[i], "x");
+    if (in.array.ndim() != 2 || in.array.shape(1) != c.d_in || in.array.shape(0) < 1) {
+      throw py::value_error("advance takes x[" + std::to_string(i) +
+                            "] of shape [tokens >= 1, d_in] = [n, " + std::to_string(c.d_in) +
+                            "], got " + shape_of(in.array).to_string());
+    }
+    tokens.push_back(in.array.shape(0));
+    rows += in.array.shape(0);
+    ins.push_back(std::move(in));
+  }
+  std::vector<float> x(static_cast<std::size_t>(rows * c.d_in));
+  std::vector<float> y(static_cast<std::size_t>(rows * c.d_out));
+  std::int64_t row = 0;
+  for (const Input& in : ins) {
+    std::copy_n(in.array.data(), in.array.size(), x.data() + row * c.d_in);
+    row += in.array.shape(0);
+  }
+  std::vector<Session*> list;
+  std::vector<std::mutex*> locks;
+  for (const auto& s : sessions) {
+    list.push_back(&s->session_);
+    locks.push_back(&s->mutex_);
+  }
+  std::sort(locks.begin(), locks.end());
+  if (std::adjacent_find(locks.begin(), locks.end()) != locks.end())
+    throw py::value_error("advance takes distinct sessions");
+  Status st;
+  {
+    py::gil_scoped_release unlocked;
+    for (std::mutex* m : locks) m->lock();  // in address order: no deadlock between calls
+    st = layer.engine().advance(list, tokens, ConstTensorView(x.data(), Shape{rows, c.d_in}),
+                                TensorView{y.data(), Shape{rows, c.d_out}});
+    for (std::mutex* m : locks) m->unlock();
+  }
+  if (!st.ok()) raise(st);
+  py::list out;
+  row = 0;
+  for (std::size_t i = 0; i < ins.size(); ++i) {
+    py::array_t<float> yi({py::ssize_t(tokens[i]), py::ssize_t(c.d_out)});
+    std::copy_n(y.data() + row * c.d_out, tokens[i] * c.d_out, yi.mutable_data());
+    row += tokens[i];
+    out.append(wrap(std::move(yi), ins[i].torch));
+  }
+  return out;
+}
+
 std::shared_ptr<Layer> make_layer(const LayerConfig& config, const RunOptions& options,
                                   Weights weights) {
   switch (config.variant) {

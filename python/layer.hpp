@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "attn/engine.hpp"
 #include "attn/io.hpp"
@@ -74,14 +75,26 @@ class PySession {
   /// x: [1, d_in] or [d_in] -> the same rank, last dim d_out.
   py::object step(const py::object& x);
   void reset();
+  /// Gives the session's cache blocks back to its pool (position 0).
+  void release();
+  /// A new session with this one's positions, sharing its full blocks copy-on-write.
+  std::shared_ptr<PySession> fork();
   std::int64_t position() const { return session_.position(); }
   std::int64_t capacity() const { return session_.capacity(); }
+  std::size_t cache_bytes() const { return session_.cache_bytes(); }
 
  private:
+  friend py::list advance(const Layer& layer, const std::vector<std::shared_ptr<PySession>>&,
+                          const py::list& xs);
   Session session_;
   LayerConfig config_;
   std::mutex mutex_;
 };
+
+/// Layer.advance: sessions[i] takes xs[i] ([n_i, d_in], n_i >= 1) in one ragged call; returns
+/// the outputs [n_i, d_out] in order.
+py::list advance(const Layer& layer, const std::vector<std::shared_ptr<PySession>>& sessions,
+                 const py::list& xs);
 
 /// Returns the layer of `variant` under its chapter class (for pybind11's downcast).
 std::shared_ptr<Layer> make_layer(const LayerConfig& config, const RunOptions& options,

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "attn/cache_pool.hpp"
 #include "attn/runtime.hpp"
 #include "layer.hpp"
 
@@ -117,9 +118,34 @@ PYBIND11_MODULE(attn, m) {
            "Appends a prompt. x: [tokens, d_in] -> [tokens, d_out], same kind as x.")
       .def("step", &PySession::step, "x"_a,
            "Appends one token. x: [1, d_in] (or [d_in]) -> [1, d_out] (or [d_out]).")
-      .def("reset", &PySession::reset, "Forgets every cached position.")
+      .def("reset", &PySession::reset, "Forgets every cached position (its blocks go back).")
+      .def("release", &PySession::release,
+           "Gives the session's cache blocks back to its pool (position 0).")
+      .def("fork", &PySession::fork,
+           "Returns a new session with these positions, sharing the full cache blocks\n"
+           "copy-on-write (a shared prompt); each then grows on its own.")
+      .def_property_readonly("cache_bytes", &PySession::cache_bytes,
+                             "Bytes of cache set aside: a private pool's capacity, or the\n"
+                             "bytes of the blocks held in a shared pool.")
       .def_property_readonly("position", &PySession::position, "Positions cached so far.")
       .def_property_readonly("capacity", &PySession::capacity, "context_length.");
+
+  py::class_<attn::CachePool>(m, "CachePool",
+                              "A budget of KV-cache memory in blocks, shared by sessions\n"
+                              "(layer.new_session(pool)).")
+      .def(py::init([](const std::shared_ptr<Layer>& layer, std::int64_t budget_bytes) {
+             if (budget_bytes < 0) throw py::value_error("budget_bytes must be >= 0");
+             attn::Result<attn::CachePool> p =
+                 attn::CachePool::create(layer->engine(), static_cast<std::size_t>(budget_bytes));
+             if (!p.ok()) raise(p.status());
+             return std::move(p.value());
+           }),
+           "layer"_a, "budget_bytes"_a)
+      .def_property_readonly("block_positions", &attn::CachePool::block_positions)
+      .def_property_readonly("block_bytes", &attn::CachePool::block_bytes)
+      .def_property_readonly("capacity_bytes", &attn::CachePool::capacity_bytes)
+      .def_property_readonly("used_bytes", &attn::CachePool::used_bytes)
+      .def_property_readonly("peak_used_bytes", &attn::CachePool::peak_used_bytes);
 
   py::class_<Layer, std::shared_ptr<Layer>>(m, "Layer", "An attention layer run by attn.")
       .def("__call__", &Layer::forward, "x"_a, "out"_a = py::none(), kCallDoc)
@@ -133,12 +159,20 @@ PYBIND11_MODULE(attn, m) {
            "Returns the parameters and mask buffer under the chapter's names, as numpy arrays.")
       .def(
           "new_session",
-          [](const std::shared_ptr<Layer>& self) {
-            attn::Result<attn::Session> s = self->engine().new_session();
+          [](const std::shared_ptr<Layer>& self, std::optional<attn::CachePool> pool) {
+            attn::Result<attn::Session> s =
+                pool ? self->engine().new_session(*pool) : self->engine().new_session();
             if (!s.ok()) raise(s.status());
             return std::make_shared<PySession>(std::move(s.value()), self->config());
           },
-          "Returns a KV-cache session (causal layers only).")
+          "pool"_a = py::none(),
+          "Returns a KV-cache session (causal layers only): with a private cache of\n"
+          "context_length positions, or taking blocks from `pool` (an attn.CachePool) as it\n"
+          "grows.")
+      .def("advance", &advance, "sessions"_a, "xs"_a,
+           "Advances sessions[i] by the rows of xs[i] ([n_i, d_in], n_i >= 1) in one ragged\n"
+           "call (prompt chunks and single tokens mixed; all-or-nothing) and returns the\n"
+           "outputs [n_i, d_out] in order.")
       .def(
           "eval", [](const py::object& self) { return self; }, "Returns self (always inference).")
       .def_property_readonly("d_in", [](const Layer& l) { return l.config().d_in; })

@@ -125,3 +125,47 @@ def test_load_errors(tmp_path, data_dir):
         attn.load(os.path.join(data_dir, "gpt2_2layers.safetensors"))
     layer = attn.load(os.path.join(data_dir, "gpt2_2layers.safetensors"), "h.0", threads=1)
     assert isinstance(layer, attn.MultiHeadAttention) and layer.threads == 1
+
+
+def test_pool_fork_and_ragged_advance_match_the_forward():
+    """Sessions of one CachePool: a fork shares the prompt, one advance mixes a 5-token chunk
+    and single tokens, every output equals the full forward; release gives the blocks back."""
+    layer = attn.MultiHeadAttention(8, 8, 300, 0.0, 2, seed=7)
+    x = np.random.default_rng(3).standard_normal((2, 200, 8)).astype(np.float32)
+    want = layer(x)
+    pool = attn.CachePool(layer, 1 << 20)
+    assert pool.block_positions > 0 and pool.used_bytes == 0
+    a = layer.new_session(pool)
+    b = layer.new_session(pool)
+    np.testing.assert_allclose(a.prefill(x[0, :150]), want[0, :150], atol=1e-5, rtol=1e-5)
+    used = pool.used_bytes
+    f = a.fork()  # shares a's full blocks: only the partly filled last one is copied
+    assert f.position == 150 and pool.used_bytes - used == pool.block_bytes
+    outs = layer.advance([a, b, f], [x[0, 150:155], x[1, :1], x[0, 150:151]])
+    np.testing.assert_allclose(outs[0], want[0, 150:155], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(outs[1], want[1, :1], atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(outs[2], want[0, 150:151], atol=1e-5, rtol=1e-5)
+    assert (a.position, b.position, f.position) == (155, 1, 151)
+    with pytest.raises(ValueError, match="distinct"):
+        layer.advance([a, a], [x[0, :1], x[0, :1]])
+    with pytest.raises(ValueError, match=r"x\[1\] of shape \[tokens >= 1, d_in\]"):
+        layer.advance([a, b], [x[0, :1], x[1, :0]])
+    assert (a.position, b.position) == (155, 1)
+    for s in (a, b, f):
+        s.release()
+    assert pool.used_bytes == 0 and pool.peak_used_bytes > 0
+
+
+def test_pool_exhaustion_changes_nothing():
+    layer = attn.MultiHeadAttention(4, 4, 1000, 0.0, 1, seed=1)
+    with pytest.raises(ValueError, match="budget_bytes = 1 is below one block"):
+        attn.CachePool(layer, 1)
+    block = attn.CachePool(layer, 1 << 20).block_bytes
+    pool = attn.CachePool(layer, 2 * block)  # 256 positions
+    s = layer.new_session(pool)
+    x = np.ones((300, 4), np.float32)
+    with pytest.raises(MemoryError, match="pool"):
+        s.prefill(x)
+    assert s.position == 0 and pool.used_bytes == 0
+    s.prefill(x[:256])
+    assert pool.used_bytes == 2 * block
