@@ -7,6 +7,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attn/cache_pool.hpp"
@@ -47,6 +48,10 @@ static_assert(int(attn::Mask::kVariant) == ATTN_MASK_VARIANT &&
 static_assert(int(attn::Backend::kTbb) == ATTN_BACKEND_TBB &&
               int(attn::Backend::kOpenMp) == ATTN_BACKEND_OPENMP &&
               int(attn::Backend::kSerial) == ATTN_BACKEND_SERIAL);
+static_assert(int(attn::DType::kF32) == ATTN_DTYPE_F32 &&
+              int(attn::DType::kBf16) == ATTN_DTYPE_BF16 &&
+              int(attn::DType::kF16) == ATTN_DTYPE_F16 &&
+              int(attn::DType::kInt8) == ATTN_DTYPE_INT8);
 static_assert(int(attn::Rope::kNone) == ATTN_ROPE_NONE &&
               int(attn::Rope::kNeox) == ATTN_ROPE_NEOX && int(attn::Rope::kGptj) == ATTN_ROPE_GPTJ);
 static_assert(int(attn::Isa::kAuto) == ATTN_ISA_AUTO && int(attn::Isa::kSse2) == ATTN_ISA_SSE2 &&
@@ -89,6 +94,8 @@ template <>
 constexpr size_t kFirstSize<attn_layer_config> = offsetof(attn_layer_config, num_kv_heads);
 template <>
 constexpr size_t kFirstSize<attn_load_options> = offsetof(attn_load_options, num_kv_heads);
+template <>
+constexpr size_t kFirstSize<attn_run_options> = offsetof(attn_run_options, weight_dtype);
 
 // Copies a caller's struct whose first field is struct_size. NULL keeps `out` (the defaults).
 // Fields past the caller's struct_size keep their defaults (out's); a struct_size smaller than
@@ -122,6 +129,17 @@ attn_status to_run_options(const attn_run_options* in, attn::RunOptions& out) {
   out.threads = o.threads;
   out.isa = static_cast<attn::Isa>(o.isa);
   out.max_workspace_bytes = o.max_workspace_bytes;
+  const std::pair<int32_t, const char*> dtypes[] = {{o.weight_dtype, "weight_dtype"},
+                                                    {o.compute_dtype, "compute_dtype"},
+                                                    {o.kv_dtype, "kv_dtype"}};
+  for (const auto& [value, name] : dtypes) {
+    if (value < ATTN_DTYPE_F32 || value > ATTN_DTYPE_INT8)
+      return fail(ATTN_INVALID_ARGUMENT,
+                  std::string("attn_run_options.") + name + " is " + std::to_string(value));
+  }
+  out.weight_dtype = static_cast<attn::DType>(o.weight_dtype);
+  out.compute_dtype = static_cast<attn::DType>(o.compute_dtype);
+  out.kv_dtype = static_cast<attn::DType>(o.kv_dtype);
   return ATTN_OK;
 }
 

@@ -161,6 +161,42 @@ int main(int argc, char** argv) {
     fprintf(stderr, "a short struct_size was accepted\n");
     ++failures;
   }
+  /* ABI 2 dtypes: bf16 packed weights stay within bf16 rounding of the reference; a KV dtype
+   * this build cannot run is refused by name; an ABI 1 run-options size gets f32 */
+  {
+    attn_run_options half = options;
+    half.weight_dtype = ATTN_DTYPE_BF16;
+    attn_engine* e16 = NULL;
+    check(attn_engine_create(&config, &weights, &half, &e16), "attn_engine_create (bf16)");
+    static float y16[kSeq * kDOut];
+    check(attn_forward(e16, x, 1, kSeq, y16), "attn_forward (bf16)");
+    double worst = 0;
+    for (int i = 0; i < kSeq * kDOut; ++i) {
+      const double e = fabs((double)y16[i] - want[0][i]);
+      worst = e > worst || e != e ? e : worst;
+    }
+    if (!(worst <= 2e-2) || worst == 0) { /* bf16 keeps 8 bits: about 4e-3 here, never exact */
+      fprintf(stderr, "bf16 weights: max error %g\n", worst);
+      ++failures;
+    }
+    attn_engine_free(e16);
+    attn_run_options kv = options;
+    kv.kv_dtype = ATTN_DTYPE_INT8;
+    attn_engine* none16 = NULL;
+    if (attn_engine_create(&config, &weights, &kv, &none16) == ATTN_OK ||
+        strstr(attn_last_error(), "int8") == NULL) {
+      fprintf(stderr, "kv_dtype int8 was not refused by name: %s\n", attn_last_error());
+      ++failures;
+      attn_engine_free(none16);
+    }
+    attn_run_options old = half;
+    old.struct_size = offsetof(attn_run_options, weight_dtype);
+    check(attn_engine_create(&config, &weights, &old, &e16), "attn_engine_create (ABI 1 options)");
+    check(attn_forward(e16, x, 1, kSeq, y16), "attn_forward (ABI 1 options)");
+    expect_close(y16, want[0], kSeq * kDOut, "forward with ABI 1 run options (f32)");
+    attn_engine_free(e16);
+  }
+
   /* the paged cache: two sessions in one pool, a fork, one ragged advance mixing a 2-token
    * chunk and a 1-token step; release gives the blocks back */
   {

@@ -115,16 +115,32 @@ typedef struct attn_layer_config {
         ATTN_MASK_VARIANT, 0, 0, 0, 0.0, ATTN_ROPE_NONE, 0, 10000.0, 0, 0.0      \
   }
 
-/** How the engine runs (attn::RunOptions). None of these change the output bits. */
+/** Element types (attn::DType) of weights, arithmetic and the KV cache (attn_run_options). */
+typedef enum attn_dtype {
+  ATTN_DTYPE_F32 = 0,
+  ATTN_DTYPE_BF16 = 1,
+  ATTN_DTYPE_F16 = 2,
+  ATTN_DTYPE_INT8 = 3
+} attn_dtype;
+
+/** How the engine runs (attn::RunOptions). backend, threads and isa do not change the output
+ *  bits; the ABI 2 dtypes do (see docs/precision.md). */
 typedef struct attn_run_options {
   size_t struct_size;          /**< sizeof(attn_run_options) */
   int32_t backend;             /**< attn_backend */
   int32_t threads;             /**< 0: $ATTN_THREADS, else every CPU of the process */
   int32_t isa;                 /**< attn_isa */
   int64_t max_workspace_bytes; /**< 0: no limit */
+  /* ABI 2 (attn::RunOptions: which settings take which types, what this CPU can run) */
+  int32_t weight_dtype;  /**< attn_dtype: F32 (default), BF16 or F16 packed weights */
+  int32_t compute_dtype; /**< attn_dtype: F32 (default) or BF16 */
+  int32_t kv_dtype;      /**< attn_dtype of the session cache: F32 (default) */
 } attn_run_options;
-#define ATTN_RUN_OPTIONS_INIT \
-  { sizeof(attn_run_options), ATTN_BACKEND_TBB, 0, ATTN_ISA_AUTO, 0 }
+#define ATTN_RUN_OPTIONS_INIT                                                        \
+  {                                                                                  \
+    sizeof(attn_run_options), ATTN_BACKEND_TBB, 0, ATTN_ISA_AUTO, 0, ATTN_DTYPE_F32, \
+        ATTN_DTYPE_F32, ATTN_DTYPE_F32                                               \
+  }
 
 /** Raw weights in nn.Linear layout (y = x W^T + b), read during attn_engine_create only.
  *  With q_dim = num_heads * head_dim and kv_dim = num_kv_heads * head_dim (both d_out unless
