@@ -87,15 +87,17 @@ kernels::Isa kernel_isa_or_best(Isa isa) {
 }
 }  // namespace
 
-double measure_peak_gflops(Isa isa, double seconds) {
-  const kernels::Isa k = kernel_isa_or_best(isa);
+// The best rate of `run(iterations)` (FLOPs done) over `seconds`, doubling the iterations
+// until one run takes 10 ms.
+template <class Run>
+double best_gflops(double seconds, Run run) {
   using Clock = std::chrono::steady_clock;
   std::size_t iterations = 1 << 16;
   double best = 0;
   const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
   do {
     const auto t0 = Clock::now();
-    const double flops = kernels::peak_fma(k, iterations);
+    const double flops = run(iterations);
     const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
     best = std::max(best, flops / dt * 1e-9);
     if (dt < 0.01) iterations *= 2;
@@ -103,20 +105,14 @@ double measure_peak_gflops(Isa isa, double seconds) {
   return best;
 }
 
+double measure_peak_gflops(Isa isa, double seconds) {
+  const kernels::Isa k = kernel_isa_or_best(isa);
+  return best_gflops(seconds, [k](std::size_t n) { return kernels::peak_fma(k, n); });
+}
+
 double measure_peak_bf16_gflops(double seconds) {
   if (!kernels::bf16_dot_supported()) return 0;
-  using Clock = std::chrono::steady_clock;
-  std::size_t iterations = 1 << 16;
-  double best = 0;
-  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
-  do {
-    const auto t0 = Clock::now();
-    const double flops = kernels::peak_bf16(iterations);
-    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::max(best, flops / dt * 1e-9);
-    if (dt < 0.01) iterations *= 2;
-  } while (Clock::now() < deadline);
-  return best;
+  return best_gflops(seconds, [](std::size_t n) { return kernels::peak_bf16(n); });
 }
 
 double measure_read_bandwidth(int threads, std::size_t bytes, Isa isa) {
