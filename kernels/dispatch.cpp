@@ -1,5 +1,7 @@
 // Run-time selection of the instruction set (xsimd::dispatch) and the kernel entry points.
 // Compiled without ISA flags: it only picks which per-ISA table to call.
+#include <cpuid.h>
+
 #include <algorithm>
 #include <cassert>  // xsimd 8.1's xsimd_arch.hpp uses assert without including it
 #include <type_traits>
@@ -40,6 +42,13 @@ struct IsaOfArch {
 
 // The OS must also save the wider registers; GCC's cpu model checks XCR0 for that, which
 // xsimd 8.1's cpuid does not.
+// F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+bool cpu_has_f16c() noexcept {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return (ecx & bit_F16C) != 0;
+}
+
 bool os_and_cpu_support(Isa isa) noexcept {
   switch (isa) {
     case Isa::kSse2:
@@ -47,7 +56,7 @@ bool os_and_cpu_support(Isa isa) noexcept {
     case Isa::kAvx2:
       // F16C: the avx2 kernels widen binary16 weights with vcvtph2ps (every AVX2 CPU has it).
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             __builtin_cpu_supports("f16c");
+             cpu_has_f16c();
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd") &&
@@ -208,6 +217,8 @@ namespace detail {
 double peak_bf16_avx512(std::size_t iterations) noexcept;  // arch/probe_avx512bf16.cpp
 }  // namespace detail
 #endif
+
+bool f16c_supported() noexcept { return cpu_has_f16c(); }
 
 bool bf16_dot_supported() noexcept {
 #if ATTN_HAVE_AVX512BF16

@@ -237,6 +237,9 @@ double peak_fma(Isa isa, std::size_t iterations) noexcept;
 /// True when this binary has the bf16 dot-product probe and the CPU (and OS) can run
 /// AVX512-BF16 (vdpbf16ps).
 bool bf16_dot_supported() noexcept;
+
+/// True when the CPU has F16C (vcvtph2ps), which the avx2 and avx512 kernels use to widen f16.
+bool f16c_supported() noexcept;
 /// Runs `iterations` rounds of independent vdpbf16ps in registers; returns the FLOPs done (4
 /// per f32 lane per instruction), or 0 when !bf16_dot_supported(). Independent of `isa`.
 double peak_bf16(std::size_t iterations) noexcept;

@@ -21,14 +21,14 @@ constexpr int kExitUsage = 2;
 
 // The extensions the 16-bit dtypes use (issue 15): F16C widens f16 weights in the avx2 and
 // avx512 kernels; AVX512-BF16 would run compute_dtype bf16, which has no kernels yet.
-std::string dtype_extensions_text() {
-  const bool f16c = __builtin_cpu_supports("f16c") != 0;
-  const bool bf16 = __builtin_cpu_supports("avx512bf16") != 0;
+std::string dtype_extensions_text(const RuntimeInfo& info) {
+  const bool f16c = info.f16c;
+  const bool bf16 = info.bf16_dot;
   return std::string(
              "\nweight dtypes: f32, bf16, f16 (16-bit weights widened to f32 in "
              "registers; f16 with F16C: ") +
          (f16c ? "yes" : "no, sse2 integer widening") +
-         ")\ncompute dtypes: f32 (AVX512-BF16 on this CPU: " + (bf16 ? "yes" : "no") +
+         ")\ncompute dtypes: f32 (AVX512-BF16 usable here: " + (bf16 ? "yes" : "no") +
          "; no vdpbf16ps kernels built, compute_dtype bf16 is refused)\nkv dtypes: f32 "
          "(bf16, f16, int8 not built yet)";
 }
@@ -41,7 +41,7 @@ std::string version_text() {
          (info.git_commit.empty() ? "unknown" : info.git_commit) + ")\ncpu: " + info.cpu_model +
          ", " + std::to_string(info.cpus) + " CPUs usable\n" + "instruction sets: " + isas +
          "; kernels in use: " + info.default_isa + " (ATTN_ISA overrides)" +
-         dtype_extensions_text();
+         dtype_extensions_text(info);
 }
 
 int run_parsed(int argc, const char* const* argv) {

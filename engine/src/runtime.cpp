@@ -77,6 +77,8 @@ RuntimeInfo runtime_info() {
     if (kernels::isa_supported(k)) info.isas.emplace_back(kernels::isa_name(k));
   }
   info.cpus = detail::available_cpus();
+  info.f16c = kernels::f16c_supported();
+  info.bf16_dot = kernels::bf16_dot_supported();
   return info;
 }
 

@@ -16,6 +16,8 @@ struct RuntimeInfo {
   std::string default_isa;        ///< what Isa::kAuto resolves to now
   std::vector<std::string> isas;  ///< instruction sets this CPU can run, best first
   int cpus = 0;                   ///< CPUs in this process's affinity mask
+  bool f16c = false;      ///< the CPU converts binary16 in hardware (f16 weights widen with it)
+  bool bf16_dot = false;  ///< AVX512-BF16 (vdpbf16ps) is usable on this CPU and built in
 };
 
 /// Returns the build and machine description used by `attn` and the benchmarks.
