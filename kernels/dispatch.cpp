@@ -55,8 +55,7 @@ bool os_and_cpu_support(Isa isa) noexcept {
       return true;
     case Isa::kAvx2:
       // F16C: the avx2 kernels widen binary16 weights with vcvtph2ps (every AVX2 CPU has it).
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-             cpu_has_f16c();
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case Isa::kAvx512:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512cd") &&
