@@ -160,8 +160,17 @@ bool accepts(Variant v, io::Layout l) {
 }
 
 RunOptions run_options(int threads, const std::string& backend, const std::string& isa,
-                       std::int64_t max_workspace_bytes) {
+                       std::int64_t max_workspace_bytes, const DTypeNames& dtypes) {
   RunOptions o;
+  // The keyword's name first: parse_dtype's message names the value, not the setting.
+  const auto dtype = [](const char* kwarg, const std::string& name) {
+    Result<DType> d = parse_dtype(name);
+    if (!d.ok()) raise(Status(d.status().code(), std::string(kwarg) + ": " + d.status().message()));
+    return *d;
+  };
+  o.weight_dtype = dtype("weight_dtype", dtypes.weight);
+  o.compute_dtype = dtype("compute_dtype", dtypes.compute);
+  o.kv_dtype = dtype("kv_dtype", dtypes.kv);
   Result<Backend> b = parse_backend(backend);
   if (!b.ok()) raise(b.status());
   Result<Isa> i = parse_isa(isa);
@@ -368,7 +377,8 @@ std::string Layer::repr() const {
          ", num_heads=" + std::to_string(config_.num_heads) +
          ", context_length=" + std::to_string(config_.context_length) +
          ", qkv_bias=" + (config_.qkv_bias ? "True" : "False") +
-         ", causal=" + (config_.causal() ? "True" : "False") + layer_settings() + ", isa='" +
+         ", causal=" + (config_.causal() ? "True" : "False") + layer_settings() +
+         ", weight_dtype='" + to_string(engine_.options().weight_dtype) + "', isa='" +
          engine_.isa() + "', threads=" + std::to_string(engine_.threads()) + ")";
 }
 

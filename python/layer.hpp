@@ -29,9 +29,17 @@ struct EngineOptions {
   std::optional<std::uint64_t> seed;  ///< none: a random seed (weights as a fresh module's)
 };
 
-/// Parses the keyword options every layer takes (threads, backend, isa, max_workspace_bytes).
+/// The dtype keyword options every layer takes, as given ("f32", "bf16", "f16", "int8").
+struct DTypeNames {
+  std::string weight = "f32", compute = "f32", kv = "f32";
+};
+
+/// Parses the keyword options every layer takes (threads, backend, isa, max_workspace_bytes,
+/// weight_dtype, compute_dtype, kv_dtype). An unknown name or one a setting does not take
+/// raises ValueError naming it; what this build cannot run (compute_dtype bf16, kv_dtype other
+/// than f32) is the engine's error, raised when the layer is created.
 RunOptions run_options(int threads, const std::string& backend, const std::string& isa,
-                       std::int64_t max_workspace_bytes);
+                       std::int64_t max_workspace_bytes, const DTypeNames& dtypes);
 
 /// One attention layer. Thread safety: forward() releases the GIL and may run from many
 /// Python threads at once; load_state_dict() swaps the engine under the GIL, so a call

@@ -31,14 +31,16 @@ void check_dropout(double dropout) {
 }
 
 EngineOptions engine_options(int threads, const std::string& backend, const std::string& isa,
-                             std::int64_t max_workspace_bytes, std::optional<std::uint64_t> seed) {
-  return {run_options(threads, backend, isa, max_workspace_bytes), seed};
+                             std::int64_t max_workspace_bytes, const DTypeNames& dtypes,
+                             std::optional<std::uint64_t> seed) {
+  return {run_options(threads, backend, isa, max_workspace_bytes, dtypes), seed};
 }
 
 // The keyword-only options every chapter class takes, after its own arguments.
-#define ATTN_ENGINE_KWARGS                                               \
-  py::kw_only(), "threads"_a = 0, "backend"_a = "tbb", "isa"_a = "auto", \
-                 "max_workspace_bytes"_a = 0, "seed"_a = py::none()
+#define ATTN_ENGINE_KWARGS                                                                         \
+  py::kw_only(), "threads"_a = 0, "backend"_a = "tbb", "isa"_a = "auto",                           \
+                 "max_workspace_bytes"_a = 0, "weight_dtype"_a = "f32", "compute_dtype"_a = "f32", \
+                 "kv_dtype"_a = "f32", "seed"_a = py::none()
 
 // The layer settings beyond the chapter's that attn.load takes (io::LayerOptions' fields).
 struct LayerKwargs {
@@ -53,8 +55,9 @@ std::shared_ptr<Layer> load(const std::string& path, std::optional<std::string> 
                             std::optional<std::int64_t> num_heads,
                             std::optional<std::int64_t> context_length, std::optional<bool> causal,
                             const LayerKwargs& more, int threads, const std::string& backend,
-                            const std::string& isa, std::int64_t max_workspace_bytes) {
-  const RunOptions run = run_options(threads, backend, isa, max_workspace_bytes);
+                            const std::string& isa, std::int64_t max_workspace_bytes,
+                            const DTypeNames& dtypes) {
+  const RunOptions run = run_options(threads, backend, isa, max_workspace_bytes, dtypes);
   io::LayerOptions lo;
   if (layout) {
     Result<io::Layout> l = io::parse_layout(*layout);
@@ -196,6 +199,10 @@ PYBIND11_MODULE(attn, m) {
       .def_property_readonly("window", [](const Layer& l) { return l.config().window; })
       .def_property_readonly("alibi", [](const Layer& l) { return l.config().alibi; })
       .def_property_readonly("softcap", [](const Layer& l) { return l.config().softcap; })
+      .def_property_readonly(
+          "weight_dtype",
+          [](const Layer& l) { return std::string(to_string(l.engine().options().weight_dtype)); },
+          "Storage of the packed projection weights: 'f32', 'bf16' or 'f16'.")
       .def_property_readonly("isa", [](const Layer& l) { return std::string(l.engine().isa()); })
       .def_property_readonly("threads", [](const Layer& l) { return l.engine().threads(); })
       .def("__repr__", &Layer::repr);
@@ -204,44 +211,53 @@ PYBIND11_MODULE(attn, m) {
       m, "SelfAttention_v1", "Section 3.4: q = x W_query with W of shape [d_in, d_out].")
       .def(py::init([](std::int64_t d_in, std::int64_t d_out, std::int64_t context_length,
                        int threads, const std::string& backend, const std::string& isa,
-                       std::int64_t max_ws, std::optional<std::uint64_t> seed) {
+                       std::int64_t max_ws, const std::string& weight_dtype,
+                       const std::string& compute_dtype, const std::string& kv_dtype,
+                       std::optional<std::uint64_t> seed) {
              LayerConfig c =
                  LayerConfig::chapter(Variant::kSelfAttentionV1, d_in, d_out, 1, context_length);
-             return std::static_pointer_cast<SelfAttentionV1>(
-                 make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+             return std::static_pointer_cast<SelfAttentionV1>(make_seeded_layer(
+                 c, engine_options(threads, backend, isa, max_ws,
+                                   {weight_dtype, compute_dtype, kv_dtype}, seed)));
            }),
            "d_in"_a, "d_out"_a, py::kw_only(), "context_length"_a = 1024, "threads"_a = 0,
            "backend"_a = "tbb", "isa"_a = "auto", "max_workspace_bytes"_a = 0,
+           "weight_dtype"_a = "f32", "compute_dtype"_a = "f32", "kv_dtype"_a = "f32",
            "seed"_a = py::none());
 
   py::class_<SelfAttentionV2, Layer, std::shared_ptr<SelfAttentionV2>>(
       m, "SelfAttention_v2", "Section 3.4: nn.Linear projections, no mask.")
       .def(py::init([](std::int64_t d_in, std::int64_t d_out, bool qkv_bias,
                        std::int64_t context_length, int threads, const std::string& backend,
-                       const std::string& isa, std::int64_t max_ws,
+                       const std::string& isa, std::int64_t max_ws, const std::string& weight_dtype,
+                       const std::string& compute_dtype, const std::string& kv_dtype,
                        std::optional<std::uint64_t> seed) {
              LayerConfig c =
                  LayerConfig::chapter(Variant::kSelfAttentionV2, d_in, d_out, 1, context_length);
              c.qkv_bias = qkv_bias;
-             return std::static_pointer_cast<SelfAttentionV2>(
-                 make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+             return std::static_pointer_cast<SelfAttentionV2>(make_seeded_layer(
+                 c, engine_options(threads, backend, isa, max_ws,
+                                   {weight_dtype, compute_dtype, kv_dtype}, seed)));
            }),
            "d_in"_a, "d_out"_a, "qkv_bias"_a = false, py::kw_only(), "context_length"_a = 1024,
            "threads"_a = 0, "backend"_a = "tbb", "isa"_a = "auto", "max_workspace_bytes"_a = 0,
+           "weight_dtype"_a = "f32", "compute_dtype"_a = "f32", "kv_dtype"_a = "f32",
            "seed"_a = py::none());
 
   py::class_<CausalAttention, Layer, std::shared_ptr<CausalAttention>>(
       m, "CausalAttention", "Section 3.5: v2 with the causal mask (dropout not applied).")
       .def(py::init([](std::int64_t d_in, std::int64_t d_out, std::int64_t context_length,
                        double dropout, bool qkv_bias, int threads, const std::string& backend,
-                       const std::string& isa, std::int64_t max_ws,
+                       const std::string& isa, std::int64_t max_ws, const std::string& weight_dtype,
+                       const std::string& compute_dtype, const std::string& kv_dtype,
                        std::optional<std::uint64_t> seed) {
              check_dropout(dropout);
              LayerConfig c =
                  LayerConfig::chapter(Variant::kCausalAttention, d_in, d_out, 1, context_length);
              c.qkv_bias = qkv_bias;
-             return std::static_pointer_cast<CausalAttention>(
-                 make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+             return std::static_pointer_cast<CausalAttention>(make_seeded_layer(
+                 c, engine_options(threads, backend, isa, max_ws,
+                                   {weight_dtype, compute_dtype, kv_dtype}, seed)));
            }),
            "d_in"_a, "d_out"_a, "context_length"_a, "dropout"_a, "qkv_bias"_a = false,
            ATTN_ENGINE_KWARGS);
@@ -254,7 +270,8 @@ PYBIND11_MODULE(attn, m) {
           py::init([](std::int64_t d_in, std::int64_t d_out, std::int64_t context_length,
                       double dropout, std::int64_t num_heads, bool qkv_bias, int threads,
                       const std::string& backend, const std::string& isa, std::int64_t max_ws,
-                      std::optional<std::uint64_t> seed) {
+                      const std::string& weight_dtype, const std::string& compute_dtype,
+                      const std::string& kv_dtype, std::optional<std::uint64_t> seed) {
             check_dropout(dropout);
             if (num_heads <= 0)
               throw py::value_error("num_heads must be positive, got " + std::to_string(num_heads));
@@ -262,8 +279,9 @@ PYBIND11_MODULE(attn, m) {
             LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadWrapper, d_in,
                                                  d_out * num_heads, num_heads, context_length);
             c.qkv_bias = qkv_bias;
-            return std::static_pointer_cast<MultiHeadAttentionWrapper>(
-                make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+            return std::static_pointer_cast<MultiHeadAttentionWrapper>(make_seeded_layer(
+                c, engine_options(threads, backend, isa, max_ws,
+                                  {weight_dtype, compute_dtype, kv_dtype}, seed)));
           }),
           "d_in"_a, "d_out"_a, "context_length"_a, "dropout"_a, "num_heads"_a, "qkv_bias"_a = false,
           ATTN_ENGINE_KWARGS);
@@ -274,13 +292,15 @@ PYBIND11_MODULE(attn, m) {
       .def(py::init([](std::int64_t d_in, std::int64_t d_out, std::int64_t context_length,
                        double dropout, std::int64_t num_heads, bool qkv_bias, int threads,
                        const std::string& backend, const std::string& isa, std::int64_t max_ws,
-                       std::optional<std::uint64_t> seed) {
+                       const std::string& weight_dtype, const std::string& compute_dtype,
+                       const std::string& kv_dtype, std::optional<std::uint64_t> seed) {
              check_dropout(dropout);
              LayerConfig c = LayerConfig::chapter(Variant::kMultiHeadAttention, d_in, d_out,
                                                   num_heads, context_length);
              c.qkv_bias = qkv_bias;
-             return std::static_pointer_cast<MultiHeadAttention>(
-                 make_seeded_layer(c, engine_options(threads, backend, isa, max_ws, seed)));
+             return std::static_pointer_cast<MultiHeadAttention>(make_seeded_layer(
+                 c, engine_options(threads, backend, isa, max_ws,
+                                   {weight_dtype, compute_dtype, kv_dtype}, seed)));
            }),
            "d_in"_a, "d_out"_a, "context_length"_a, "dropout"_a, "num_heads"_a,
            "qkv_bias"_a = false, ATTN_ENGINE_KWARGS);
@@ -295,23 +315,27 @@ PYBIND11_MODULE(attn, m) {
          std::optional<std::int64_t> rope_dim, std::optional<double> scale,
          std::optional<std::int64_t> window, std::optional<bool> alibi,
          std::optional<double> softcap, int threads, const std::string& backend,
-         const std::string& isa, std::int64_t max_workspace_bytes) {
+         const std::string& isa, std::int64_t max_workspace_bytes, const std::string& weight_dtype,
+         const std::string& compute_dtype, const std::string& kv_dtype) {
         const LayerKwargs more{num_kv_heads, head_dim, rope_dim, window, rope,
                                rope_theta,   scale,    softcap,  alibi};
         return load(path, prefix, layout, num_heads, context_length, causal, more, threads, backend,
-                    isa, max_workspace_bytes);
+                    isa, max_workspace_bytes, {weight_dtype, compute_dtype, kv_dtype});
       },
       "path"_a, "prefix"_a = py::none(), py::kw_only(), "layout"_a = py::none(),
       "num_heads"_a = py::none(), "context_length"_a = py::none(), "causal"_a = py::none(),
       "num_kv_heads"_a = py::none(), "head_dim"_a = py::none(), "rope"_a = py::none(),
       "rope_theta"_a = py::none(), "rope_dim"_a = py::none(), "scale"_a = py::none(),
       "window"_a = py::none(), "alibi"_a = py::none(), "softcap"_a = py::none(), "threads"_a = 0,
-      "backend"_a = "tbb", "isa"_a = "auto", "max_workspace_bytes"_a = 0,
+      "backend"_a = "tbb", "isa"_a = "auto", "max_workspace_bytes"_a = 0, "weight_dtype"_a = "f32",
+      "compute_dtype"_a = "f32", "kv_dtype"_a = "f32",
       "Reads the attention layer under `prefix` of a safetensors file (the chapter's classes,\n"
       "nn.MultiheadAttention, GPT-2, Hugging Face Llama/Mistral/Qwen2/Gemma 2 or GPT-NeoX/BLOOM\n"
       "attention) and returns it as its chapter class (MultiHeadAttention for the others).\n"
-      "Layer options override what the file says (its __metadata__ and shapes). Raises\n"
-      "OSError (file) or ValueError (contents).");
+      "Layer options override what the file says (its __metadata__ and shapes). weight_dtype\n"
+      "'bf16' or 'f16' packs the projection weights in 16 bits (half the memory; see\n"
+      "docs/precision.md for the error). Raises OSError (file) or ValueError (contents, or a\n"
+      "dtype this build cannot run).");
   m.def(
       "default_isa",
       [] {

@@ -1,6 +1,6 @@
-# `attn run` and `attn info` end to end over tests/data: every fixture matches PyTorch's
-# output through the command line, and every bad input gives a clear error and a non-zero
-# exit status (never a crash).
+# `attn run`, `attn info` and `attn profile` end to end over tests/data: every fixture matches
+# PyTorch's output through the command line, and every bad input gives a clear error and a
+# non-zero exit status (never a crash).
 # Usage: cmake -DATTN=<attn binary> -DDATA=<tests/data> -DWORK=<scratch dir> -P io_cli.cmake
 
 file(MAKE_DIRECTORY ${WORK})
@@ -197,6 +197,11 @@ check(compute_dtype_bf16 fail "" "compute_dtype = bf16 is not supported" run
       --weights mha_b3.safetensors --input mha_b3.input.npy --compute-dtype bf16)
 check(bad_weight_dtype usage "" "--weight-dtype: int8 not in" run --weights mha_b3.safetensors
       --input mha_b3.input.npy --weight-dtype int8)
+# attn profile takes the same dtype flags (one value each), declared by the same DTypeFlags.
+check(profile_weight_dtype_bf16 ok "" "threads, weights bf16, for" profile --preset gpt2-small
+      --seconds 0.01 --threads 1 --weight-dtype bf16)
+check(profile_bad_weight_dtype usage "" "--weight-dtype: f64 not in" profile --weight-dtype f64)
+check(profile_kv_dtype_bf16 fail "" "kv_dtype = bf16 is not supported yet" profile --kv-dtype bf16)
 check(info_dtype_bytes ok "packed weights: f32 [0-9]+ bytes, bf16 [0-9]+ bytes, f16 [0-9]+ bytes.*kv cache per token: f32 [0-9]+ bytes, bf16" ""
       info hf_llama_gqa.safetensors)
 

@@ -386,9 +386,11 @@ int bench_distributed(const BenchOptions& o, const RuntimeInfo& info) {
   std::int64_t max_len = 1;
   for (auto s : o.decode ? o.kv_len : o.seq_len) max_len = std::max(max_len, s);
   for (auto threads : o.run.threads) {
-    for (const auto& backend : o.run.backends) {
+    for (const auto& [backend, dtypes] : backend_dtypes(o)) {
       dist::Options options;
       if (Status s = o.run.apply(options.run, threads, backend); !s.ok()) return fail(s);
+      // Each rank's engine packs its heads' weights in the requested dtypes, as a local one.
+      dtypes.apply(options.run);
       const LayerConfig c =
           bench::layer_config(o.layer, max_len + (o.decode ? o.warmup + o.reps : 0));
       Result<Weights> w = init_weights_like_torch(c, 123);
@@ -400,6 +402,9 @@ int bench_distributed(const BenchOptions& o, const RuntimeInfo& info) {
       base.set("impl", o.decode ? "decode" : "fused")
           .set("backend", backend)
           .set("isa", std::string(engine->local_engine().isa()));
+      base.set("weight_dtype", std::string(to_string(options.run.weight_dtype)))
+          .set("compute_dtype", std::string(to_string(options.run.compute_dtype)))
+          .set("kv_dtype", std::string(to_string(options.run.kv_dtype)));
       base.set("ranks", std::int64_t{mpi->size()})
           .set("threads", std::int64_t{engine->local_engine().threads()});
       base.set("d_model", c.d_out).set("num_heads", c.num_heads);

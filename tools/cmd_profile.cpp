@@ -19,6 +19,7 @@ struct ProfileOptions {
   std::string preset = "gpt2-small";
   double seconds = 10;
   RunFlags run;
+  DTypeFlags dtypes;
   std::string impl = "fused";
 };
 
@@ -33,6 +34,7 @@ int run_profile(const ProfileOptions& o) {
   LayerConfig c = bench::layer_config(w, w.seq_len);
   RunOptions run;
   if (Status s = o.run.apply(run); !s.ok()) return fail(s);
+  o.dtypes.apply(run);
   Result<Engine> engine = bench::make_engine(c, run);
   if (!engine.ok()) return fail(engine.status());
   Result<Tensor> x = bench::random_tensor(Shape{w.batch, w.seq_len, c.d_in}, 1);
@@ -44,8 +46,8 @@ int run_profile(const ProfileOptions& o) {
   if (Status s = engine->forward(x->view(), y->view(), impl); !s.ok()) return fail(s);
   std::cerr << "attn profile: " << o.preset << " forward, batch " << w.batch << " x " << w.seq_len
             << " tokens, d_model " << w.d_model << ", " << w.num_heads << " heads, kernels "
-            << engine->isa() << ", " << engine->threads() << " threads, for " << o.seconds
-            << " s\n";
+            << engine->isa() << ", " << engine->threads() << " threads, weights "
+            << to_string(run.weight_dtype) << ", for " << o.seconds << " s\n";
 
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
@@ -75,6 +77,7 @@ Command add_profile(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--seconds", o->seconds, "How long to loop")->check(finite_in_range(1e-3, 1e6));
   o->run.add_to(sub, /*sweep=*/false);
+  o->dtypes.add_to(sub, /*sweep=*/false);
   sub->add_option("--impl", o->impl, "fused or unfused")
       ->check(CLI::IsMember({"fused", "unfused"}));
   return {sub, [o] { return run_profile(*o); }};

@@ -1,6 +1,7 @@
 #!/bin/sh
 # `mpirun -np P attn run --distributed` (forward and --decode) against PyTorch's outputs, and
-# heads that do not divide by the ranks refused on every rank without a hang.
+# heads that do not divide by the ranks refused on every rank without a hang; bench --distributed
+# with the dtype flags.
 # Usage: cli.sh ATTN DATA_DIR MPIRUN [MPIRUN_ARGS...]
 attn=$1
 data=$2
@@ -31,4 +32,11 @@ check wrapper_np2 ok "0 of" 2 "$@" -np 2 "$attn" run --distributed --weights wra
   --input wrapper_b1.input.npy --expect wrapper_b1.output.npy --output /dev/null
 check gpt2_np2_refused fail "num_heads = 3 (num_kv_heads = 3) is not divisible by the 2 ranks" 2 "$@" -np 2 "$attn" \
   run --distributed --weights gpt2_2layers.safetensors --prefix h.1 --input gpt2_2layers.input.npy --output /dev/null
+# bench --distributed sweeps the dtype flags as bench does: every rank packs its heads in them.
+check bench_dtypes_np2 ok ",bf16,f32,f32," 2 "$@" -np 2 "$attn" bench --distributed --batch 1 --seq-len 8 \
+  --d-model 16 --num-heads 2 --warmup 0 --reps 1 --weight-dtype f32,bf16,f16 --format csv
+check bench_kv_dtype_np2_refused fail "kv_dtype = bf16 is not supported yet" 2 "$@" -np 2 "$attn" bench \
+  --distributed --batch 1 --seq-len 8 --d-model 16 --num-heads 2 --warmup 0 --reps 1 --kv-dtype bf16
+check bench_bad_dtype_np2 fail "--weight-dtype: f64 not in" 2 "$@" -np 2 "$attn" bench --distributed \
+  --weight-dtype f64
 [ "$failures" -eq 0 ] || { echo "mpi_cli: $failures checks failed"; exit 1; }
