@@ -22,14 +22,14 @@ constexpr std::size_t kHeads = 12, kHeadDim = 64, kBlock = 128, kSessions = 16;
 struct Caches {
   std::size_t kv;
   std::vector<bench::Buffer> contiguous, paged;
-  std::vector<std::vector<const float*>> tables;
+  std::vector<std::vector<const void*>> tables;
   explicit Caches(std::size_t kv_len) : kv(kv_len) {
     const std::size_t blocks = (kv + kBlock - 1) / kBlock,
                       block_floats = 2 * kHeads * kBlock * kHeadDim;
     for (std::size_t s = 0; s < kSessions; ++s) {
       contiguous.emplace_back(2 * kHeads * kv * kHeadDim, static_cast<std::uint32_t>(s + 1));
       paged.emplace_back(blocks * block_floats, static_cast<std::uint32_t>(s + 1));
-      std::vector<const float*> t;
+      std::vector<const void*> t;
       for (std::size_t b = 0; b < blocks; ++b)
         t.push_back(paged.back().get() + (b * 7 % blocks) * block_floats);
       tables.push_back(std::move(t));

@@ -92,26 +92,55 @@ void gemm(Isa isa, const GemmArgs& args) noexcept;
 // ---- Paged keys and values (a session's cache in blocks, vLLM's PagedAttention) ---------
 //
 // One kv head's keys and values held in blocks of block_positions positions: the key of
-// position p is the row blocks[p / block_positions] + k_offset + (p % block_positions) * ld,
-// its value the same with v_offset. block_positions is a power of two and a multiple of
-// kPageMultiple, so every kv-block of the flash kernel (fixed multiples of 128 keys from key 0)
-// lies inside one block and is read in place; the decode kernels resolve each key's row.
+// position p is the row blocks[p / block_positions] + k_offset + (p % block_positions) * ld
+// (in elements of `type`), its value the same with v_offset. block_positions is a power of
+// two and a multiple of kPageMultiple, so every kv-block of the flash kernel (fixed multiples
+// of 128 keys from key 0) lies inside one block; the decode kernels resolve each key's row.
+//
+// Element types (KvType): f32 rows are read in place by every kernel. bf16 and f16 rows are
+// widened in registers by the decode kernels (no copy: decode is bound by the bytes it
+// reads) and by the flash kernel into a per-call scratch block of 128 f32 rows (prefill is
+// bound by FLOPs; each kv-block is widened once per q-chunk). int8 rows are symmetric: the
+// value of element d of position p is scale[p] * row[d], with one f32 scale per position and
+// kv head (k_scale_offset / v_scale_offset: bytes from a block's base to the scale of its
+// position 0; scales of one head are contiguous in position). Keys: the decode kernels take
+// the dot product of q with the int8 row, then multiply by the scale; values: the softmax
+// weight p_j is multiplied by scale_j before the FMAs (the sum of p_j is taken before).
 
 /// block_positions must be a multiple of this: the flash kernel's kv-block (attention.hpp).
 inline constexpr std::size_t kPageMultiple = 128;
 
+/// The element type of a paged cache.
+enum class KvType : std::uint8_t { kF32, kBf16, kF16, kInt8 };
+
+/// Returns the bytes of one element of t.
+constexpr std::size_t kv_type_bytes(KvType t) noexcept {
+  return t == KvType::kF32 ? 4 : t == KvType::kInt8 ? 1 : 2;
+}
+
 struct KvPages {
-  const float* const* blocks = nullptr;  ///< base of each block, in position order
-  std::ptrdiff_t k_offset = 0;           ///< floats from a block's base to its key row 0
-  std::ptrdiff_t v_offset = 0;           ///< ... to its value row 0
-  std::ptrdiff_t ld = 0;                 ///< row stride inside a block
-  std::size_t block_positions = 0;       ///< power of two, multiple of kPageMultiple
+  const void* const* blocks = nullptr;  ///< base of each block, in position order
+  std::ptrdiff_t k_offset = 0;          ///< elements from a block's base to its key row 0
+  std::ptrdiff_t v_offset = 0;          ///< ... to its value row 0
+  std::ptrdiff_t ld = 0;                ///< row stride inside a block, in elements
+  std::size_t block_positions = 0;      ///< power of two, multiple of kPageMultiple
+  KvType type = KvType::kF32;
+  std::ptrdiff_t k_scale_offset = 0;  ///< kInt8: bytes from a block's base to key scale 0
+  std::ptrdiff_t v_scale_offset = 0;  ///< kInt8: ... to value scale 0
 };
 
-/// Returns the row of position p at `offset` (k_offset or v_offset) of `pages`.
-inline const float* page_row(const KvPages& pages, std::size_t p, std::ptrdiff_t offset) noexcept {
-  return pages.blocks[p / pages.block_positions] + offset +
+/// Returns the row of position p at `offset` (k_offset or v_offset) of `pages`, whose
+/// elements are E (float for KvType::kF32, std::uint16_t for kBf16/kF16, std::int8_t for kInt8).
+template <class E = float>
+inline const E* page_row(const KvPages& pages, std::size_t p, std::ptrdiff_t offset) noexcept {
+  return static_cast<const E*>(pages.blocks[p / pages.block_positions]) + offset +
          static_cast<std::ptrdiff_t>(p % pages.block_positions) * pages.ld;
+}
+
+/// Returns the int8 scale of position p at `scale_offset` (k_scale_offset or v_scale_offset).
+inline float page_scale(const KvPages& pages, std::size_t p, std::ptrdiff_t scale_offset) noexcept {
+  const auto* base = static_cast<const unsigned char*>(pages.blocks[p / pages.block_positions]);
+  return reinterpret_cast<const float*>(base + scale_offset)[p % pages.block_positions];
 }
 
 struct AttentionArgs {

@@ -12,6 +12,30 @@ namespace {
 
 constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 
+// Element d of the row of position p at `offset` of a paged cache, widened exactly (int8:
+// times its scale, in double).
+double page_value(const KvPages& pg, std::size_t p, std::ptrdiff_t offset,
+                  std::ptrdiff_t scale_offset, std::size_t d) {
+  switch (pg.type) {
+    case KvType::kF32:
+      return page_row<float>(pg, p, offset)[d];
+    case KvType::kBf16:
+      return bf16_to_f32(page_row<std::uint16_t>(pg, p, offset)[d]);
+    case KvType::kF16:
+      return f16_to_f32(page_row<std::uint16_t>(pg, p, offset)[d]);
+    case KvType::kInt8:
+      return static_cast<double>(page_scale(pg, p, scale_offset)) *
+             static_cast<double>(page_row<std::int8_t>(pg, p, offset)[d]);
+  }
+  return 0;
+}
+double page_key(const KvPages& pg, std::size_t p, std::size_t d) {
+  return page_value(pg, p, pg.k_offset, pg.k_scale_offset, d);
+}
+double page_val(const KvPages& pg, std::size_t p, std::size_t d) {
+  return page_value(pg, p, pg.v_offset, pg.v_scale_offset, d);
+}
+
 // Softmax of one row of scores in place; masked entries are -inf; all masked gives 0.
 void softmax_in_place(std::vector<double>& s) {
   double mx = kNegInf;
@@ -34,6 +58,27 @@ void softmax_in_place(std::vector<double>& s) {
     sum += x;
   }
   for (double& x : s) x /= sum;
+}
+
+template <class E>
+void decode_rows(const float* q, const E* k, std::ptrdiff_t ld_k, const E* v, std::ptrdiff_t ld_v,
+                 std::size_t n_kv, std::size_t head_dim, float scale, double* out,
+                 const DecodeMods& mods) {
+  // As attention() with one query row at position n_kv - 1, the keys shifted so that key j
+  // sits mods.key_offset + j positions from the query.
+  std::vector<double> s(n_kv);
+  for (std::size_t j = 0; j < n_kv; ++j) {
+    double acc = 0.0;
+    for (std::size_t d = 0; d < head_dim; ++d)
+      acc += static_cast<double>(q[d]) * static_cast<double>(k[j * ld_k + d]);
+    s[j] = modify_score(acc * static_cast<double>(scale), mods.softcap, mods.alibi_slope,
+                        static_cast<double>(mods.key_offset + static_cast<std::int64_t>(j)));
+  }
+  softmax_in_place(s);
+  for (std::size_t d = 0; d < head_dim; ++d) out[d] = 0.0;
+  for (std::size_t j = 0; j < n_kv; ++j)
+    for (std::size_t d = 0; d < head_dim; ++d)
+      out[d] += s[j] * static_cast<double>(v[j * ld_v + d]);
 }
 
 }  // namespace
@@ -88,11 +133,11 @@ void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
         s[j] = kNegInf;  // overwrite, so NaN/Inf in masked keys never matter
         continue;
       }
-      const float* kr = args.pages != nullptr ? page_row(*args.pages, j, args.pages->k_offset)
-                                              : args.k + j * args.ld_k;
       double acc = 0.0;
       for (std::size_t d = 0; d < args.head_dim; ++d) {
-        acc += static_cast<double>(q[d]) * static_cast<double>(kr[d]);
+        const double kd = args.pages != nullptr ? page_key(*args.pages, j, d)
+                                                : static_cast<double>(args.k[j * args.ld_k + d]);
+        acc += static_cast<double>(q[d]) * kd;
       }
       s[j] = modify_score(acc * static_cast<double>(args.scale), args.softcap, args.alibi_slope,
                           static_cast<double>(j) - position);
@@ -105,9 +150,11 @@ void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
           !visible(i, j, args.seq_len_q, args.seq_len_kv, args.causal, args.window)) {
         continue;  // masked: skip, so a NaN value there cannot leak in as 0 * NaN
       }
-      const float* vr = args.pages != nullptr ? page_row(*args.pages, j, args.pages->v_offset)
-                                              : args.v + j * args.ld_v;
-      for (std::size_t d = 0; d < args.head_dim; ++d) o[d] += s[j] * static_cast<double>(vr[d]);
+      for (std::size_t d = 0; d < args.head_dim; ++d) {
+        const double vd = args.pages != nullptr ? page_val(*args.pages, j, d)
+                                                : static_cast<double>(args.v[j * args.ld_v + d]);
+        o[d] += s[j] * vd;
+      }
     }
   }
 }
@@ -115,37 +162,21 @@ void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out) {
 void decode(const float* q, const float* k, std::ptrdiff_t ld_k, const float* v,
             std::ptrdiff_t ld_v, std::size_t n_kv, std::size_t head_dim, float scale, double* out,
             const DecodeMods& mods) {
-  // As attention() with one query row at position n_kv - 1, the keys shifted so that key j
-  // sits mods.key_offset + j positions from the query.
-  std::vector<double> s(n_kv);
-  for (std::size_t j = 0; j < n_kv; ++j) {
-    double acc = 0.0;
-    for (std::size_t d = 0; d < head_dim; ++d)
-      acc += static_cast<double>(q[d]) * static_cast<double>(k[j * ld_k + d]);
-    s[j] = modify_score(acc * static_cast<double>(scale), mods.softcap, mods.alibi_slope,
-                        static_cast<double>(mods.key_offset + static_cast<std::int64_t>(j)));
-  }
-  softmax_in_place(s);
-  for (std::size_t d = 0; d < head_dim; ++d) out[d] = 0.0;
-  for (std::size_t j = 0; j < n_kv; ++j)
-    for (std::size_t d = 0; d < head_dim; ++d)
-      out[d] += s[j] * static_cast<double>(v[j * ld_v + d]);
+  decode_rows(q, k, ld_k, v, ld_v, n_kv, head_dim, scale, out, mods);
 }
 
 void decode_paged(const float* q, const KvPages& pages, std::size_t first_key, std::size_t n_kv,
                   std::size_t head_dim, float scale, double* out, const DecodeMods& mods) {
-  // decode() over the rows gathered from the block table.
-  std::vector<float> k(n_kv * head_dim), v(n_kv * head_dim);
+  // decode() over the rows gathered (widened exactly, int8 scaled in double) from the table.
+  std::vector<double> k(n_kv * head_dim), v(n_kv * head_dim);
   for (std::size_t j = 0; j < n_kv; ++j) {
-    const float* kr = page_row(pages, first_key + j, pages.k_offset);
-    const float* vr = page_row(pages, first_key + j, pages.v_offset);
     for (std::size_t d = 0; d < head_dim; ++d) {
-      k[j * head_dim + d] = kr[d];
-      v[j * head_dim + d] = vr[d];
+      k[j * head_dim + d] = page_key(pages, first_key + j, d);
+      v[j * head_dim + d] = page_val(pages, first_key + j, d);
     }
   }
-  decode(q, k.data(), static_cast<std::ptrdiff_t>(head_dim), v.data(),
-         static_cast<std::ptrdiff_t>(head_dim), n_kv, head_dim, scale, out, mods);
+  const auto ld = static_cast<std::ptrdiff_t>(head_dim);
+  decode_rows(q, k.data(), ld, v.data(), ld, n_kv, head_dim, scale, out, mods);
 }
 
 void masked_softmax_rows(const float* s, std::ptrdiff_t ld, std::size_t rows, std::size_t cols,

@@ -104,17 +104,6 @@ TEST_CASE("the bf16 peak probe runs only where AVX512-BF16 exists", "[dtype]") {
 TEST_CASE("create refuses dtypes it cannot run, naming the setting and value", "[dtype]") {
   test::EngineCase c =
       test::make_case(attn::Variant::kMultiHeadAttention, 16, 16, 2, 1, 4, true, true, 3);
-  SECTION("kv_dtype other than f32: not built yet") {
-    for (DType d : {DType::kBf16, DType::kF16, DType::kInt8}) {
-      attn::RunOptions o;
-      o.kv_dtype = d;
-      auto e = attn::Engine::create(c.config, c.weights, o);
-      REQUIRE_FALSE(e.ok());
-      CHECK(e.status().code() == attn::ErrorCode::kUnsupported);
-      CHECK(e.status().message().find(std::string("kv_dtype = ") + attn::to_string(d)) !=
-            std::string::npos);
-    }
-  }
   SECTION("compute_dtype bf16: no vdpbf16ps kernels") {
     attn::RunOptions o;
     o.compute_dtype = DType::kBf16;

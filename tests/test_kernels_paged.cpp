@@ -22,7 +22,7 @@ struct PagedKv {
   std::size_t n, head_dim, bp;
   std::vector<float> k, v;                 // contiguous
   std::vector<std::vector<float>> memory;  // the blocks
-  std::vector<const float*> table;
+  std::vector<const void*> table;
   k::KvPages pages;
 
   PagedKv(std::size_t n_, std::size_t head_dim_, std::size_t bp_, std::uint64_t seed)
@@ -34,7 +34,7 @@ struct PagedKv {
     // Table entry i points at memory block (i * 7 + 3) % blocks: not in address order.
     for (std::size_t i = 0; i < blocks; ++i) table.push_back(memory[(i * 7 + 3) % blocks].data());
     for (std::size_t p = 0; p < n; ++p) {
-      float* base = const_cast<float*>(table[p / bp]);
+      float* base = static_cast<float*>(const_cast<void*>(table[p / bp]));
       for (std::size_t d = 0; d < head_dim; ++d) {
         base[(p % bp) * head_dim + d] = k[p * head_dim + d];
         base[(bp + p % bp) * head_dim + d] = v[p * head_dim + d];

@@ -29,8 +29,9 @@ std::string dtype_extensions_text(const RuntimeInfo& info) {
              "registers; f16 with F16C: ") +
          (f16c ? "yes" : "no, sse2 integer widening") +
          ")\ncompute dtypes: f32 (AVX512-BF16 usable here: " + (bf16 ? "yes" : "no") +
-         "; no vdpbf16ps kernels built, compute_dtype bf16 is refused)\nkv dtypes: f32 "
-         "(bf16, f16, int8 not built yet)";
+         "; no vdpbf16ps kernels built, compute_dtype bf16 is refused)\nkv dtypes: f32, bf16, f16, "
+         "int8 "
+         "(the decode kernels widen cache rows in registers)";
 }
 
 std::string version_text() {

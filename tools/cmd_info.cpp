@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "attn/cache_pool.hpp"
 #include "attn/engine.hpp"
 #include "attn/layer.hpp"
 #include "attn/npy.hpp"
@@ -81,10 +82,27 @@ void print_dtype_bytes(const io::Layer& layer) {
     }
     std::cout << (d == DType::kF16 ? "\n" : ",");
   }
-  const std::int64_t values = 2 * config.kv_dim();  // one key and one value row
-  std::cout << "kv cache per token: f32 " << values * 4 << " bytes, bf16 " << values * 2
-            << " bytes, f16 " << values * 2 << " bytes, int8 " << values
-            << " bytes + scales (only f32 is built yet)\n";
+  // Per token: a pool's block bytes over its positions, for an engine of each cache dtype
+  // (a pool of one block: budget = the f32 block, which is at least one block of any dtype).
+  std::cout << "kv cache per token:";
+  for (DType d : {DType::kF32, DType::kBf16, DType::kF16, DType::kInt8}) {
+    RunOptions run;
+    run.backend = Backend::kSerial;
+    run.kv_dtype = d;
+    Result<Engine> e = Engine::create(config, layer.weights, run);
+    const auto f32_block = static_cast<std::size_t>(2 * config.kv_dim() * 4 * 128);
+    Result<CachePool> pool =
+        e.ok() ? CachePool::create(*e, f32_block) : Result<CachePool>(e.status());
+    std::cout << " " << to_string(d) << " ";
+    if (pool.ok()) {
+      std::cout << pool->block_bytes() / static_cast<std::size_t>(pool->block_positions())
+                << " bytes";
+    } else {
+      std::cout << "none (" << pool.status().message() << ")";
+    }
+    std::cout << (d == DType::kInt8 ? "" : ",");
+  }
+  std::cout << " (int8: one f32 scale per kv head for keys and for values included)\n";
 }
 
 int info(const InfoArgs& args) {

@@ -43,6 +43,11 @@ HeadIo head_io(const EngineState& st, const SequenceCall& s, const AttentionIo& 
     r.pages.v_offset = static_cast<std::ptrdiff_t>((st.kv_heads + kv_head) * b * st.head_dim);
     r.pages.ld = static_cast<std::ptrdiff_t>(st.head_dim);
     r.pages.block_positions = b;
+    r.pages.type = st.kv_type;
+    const auto scales = static_cast<std::ptrdiff_t>(s.cache->pool->scale_offset);
+    r.pages.k_scale_offset = scales + static_cast<std::ptrdiff_t>(kv_head * b * sizeof(float));
+    r.pages.v_scale_offset =
+        scales + static_cast<std::ptrdiff_t>((st.kv_heads + kv_head) * b * sizeof(float));
   } else {
     // Without projections (3.3) k_col = v_col = 0: q = k = v = x.
     r.k = row + static_cast<std::ptrdiff_t>(st.k_col) + kv_col;
@@ -79,7 +84,10 @@ class AttentionPlan {
         const std::size_t chunks = chunks_of(keys_of(s));
         tasks += (group() > 1 ? st_.kv_heads : st_.num_heads) * chunks;
         slots += st_.num_heads * chunks;
-        bytes_ += 2.0 * static_cast<double>(keys_of(s).size() * st_.head_dim * sizeof(float)) *
+        // Keys and values in the cache's type, int8 with one f32 scale per row.
+        const std::size_t row_bytes = st_.head_dim * kernels::kv_type_bytes(st_.kv_type) +
+                                      (st_.kv_type == kernels::KvType::kInt8 ? sizeof(float) : 0);
+        bytes_ += 2.0 * static_cast<double>(keys_of(s).size() * row_bytes) *
                   static_cast<double>(st_.kv_heads);
       } else {
         tasks += st_.num_heads * pairs_of(s);

@@ -53,10 +53,32 @@ std::uint32_t CachePoolState::refs_of(std::uint32_t id) const noexcept {
   return refs[id];
 }
 
+const char* kv_type_name(kernels::KvType type) noexcept {
+  switch (type) {
+    case kernels::KvType::kF32:
+      return "f32";
+    case kernels::KvType::kBf16:
+      return "bf16";
+    case kernels::KvType::kF16:
+      return "f16";
+    case kernels::KvType::kInt8:
+      return "int8";
+  }
+  return "unknown";
+}
+
+std::size_t kv_block_bytes(std::size_t kv_heads, std::size_t head_dim, kernels::KvType type,
+                           std::size_t block_positions) noexcept {
+  const std::size_t rows = 2 * kv_heads * block_positions;
+  const std::size_t bytes = rows * head_dim * kernels::kv_type_bytes(type) +
+                            (type == kernels::KvType::kInt8 ? rows * sizeof(float) : 0);
+  return (bytes + 63) / 64 * 64;  // every block 64-byte aligned
+}
+
 Result<std::shared_ptr<CachePoolState>> make_pool(std::size_t kv_heads, std::size_t head_dim,
-                                                  std::size_t blocks) {
-  const std::size_t block_floats = 2 * kv_heads * kBlockPositions * head_dim;
-  const std::size_t floats = detail::mul_or_max(blocks, block_floats);
+                                                  kernels::KvType type, std::size_t blocks) {
+  const std::size_t block_bytes = kv_block_bytes(kv_heads, head_dim, type, kBlockPositions);
+  const std::size_t floats = detail::mul_or_max(blocks, block_bytes / sizeof(float));
   if (blocks > UINT32_MAX) {
     return Status(ErrorCode::kInvalidArgument,
                   "cache pool: " + std::to_string(blocks) + " blocks exceed 2^32 - 1");
@@ -66,7 +88,9 @@ Result<std::shared_ptr<CachePoolState>> make_pool(std::size_t kv_heads, std::siz
     p->kv_heads = kv_heads;
     p->head_dim = head_dim;
     p->block_positions = kBlockPositions;
-    p->block_floats = block_floats;
+    p->kv_type = type;
+    p->scale_offset = 2 * kv_heads * kBlockPositions * head_dim * kernels::kv_type_bytes(type);
+    p->bytes_per_block = block_bytes;
     p->blocks = blocks;
     if (!p->memory.reserve(floats)) {
       return detail::out_of_memory("the key/value cache pool",
@@ -92,17 +116,19 @@ Result<CachePool> CachePool::create(const Engine& engine, std::size_t budget_byt
     return Status(ErrorCode::kInvalidArgument,
                   "cache pool: KV-cache sessions need causal attention");
   }
-  const std::size_t block_bytes = 2 * st.kv_heads * kBlockPositions * st.head_dim * sizeof(float);
+  const std::size_t block_bytes =
+      kv_block_bytes(st.kv_heads, st.head_dim, st.kv_type, kBlockPositions);
   const std::size_t blocks = budget_bytes / block_bytes;
   if (blocks == 0) {
-    return Status(ErrorCode::kInvalidArgument,
-                  "cache pool: budget_bytes = " + std::to_string(budget_bytes) +
-                      " is below one block (" + std::to_string(block_bytes) +
-                      " bytes: " + std::to_string(kBlockPositions) + " positions of " +
-                      std::to_string(st.kv_heads) + " kv heads x head_dim " +
-                      std::to_string(st.head_dim) + ", keys and values)");
+    return Status(
+        ErrorCode::kInvalidArgument,
+        "cache pool: budget_bytes = " + std::to_string(budget_bytes) + " is below one block (" +
+            std::to_string(block_bytes) + " bytes: " + std::to_string(kBlockPositions) +
+            " positions of " + std::to_string(st.kv_heads) + " kv heads x head_dim " +
+            std::to_string(st.head_dim) + " in " + kv_type_name(st.kv_type) + ", keys and values)");
   }
-  Result<std::shared_ptr<CachePoolState>> p = make_pool(st.kv_heads, st.head_dim, blocks);
+  Result<std::shared_ptr<CachePoolState>> p =
+      make_pool(st.kv_heads, st.head_dim, st.kv_type, blocks);
   if (!p.ok()) return p.status();
   return CachePool(std::move(p.value()));
 }

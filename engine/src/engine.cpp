@@ -33,6 +33,7 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
     st->config = config;
     st->options = options;
     st->isa = *kernels::from_public(*isa);
+    st->kv_type = detail::kv_type_of(options.kv_dtype);
     Result<std::unique_ptr<detail::Scheduler>> sched =
         detail::make_scheduler(options.backend, options.threads);
     if (!sched.ok()) return sched.status();
@@ -129,7 +130,7 @@ Result<Session> Engine::make_session(std::shared_ptr<CachePoolState> pool,
     st->block_ptrs.reserve(table);
   } catch (const std::bad_alloc&) {
     return detail::out_of_memory("a session's block table",
-                                 detail::mul_or_max(table, sizeof(std::uint32_t) + sizeof(float*)));
+                                 detail::mul_or_max(table, sizeof(std::uint32_t) + sizeof(void*)));
   }
   st->pool = std::move(pool);
   return Session(std::move(st));
@@ -140,7 +141,7 @@ Result<Session> Engine::new_session() const {
   const std::size_t blocks =
       blocks_for(static_cast<std::size_t>(state_->config.context_length), kernels::kPageMultiple);
   Result<std::shared_ptr<CachePoolState>> pool =
-      make_pool(state_->kv_heads, state_->head_dim, blocks);
+      make_pool(state_->kv_heads, state_->head_dim, state_->kv_type, blocks);
   if (!pool.ok()) return pool.status();
   return make_session(std::move(pool.value()), /*private_pool=*/true);
 }
@@ -148,12 +149,14 @@ Result<Session> Engine::new_session() const {
 Result<Session> Engine::new_session(CachePool& pool) const {
   if (Status e = check_causal(*state_); !e.ok()) return e;
   const CachePoolState& p = *pool.state_;
-  if (p.kv_heads != state_->kv_heads || p.head_dim != state_->head_dim) {
+  if (p.kv_heads != state_->kv_heads || p.head_dim != state_->head_dim ||
+      p.kv_type != state_->kv_type) {
     return Status(ErrorCode::kInvalidArgument,
                   "new_session: the cache pool holds " + std::to_string(p.kv_heads) +
-                      " kv heads of head_dim " + std::to_string(p.head_dim) +
-                      ", this engine's cache has " + std::to_string(state_->kv_heads) +
-                      " kv heads of head_dim " + std::to_string(state_->head_dim));
+                      " kv heads of head_dim " + std::to_string(p.head_dim) + " in " +
+                      kv_type_name(p.kv_type) + ", this engine's cache has " +
+                      std::to_string(state_->kv_heads) + " kv heads of head_dim " +
+                      std::to_string(state_->head_dim) + " in " + kv_type_name(state_->kv_type));
   }
   return make_session(pool.state_, /*private_pool=*/false);
 }

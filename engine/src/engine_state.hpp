@@ -18,6 +18,7 @@ struct EngineState {
   LayerConfig config;
   RunOptions options;
   kernels::Isa isa = kernels::Isa::kSse2;
+  kernels::KvType kv_type = kernels::KvType::kF32;  // options.kv_dtype
   std::unique_ptr<detail::Scheduler> scheduler;
   int workers = 1;
 

@@ -1,12 +1,17 @@
 // The pipeline every entry point runs (see plan.hpp): project Q/K/V, append K/V to caches,
 // attend, project the output.
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <span>
 
 #include "attention.hpp"
 #include "cache_pool.hpp"
 #include "engine_state.hpp"
+#include "kernels/half.hpp"
 #include "plan.hpp"
 #include "projection.hpp"
 #include "rope.hpp"
@@ -34,26 +39,80 @@ void project_qkv(const EngineState& st, const Workspace& ws, const float* x, std
   }
 }
 
-// Copies the new rows' keys and values into their sequences' cache blocks (block layout
-// [2][kv_heads][B][head_dim], cache_pool.hpp; the blocks were reserved before).
+// One row of head_dim values stored in the cache's element type: f32 copied; bf16 and f16
+// rounded to nearest even, a finite value beyond the type's range saturating to its largest
+// finite value (never Inf), NaN and Inf kept; int8 symmetric, scale = max|x| / 127 over the
+// row and x / scale rounded to nearest (a row of zeros: scale 0), a row holding NaN or Inf
+// stored as scale NaN (every element then reads NaN). docs/precision.md has the errors.
+void store_row(kernels::KvType type, const float* x, std::size_t n, void* dst, float* scale) {
+  switch (type) {
+    case kernels::KvType::kF32:
+      std::memcpy(dst, x, n * sizeof(float));
+      return;
+    case kernels::KvType::kBf16: {
+      auto* out = static_cast<std::uint16_t*>(dst);
+      for (std::size_t d = 0; d < n; ++d) {
+        const kernels::Narrowed r = kernels::f32_to_bf16(x[d]);
+        out[d] = r.overflow ? static_cast<std::uint16_t>((r.bits & 0x8000u) | 0x7F7Fu) : r.bits;
+      }
+      return;
+    }
+    case kernels::KvType::kF16: {
+      auto* out = static_cast<std::uint16_t*>(dst);
+      for (std::size_t d = 0; d < n; ++d) {
+        const kernels::Narrowed r = kernels::f32_to_f16(x[d]);
+        out[d] = r.overflow ? static_cast<std::uint16_t>((r.bits & 0x8000u) | 0x7BFFu) : r.bits;
+      }
+      return;
+    }
+    case kernels::KvType::kInt8: {
+      auto* out = static_cast<std::int8_t*>(dst);
+      float amax = 0;
+      bool finite = true;
+      for (std::size_t d = 0; d < n; ++d) {
+        finite = finite && std::isfinite(x[d]);
+        amax = std::max(amax, std::fabs(x[d]));
+      }
+      if (!finite) {
+        *scale = std::numeric_limits<float>::quiet_NaN();
+        std::memset(out, 0, n);
+        return;
+      }
+      *scale = amax / 127.0f;
+      const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+      for (std::size_t d = 0; d < n; ++d) {
+        const float q = std::nearbyint(x[d] * inv);
+        out[d] = static_cast<std::int8_t>(std::clamp(q, -127.0f, 127.0f));
+      }
+      return;
+    }
+  }
+}
+
+// Stores the new rows' keys and values into their sequences' cache blocks (block layout
+// [2][kv_heads][B][head_dim] elements, then int8's scales, cache_pool.hpp; the blocks were
+// reserved before).
 void append_kv(const EngineState& st, const Workspace& ws,
                std::span<const SequenceCall> sequences) {
   const std::size_t head_dim = st.head_dim;
   const std::size_t k_col = st.k_col, v_col = st.v_col;
-  const std::size_t row_bytes = head_dim * sizeof(float);
+  const std::size_t elem = kernels::kv_type_bytes(st.kv_type);
   for (const SequenceCall& s : sequences) {
     if (s.cache == nullptr) continue;
-    const std::size_t b = s.cache->pool->block_positions;
+    const CachePoolState& pool = *s.cache->pool;
+    const std::size_t b = pool.block_positions;
     const std::size_t first_position = s.kv_len - s.new_tokens;
     for (std::size_t t = 0; t < s.new_tokens; ++t) {
       const float* row = ws.activations.data() + (s.first_row + t) * st.activation_cols;
       const std::size_t p = first_position + t;
-      float* block = const_cast<float*>(s.cache->block_ptrs[p / b]);
+      auto* block = static_cast<unsigned char*>(const_cast<void*>(s.cache->block_ptrs[p / b]));
+      auto* scales = reinterpret_cast<float*>(block + pool.scale_offset);
       for (std::size_t h = 0; h < st.kv_heads; ++h) {
-        const std::size_t k_at = (h * b + p % b) * head_dim;
-        const std::size_t v_at = ((st.kv_heads + h) * b + p % b) * head_dim;
-        std::memcpy(block + k_at, row + k_col + h * head_dim, row_bytes);
-        std::memcpy(block + v_at, row + v_col + h * head_dim, row_bytes);
+        const std::size_t k_row = h * b + p % b, v_row = (st.kv_heads + h) * b + p % b;
+        store_row(st.kv_type, row + k_col + h * head_dim, head_dim, block + k_row * head_dim * elem,
+                  scales + k_row);
+        store_row(st.kv_type, row + v_col + h * head_dim, head_dim, block + v_row * head_dim * elem,
+                  scales + v_row);
       }
     }
   }

@@ -13,6 +13,19 @@
 
 namespace attn::detail {
 
+kernels::KvType kv_type_of(DType dtype) noexcept {
+  switch (dtype) {
+    case DType::kBf16:
+      return kernels::KvType::kBf16;
+    case DType::kF16:
+      return kernels::KvType::kF16;
+    case DType::kInt8:
+      return kernels::KvType::kInt8;
+    default:
+      return kernels::KvType::kF32;
+  }
+}
+
 kernels::WeightType weight_type_of(DType dtype) noexcept {
   switch (dtype) {
     case DType::kBf16:
@@ -32,11 +45,6 @@ Status check_dtypes_buildable(const RunOptions& options) {
                     "dot-product (AVX512-BF16 vdpbf16ps) kernels; use compute_dtype f32 (16-bit "
                     "weights are then widened to f32 in registers; this CPU ") +
             (__builtin_cpu_supports("avx512bf16") ? "has" : "lacks") + " AVX512-BF16)"};
-  }
-  if (options.kv_dtype != DType::kF32) {
-    return {ErrorCode::kUnsupported, std::string("kv_dtype = ") + to_string(options.kv_dtype) +
-                                         " is not supported yet: the key/value cache is f32 only "
-                                         "(16-bit and int8 caches: issue #15); use kv_dtype f32"};
   }
   return {};
 }

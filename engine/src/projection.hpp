@@ -43,12 +43,13 @@ Status pack_linear(kernels::Isa isa, kernels::WeightType type,
                    std::initializer_list<const char*> names);
 
 /// Refuses the RunOptions dtypes this build has no kernels for (kUnsupported, naming the
-/// setting and its value): compute_dtype bf16 (no vdpbf16ps kernels yet) and a kv_dtype
-/// other than f32 (the 16/8-bit cache is not built yet).
+/// setting and its value): compute_dtype bf16 (no vdpbf16ps kernels yet).
 Status check_dtypes_buildable(const RunOptions& options);
 
 /// Returns the kernels' weight type of a RunOptions weight_dtype (kF32, kBf16, kF16).
 kernels::WeightType weight_type_of(DType dtype) noexcept;
+/// Returns the kernels' cache element type of a RunOptions kv_dtype.
+kernels::KvType kv_type_of(DType dtype) noexcept;
 
 /// C[m, n] = A[m, k] · Wᵀ + b over the engine's scheduler, split into output tiles; each
 /// task uses its worker's scratch in ws.

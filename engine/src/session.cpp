@@ -171,7 +171,7 @@ Result<Session> Session::fork() const {
   if (s.private_pool) {
     // A private pool is sized for one session: the fork gets its own, of the same size.
     Result<std::shared_ptr<CachePoolState>> pool =
-        make_pool(s.pool->kv_heads, s.pool->head_dim, s.pool->blocks);
+        make_pool(s.pool->kv_heads, s.pool->head_dim, s.pool->kv_type, s.pool->blocks);
     if (!pool.ok()) return pool.status();
     c.pool = std::move(pool.value());
   }
@@ -200,7 +200,7 @@ Result<Session> Session::fork() const {
       return e;  // the child's destructor gives back the shared blocks
     }
     for (std::size_t i = first_copy; i < full + partial; ++i) {
-      std::memcpy(const_cast<float*>(c.block_ptrs[i]), s.block_ptrs[i], pool.block_bytes());
+      std::memcpy(const_cast<void*>(c.block_ptrs[i]), s.block_ptrs[i], pool.block_bytes());
     }
   }
   c.position = s.position;

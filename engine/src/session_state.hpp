@@ -14,9 +14,9 @@ namespace attn {
 struct SessionState {
   std::shared_ptr<const EngineState> engine;
   std::shared_ptr<CachePoolState> pool;
-  std::vector<std::uint32_t> blocks;     // block ids in position order; capacity reserved for
-                                         // context_length positions, so growing never allocates
-  std::vector<const float*> block_ptrs;  // their bases (the kernels' table, KvPages::blocks)
+  std::vector<std::uint32_t> blocks;    // block ids in position order; capacity reserved for
+                                        // context_length positions, so growing never allocates
+  std::vector<const void*> block_ptrs;  // their bases (the kernels' table, KvPages::blocks)
   std::int64_t position = 0;
   bool private_pool = false;  // from Engine::new_session(): the pool is this session's alone
 

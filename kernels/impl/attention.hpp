@@ -46,6 +46,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "kernels/impl/attention_tiles.hpp"
+#include "kernels/impl/widen.hpp"
 #include "kernels/kernels.hpp"
 
 namespace attn::kernels {
@@ -72,8 +73,10 @@ struct FlashAttention {
   static std::size_t scratch_floats(Arch, std::size_t head_dim) noexcept {
     using T = AttnTile<Arch>;
     const std::size_t qb = q_block_for(head_dim);
+    // + one kv-block of K and V rows widened to f32 (a 16- or 8-bit paged cache).
     return 2 * round16(qb * head_dim) + 2 * round16(qb) +
-           round16(kv_block_for(head_dim) * T::kLanes);
+           round16(kv_block_for(head_dim) * T::kLanes) +
+           2 * round16(kv_block_for(head_dim) * head_dim);
   }
 
   template <class Arch>
@@ -110,6 +113,9 @@ struct FlashAttention {
     float* m = ot + round16(qb * head_dim);
     float* l = m + round16(qb);
     float* s = l + round16(qb);
+    float* kw = s + round16(kv_block_for(head_dim) * L);  // a widened kv-block (16/8-bit cache)
+    float* vw = kw + round16(kv_block_for(head_dim) * head_dim);
+    const bool widen = a.pages != nullptr && a.pages->type != KvType::kF32;
 
     // qt[tile][d][lane] = q[row][d] * scale * log2(e); padding lanes get 0.
     const float c = a.scale * kLog2e;
@@ -134,6 +140,23 @@ struct FlashAttention {
 
     for (std::int64_t j0 = lo_all / nk * nk; j0 <= hi_all; j0 += nk) {
       const std::int64_t j1 = std::min(kv, j0 + nk) - 1;
+      // The block's key and value rows from key j0 on: in place, or widened into kw / vw
+      // (only the keys some row sees, [max(j0, lo_all), min(j1, hi_all)]).
+      KvBlock blk;
+      const auto uj0 = static_cast<std::size_t>(j0);
+      if (widen) {
+        const std::int64_t w_lo = std::max(j0, lo_all), w_hi = std::min(j1, hi_all);
+        const auto off = static_cast<std::size_t>(w_lo - j0) * head_dim;
+        widen_rows<Arch>(*a.pages, static_cast<std::size_t>(w_lo),
+                         static_cast<std::size_t>(w_hi - w_lo + 1), head_dim, kw + off, vw + off);
+        blk = {kw, vw, static_cast<std::ptrdiff_t>(head_dim),
+               static_cast<std::ptrdiff_t>(head_dim)};
+      } else if (a.pages != nullptr) {
+        blk = {page_row(*a.pages, uj0, a.pages->k_offset),
+               page_row(*a.pages, uj0, a.pages->v_offset), a.pages->ld, a.pages->ld};
+      } else {
+        blk = {a.k + j0 * a.ld_k, a.v + j0 * a.ld_v, a.ld_k, a.ld_v};
+      }
       for (std::size_t t = 0; t < n_tiles; ++t) {
         const auto i0 = static_cast<std::int64_t>(r0 + t * L);
         const std::int64_t i1 = std::min(i_last, i0 + static_cast<std::int64_t>(L) - 1);
@@ -161,13 +184,13 @@ struct FlashAttention {
         }
         if constexpr (Mod) {
           const ScoreModsLog2 mod(a.softcap, a.alibi_slope);
-          tile_block<true>(Arch{}, a, qt + t * head_dim * L, ot + t * head_dim * L, m + t * L,
-                           l + t * L, s, static_cast<std::size_t>(lo), n, full_begin, full_end, lim,
-                           &mod);
+          tile_block<true>(Arch{}, a, blk, uj0, qt + t * head_dim * L, ot + t * head_dim * L,
+                           m + t * L, l + t * L, s, static_cast<std::size_t>(lo), n, full_begin,
+                           full_end, lim, &mod);
         } else {
-          tile_block<false>(Arch{}, a, qt + t * head_dim * L, ot + t * head_dim * L, m + t * L,
-                            l + t * L, s, static_cast<std::size_t>(lo), n, full_begin, full_end,
-                            lim);
+          tile_block<false>(Arch{}, a, blk, uj0, qt + t * head_dim * L, ot + t * head_dim * L,
+                            m + t * L, l + t * L, s, static_cast<std::size_t>(lo), n, full_begin,
+                            full_end, lim);
         }
       }
     }
@@ -188,22 +211,64 @@ struct FlashAttention {
     return B::load_aligned(iota);
   }
 
-  // One tile against keys [j_first, j_first + n) of one kv-block. Mod: with the score
-  // modifiers (a separate instantiation, so the default path's code is unchanged).
+  // Where a kv-block's rows are: key j0 of the block at k, its value at v.
+  struct KvBlock {
+    const float* k = nullptr;
+    const float* v = nullptr;
+    std::ptrdiff_t ld_k = 0;
+    std::ptrdiff_t ld_v = 0;
+  };
+
+  // Rows [j, j + n) of a 16- or 8-bit paged cache widened to f32 rows of head_dim (int8:
+  // times their scales) at k_out and v_out. They lie in one cache block (kPageMultiple).
+  template <class Arch>
+  static void widen_rows(const KvPages& pg, std::size_t j, std::size_t n, std::size_t head_dim,
+                         float* k_out, float* v_out) noexcept {
+    with_kv_type(pg.type, [&](auto type) {
+      constexpr KvType T = decltype(type)::value;
+      using B = xsimd::batch<float, Arch>;
+      constexpr std::size_t W = B::size;
+      const std::size_t hd_vec = head_dim / W * W;
+      const auto one = [&](const KvElem<T>* row, float sc, float* out) {
+        std::size_t d = 0;
+        for (; d < hd_vec; d += W) {
+          B x = load_kv<T, Arch>(row + d);
+          if constexpr (T == KvType::kInt8) x *= B(sc);
+          x.store_unaligned(out + d);
+        }
+        for (; d < head_dim; ++d) {
+          float x = kv_scalar<T, Arch>(row + d);
+          if constexpr (T == KvType::kInt8) x *= sc;
+          out[d] = x;
+        }
+      };
+      for (std::size_t r = 0; r < n; ++r) {
+        float ks = 1.0f, vs = 1.0f;
+        if constexpr (T == KvType::kInt8) {
+          ks = page_scale(pg, j + r, pg.k_scale_offset);
+          vs = page_scale(pg, j + r, pg.v_scale_offset);
+        }
+        one(page_row<KvElem<T>>(pg, j + r, pg.k_offset), ks, k_out + r * head_dim);
+        one(page_row<KvElem<T>>(pg, j + r, pg.v_offset), vs, v_out + r * head_dim);
+      }
+    });
+  }
+
+  // One tile against keys [j_first, j_first + n) of the kv-block from key j0 at blk. Mod:
+  // with the score modifiers (a separate instantiation, so the default path's code is unchanged).
   template <bool Mod, class Arch>
-  static void tile_block(Arch, const AttentionArgs& a, const float* qt, float* ot, float* m,
-                         float* l, float* s, std::size_t j_first, std::size_t n,
-                         std::size_t full_begin, std::size_t full_end,
-                         const typename AttnTile<Arch>::LaneLimits& lim,
+  static void tile_block(Arch, const AttentionArgs& a, const KvBlock& blk, std::size_t j0,
+                         const float* qt, float* ot, float* m, float* l, float* s,
+                         std::size_t j_first, std::size_t n, std::size_t full_begin,
+                         std::size_t full_end, const typename AttnTile<Arch>::LaneLimits& lim,
                          const ScoreModsLog2* mod = nullptr) noexcept {
     using T = AttnTile<Arch>;
     constexpr std::size_t L = T::kLanes;
     const std::size_t head_dim = a.head_dim;
-    // A paged cache: the tile's keys lie in one block (kPageMultiple), read in place.
-    const float* k = a.pages != nullptr ? page_row(*a.pages, j_first, a.pages->k_offset)
-                                        : a.k + static_cast<std::ptrdiff_t>(j_first) * a.ld_k;
-    const std::ptrdiff_t ld_k = a.pages != nullptr ? a.pages->ld : a.ld_k;
-    const std::ptrdiff_t ld_v = a.pages != nullptr ? a.pages->ld : a.ld_v;
+    const auto rel = static_cast<std::ptrdiff_t>(j_first - j0);
+    const float* k = blk.k + rel * blk.ld_k;
+    const std::ptrdiff_t ld_k = blk.ld_k;
+    const std::ptrdiff_t ld_v = blk.ld_v;
     const auto jf = static_cast<float>(j_first);
     typename T::B vmax[T::kQv], alpha[T::kQv];
     for (auto& x : vmax) x = typename T::B(-std::numeric_limits<float>::infinity());
@@ -213,8 +278,7 @@ struct FlashAttention {
                                                  lim, jf, vmax, mod);
     });
     T::softmax(s, n, vmax, m, l, alpha);
-    const float* v = a.pages != nullptr ? page_row(*a.pages, j_first, a.pages->v_offset)
-                                        : a.v + static_cast<std::ptrdiff_t>(j_first) * a.ld_v;
+    const float* v = blk.v + rel * blk.ld_v;
     T::for_each_group(head_dim, [&](std::size_t d, auto rows) {
       T::template pv<decltype(rows)::value>(s, v + d, ld_v, n, full_begin, full_end, ot + d * L,
                                             alpha, lim, jf);

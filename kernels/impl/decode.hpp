@@ -26,42 +26,60 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include <xsimd/xsimd.hpp>
 
 #include "kernels/impl/simd_math.hpp"
+#include "kernels/impl/widen.hpp"
 #include "kernels/kernels.hpp"
 
 namespace attn::kernels {
 
 namespace {  // internal linkage: no ODR clash between the per-ISA copies
 
-// Key or value rows at a fixed stride (a contiguous cache, or a run inside one block).
+// Key or value rows at a fixed stride (a contiguous cache, or a run inside one block);
+// int8: their scales at stride 1.
+template <KvType T>
 struct StridedRows {
-  const float* p;
+  static constexpr KvType kType = T;
+  const KvElem<T>* p;
   std::ptrdiff_t ld;
-  const float* operator()(std::size_t j) const noexcept {
+  const float* scales = nullptr;
+  const KvElem<T>* operator()(std::size_t j) const noexcept {
     return p + static_cast<std::ptrdiff_t>(j) * ld;
   }
+  float scale(std::size_t j) const noexcept { return scales[j]; }
 };
 
 // Rows of a paged cache that cross a block boundary: each row resolved through the table
 // (block_positions is a power of two: a shift and a mask per row).
+template <KvType T>
 struct PagedRows {
-  const float* const* blocks;
+  static constexpr KvType kType = T;
+  const void* const* blocks;
   std::ptrdiff_t offset;
   std::ptrdiff_t ld;
   std::size_t first;
   unsigned shift;
   std::size_t mask;
-  const float* operator()(std::size_t j) const noexcept {
+  std::ptrdiff_t scale_offset = 0;
+  const KvElem<T>* operator()(std::size_t j) const noexcept {
     const std::size_t p = first + j;
-    return blocks[p >> shift] + offset + static_cast<std::ptrdiff_t>(p & mask) * ld;
+    return static_cast<const KvElem<T>*>(blocks[p >> shift]) + offset +
+           static_cast<std::ptrdiff_t>(p & mask) * ld;
+  }
+  float scale(std::size_t j) const noexcept {
+    const std::size_t p = first + j;
+    const auto* base = static_cast<const unsigned char*>(blocks[p >> shift]);
+    return reinterpret_cast<const float*>(base + scale_offset)[p & mask];
   }
 };
 
-// Where a chunk's keys and values are: strided (k, v) or a block table from first_key on.
+// Where a chunk's keys and values are: strided (k, v; f32 only) or a block table from
+// first_key on, with elements of type T.
+template <KvType T>
 struct KvSource {
   const float* k = nullptr;
   std::ptrdiff_t ld_k = 0;
@@ -76,21 +94,34 @@ struct KvSource {
   // else PagedRows. The arithmetic is the same either way, so are the bits.
   template <class F>
   void rows(std::size_t j0, std::size_t n, F&& f) const noexcept {
-    if (pages == nullptr) {
-      f(StridedRows{k + static_cast<std::ptrdiff_t>(j0) * ld_k, ld_k},
-        StridedRows{v + static_cast<std::ptrdiff_t>(j0) * ld_v, ld_v});
-      return;
+    if constexpr (T == KvType::kF32) {
+      if (pages == nullptr) {
+        f(StridedRows<T>{k + static_cast<std::ptrdiff_t>(j0) * ld_k, ld_k},
+          StridedRows<T>{v + static_cast<std::ptrdiff_t>(j0) * ld_v, ld_v});
+        return;
+      }
     }
     const std::size_t p = first_key + j0, bp = pages->block_positions;
     if (p / bp == (p + n - 1) / bp) {
-      const float* base = pages->blocks[p / bp] + static_cast<std::ptrdiff_t>(p % bp) * pages->ld;
-      f(StridedRows{base + pages->k_offset, pages->ld},
-        StridedRows{base + pages->v_offset, pages->ld});
+      const void* block = pages->blocks[p / bp];
+      const auto at = static_cast<std::ptrdiff_t>(p % bp);
+      const KvElem<T>* base = static_cast<const KvElem<T>*>(block) + at * pages->ld;
+      const float* ks = nullptr;
+      const float* vs = nullptr;
+      if constexpr (T == KvType::kInt8) {
+        const auto* bytes = static_cast<const unsigned char*>(block);
+        ks = reinterpret_cast<const float*>(bytes + pages->k_scale_offset) + at;
+        vs = reinterpret_cast<const float*>(bytes + pages->v_scale_offset) + at;
+      }
+      f(StridedRows<T>{base + pages->k_offset, pages->ld, ks},
+        StridedRows<T>{base + pages->v_offset, pages->ld, vs});
       return;
     }
     const auto shift = static_cast<unsigned>(std::countr_zero(bp));
-    f(PagedRows{pages->blocks, pages->k_offset, pages->ld, p, shift, bp - 1},
-      PagedRows{pages->blocks, pages->v_offset, pages->ld, p, shift, bp - 1});
+    f(PagedRows<T>{pages->blocks, pages->k_offset, pages->ld, p, shift, bp - 1,
+                   pages->k_scale_offset},
+      PagedRows<T>{pages->blocks, pages->v_offset, pages->ld, p, shift, bp - 1,
+                   pages->v_scale_offset});
   }
 };
 
@@ -104,7 +135,7 @@ struct DecodeChunk {
                                     DecodePartial* partial,
                                     const DecodeMods& mods = {}) const noexcept {
     // The modifiers get their own instantiation, chosen once, so the default code is as before.
-    const KvSource src{k, ld_k, v, ld_v};
+    const KvSource<KvType::kF32> src{k, ld_k, v, ld_v};
     if (mods.softcap > 0 || mods.alibi_slope != 0) [[unlikely]] {
       chunk<true>(Arch{}, q, src, n_kv, head_dim, scale, out, partial, mods);
     } else {
@@ -118,14 +149,16 @@ struct DecodeChunk {
                                       std::size_t first_key, std::size_t n_kv, std::size_t head_dim,
                                       float scale, float* out, DecodePartial* partial,
                                       const DecodeMods& mods) noexcept {
-    KvSource src;
-    src.pages = &pages;
-    src.first_key = first_key;
-    if (mods.softcap > 0 || mods.alibi_slope != 0) [[unlikely]] {
-      chunk<true>(Arch{}, q, src, n_kv, head_dim, scale, out, partial, mods);
-    } else {
-      chunk<false>(Arch{}, q, src, n_kv, head_dim, scale, out, partial, mods);
-    }
+    with_kv_type(pages.type, [&](auto type) {
+      KvSource<decltype(type)::value> src;
+      src.pages = &pages;
+      src.first_key = first_key;
+      if (mods.softcap > 0 || mods.alibi_slope != 0) [[unlikely]] {
+        chunk<true>(Arch{}, q, src, n_kv, head_dim, scale, out, partial, mods);
+      } else {
+        chunk<false>(Arch{}, q, src, n_kv, head_dim, scale, out, partial, mods);
+      }
+    });
   }
 
   /// group() over keys [first_key, first_key + n_kv) of a paged cache.
@@ -137,17 +170,19 @@ struct DecodeChunk {
                                             std::ptrdiff_t ld_out, DecodePartial* partial,
                                             std::ptrdiff_t ld_partial,
                                             const DecodeMods* mods) noexcept {
-    KvSource src;
-    src.pages = &pages;
-    src.first_key = first_key;
-    group_src(Arch{}, q, ld_q, rows, src, n_kv, head_dim, scale, out, ld_out, partial, ld_partial,
-              mods);
+    with_kv_type(pages.type, [&](auto type) {
+      KvSource<decltype(type)::value> src;
+      src.pages = &pages;
+      src.first_key = first_key;
+      group_src(Arch{}, q, ld_q, rows, src, n_kv, head_dim, scale, out, ld_out, partial, ld_partial,
+                mods);
+    });
   }
 
   // Flattened: everything inlined, as when operator() held this code (with a second caller
   // GCC 12 outlined accumulate and its slices).
-  template <bool Mod, class Arch>
-  [[gnu::noinline, gnu::flatten]] static void chunk(Arch, const float* q, const KvSource& src,
+  template <bool Mod, class Arch, KvType T>
+  [[gnu::noinline, gnu::flatten]] static void chunk(Arch, const float* q, const KvSource<T>& src,
                                                     std::size_t n_kv, std::size_t head_dim,
                                                     float scale, float* out, DecodePartial* partial,
                                                     const DecodeMods& mods) noexcept {
@@ -171,6 +206,7 @@ struct DecodeChunk {
         const float m_used = m_new == kNegInf ? 0.0f : m_new;
         const float alpha = exp2_fast(B(m_run - m_used)).get(0);
         const float sum = exp_and_sum(Arch{}, s, n, m_used);
+        if constexpr (T == KvType::kInt8) scale_by_rows(s, vc, n);
         accumulate(Arch{}, s, vc, n, head_dim, j0 == 0 ? 1.0f : alpha, out);
         l_run = alpha * l_run + sum;
         m_run = m_new;
@@ -188,13 +224,13 @@ struct DecodeChunk {
                     std::size_t head_dim, float scale, float* out, std::ptrdiff_t ld_out,
                     DecodePartial* partial, std::ptrdiff_t ld_partial,
                     const DecodeMods* mods) noexcept {
-    group_src(Arch{}, q, ld_q, rows, KvSource{k, ld_k, v, ld_v}, n_kv, head_dim, scale, out, ld_out,
-              partial, ld_partial, mods);
+    group_src(Arch{}, q, ld_q, rows, KvSource<KvType::kF32>{k, ld_k, v, ld_v}, n_kv, head_dim,
+              scale, out, ld_out, partial, ld_partial, mods);
   }
 
-  template <class Arch>
+  template <class Arch, KvType T>
   static void group_src(Arch, const float* q, std::ptrdiff_t ld_q, std::size_t rows,
-                        const KvSource& src, std::size_t n_kv, std::size_t head_dim, float scale,
+                        const KvSource<T>& src, std::size_t n_kv, std::size_t head_dim, float scale,
                         float* out, std::ptrdiff_t ld_out, DecodePartial* partial,
                         std::ptrdiff_t ld_partial, const DecodeMods* mods) noexcept {
     using B = xsimd::batch<float, Arch>;
@@ -233,6 +269,7 @@ struct DecodeChunk {
           m_run[g] = m_new;
         }
         for (std::size_t g = 0; g < rows; ++g) {
+          if constexpr (T == KvType::kInt8) scale_by_rows(s[g], vc, n);
           accumulate(Arch{}, s[g], vc, n, head_dim, j0 == 0 ? 1.0f : alpha[g],
                      out + static_cast<std::ptrdiff_t>(g) * ld_out);
         }
@@ -258,6 +295,7 @@ struct DecodeChunk {
   static void scores(Arch, const float* q, const Rows& k, std::size_t n, std::size_t head_dim,
                      float c, float* s) noexcept {
     using B = xsimd::batch<float, Arch>;
+    constexpr KvType T = Rows::kType;
     constexpr std::size_t W = B::size;
     const std::size_t hd_vec = head_dim / W * W;
     std::size_t j = 0;
@@ -267,30 +305,38 @@ struct DecodeChunk {
       // independent chains). Measured from DRAM: 16 rows at once (16 row pointers) or 4 rows
       // at once are faster in L2 but ~15% slower from DRAM, where only this order counts.
       for (std::size_t r = 0; r < W; ++r) {
-        const float* kr = k(j + r);
+        const auto* kr = k(j + r);
         acc[r] = B(0.0f);
         for (std::size_t d = 0; d < hd_vec; d += W) {
-          acc[r] = xsimd::fma(B::load_unaligned(kr + d), B::load_unaligned(q + d), acc[r]);
+          acc[r] = xsimd::fma(load_kv<T, Arch>(kr + d), B::load_unaligned(q + d), acc[r]);
         }
       }
       alignas(64) float dots[W];
       for (std::size_t r = 0; r < W; ++r) dots[r] = xsimd::hadd(acc[r]);
       if (hd_vec < head_dim) {
         for (std::size_t r = 0; r < W; ++r) {
-          const float* kr = k(j + r);
-          for (std::size_t d = hd_vec; d < head_dim; ++d) dots[r] += q[d] * kr[d];
+          const auto* kr = k(j + r);
+          for (std::size_t d = hd_vec; d < head_dim; ++d)
+            dots[r] += q[d] * kv_scalar<T, Arch>(kr + d);
         }
       }
-      (B::load_aligned(dots) * B(c)).store_aligned(s + j);
+      if constexpr (T == KvType::kInt8) {  // the keys' scales, after the integer-valued dots
+        alignas(64) float ks[W];
+        for (std::size_t r = 0; r < W; ++r) ks[r] = k.scale(j + r);
+        (B::load_aligned(dots) * B::load_aligned(ks) * B(c)).store_aligned(s + j);
+      } else {
+        (B::load_aligned(dots) * B(c)).store_aligned(s + j);
+      }
     }
     for (; j < n; ++j) {
-      const float* kr = k(j);
+      const auto* kr = k(j);
       B acc(0.0f);
       for (std::size_t d = 0; d < hd_vec; d += W) {
-        acc = xsimd::fma(B::load_unaligned(kr + d), B::load_unaligned(q + d), acc);
+        acc = xsimd::fma(load_kv<T, Arch>(kr + d), B::load_unaligned(q + d), acc);
       }
       float t = xsimd::hadd(acc);
-      for (std::size_t d = hd_vec; d < head_dim; ++d) t += q[d] * kr[d];
+      for (std::size_t d = hd_vec; d < head_dim; ++d) t += q[d] * kv_scalar<T, Arch>(kr + d);
+      if constexpr (T == KvType::kInt8) t *= k.scale(j);
       s[j] = t * c;
     }
   }
@@ -321,6 +367,7 @@ struct DecodeChunk {
                           const Rows& k, std::size_t n, std::size_t head_dim, float c,
                           float (*s)[kSub]) noexcept {
     using B = xsimd::batch<float, Arch>;
+    constexpr KvType T = Rows::kType;
     constexpr std::size_t W = B::size;
     const std::size_t nv = head_dim / W;
     if (nv == 0 || nv * W != head_dim || nv > kSlice) {
@@ -334,9 +381,9 @@ struct DecodeChunk {
       std::size_t j = 0;
       for (; j + W <= n; j += W) {
         for (std::size_t r = 0; r < W; ++r) {
-          const float* kr = k(j + r);
+          const auto* kr = k(j + r);
           B kv[NV];
-          for (std::size_t i = 0; i < NV; ++i) kv[i] = B::load_unaligned(kr + i * W);
+          for (std::size_t i = 0; i < NV; ++i) kv[i] = load_kv<T, Arch>(kr + i * W);
           for (std::size_t g = 0; g < rows; ++g) {
             const float* qg = q + static_cast<std::ptrdiff_t>(g) * ld_q;
             B a = kv[0] * B::load_unaligned(qg);
@@ -345,16 +392,25 @@ struct DecodeChunk {
             acc[g][r] = a;
           }
         }
-        for (std::size_t g = 0; g < rows; ++g) (hsum_rows(acc[g]) * B(c)).store_aligned(s[g] + j);
+        if constexpr (T == KvType::kInt8) {
+          alignas(64) float ks[W];
+          for (std::size_t r = 0; r < W; ++r) ks[r] = k.scale(j + r);
+          const B kc = B::load_aligned(ks) * B(c);
+          for (std::size_t g = 0; g < rows; ++g) (hsum_rows(acc[g]) * kc).store_aligned(s[g] + j);
+        } else {
+          for (std::size_t g = 0; g < rows; ++g) (hsum_rows(acc[g]) * B(c)).store_aligned(s[g] + j);
+        }
       }
       for (; j < n; ++j) {
-        const float* kr = k(j);
+        const auto* kr = k(j);
+        float cj = c;
+        if constexpr (T == KvType::kInt8) cj = k.scale(j) * c;
         for (std::size_t g = 0; g < rows; ++g) {
           const float* qg = q + static_cast<std::ptrdiff_t>(g) * ld_q;
           B a(0.0f);
           for (std::size_t i = 0; i < NV; ++i)
-            a = xsimd::fma(B::load_unaligned(kr + i * W), B::load_unaligned(qg + i * W), a);
-          s[g][j] = xsimd::hadd(a) * c;
+            a = xsimd::fma(load_kv<T, Arch>(kr + i * W), B::load_unaligned(qg + i * W), a);
+          s[g][j] = xsimd::hadd(a) * cj;
         }
       }
     });
@@ -393,6 +449,12 @@ struct DecodeChunk {
   }
 
   // out = alpha * out + sum_j p[j] * v_j over n keys.
+  // p[j] *= scale_j (int8 values: the weights take the rows' scales, after their sum).
+  template <class Rows>
+  static void scale_by_rows(float* p, const Rows& v, std::size_t n) noexcept {
+    for (std::size_t j = 0; j < n; ++j) p[j] *= v.scale(j);
+  }
+
   template <class Arch, class Rows>
   static void accumulate(Arch, const float* p, const Rows& v, std::size_t n, std::size_t head_dim,
                          float alpha, float* out) noexcept {
@@ -409,7 +471,7 @@ struct DecodeChunk {
     }
     for (std::size_t d = hd_vec; d < head_dim; ++d) {
       float o = out[d];
-      for (std::size_t j = 0; j < n; ++j) o += p[j] * v(j)[d];
+      for (std::size_t j = 0; j < n; ++j) o += p[j] * kv_scalar<Rows::kType, Arch>(v(j) + d);
       out[d] = o;
     }
   }
@@ -444,16 +506,16 @@ struct DecodeChunk {
     for (; j + kSets <= n; j += kSets) {
       for (std::size_t t = 0; t < kSets; ++t) {
         const B pj(p[j + t]);
-        const float* row = v(j + t) + d0;
+        const auto* row = v(j + t) + d0;
         for (std::size_t i = 0; i < NV; ++i)
-          acc[t][i] = xsimd::fma(pj, B::load_unaligned(row + i * W), acc[t][i]);
+          acc[t][i] = xsimd::fma(pj, load_kv<Rows::kType, Arch>(row + i * W), acc[t][i]);
       }
     }
     if (j < n) {
       const B pj(p[j]);
-      const float* vj = v(j) + d0;
+      const auto* vj = v(j) + d0;
       for (std::size_t i = 0; i < NV; ++i)
-        acc[0][i] = xsimd::fma(pj, B::load_unaligned(vj + i * W), acc[0][i]);
+        acc[0][i] = xsimd::fma(pj, load_kv<Rows::kType, Arch>(vj + i * W), acc[0][i]);
     }
     for (std::size_t i = 0; i < NV; ++i) {
       if constexpr (kSets == 2) acc[0][i] += acc[1][i];

@@ -35,8 +35,11 @@ check gpt2_np2_refused fail "num_heads = 3 (num_kv_heads = 3) is not divisible b
 # bench --distributed sweeps the dtype flags as bench does: every rank packs its heads in them.
 check bench_dtypes_np2 ok ",bf16,f32,f32," 2 "$@" -np 2 "$attn" bench --distributed --batch 1 --seq-len 8 \
   --d-model 16 --num-heads 2 --warmup 0 --reps 1 --weight-dtype f32,bf16,f16 --format csv
-check bench_kv_dtype_np2_refused fail "kv_dtype = bf16 is not supported yet" 2 "$@" -np 2 "$attn" bench \
-  --distributed --batch 1 --seq-len 8 --d-model 16 --num-heads 2 --warmup 0 --reps 1 --kv-dtype bf16
+check bench_kv_dtype_np2 ok ",f32,f32,bf16," 2 "$@" -np 2 "$attn" bench --distributed --batch 1 \
+  --seq-len 8 --d-model 16 --num-heads 2 --warmup 0 --reps 1 --kv-dtype bf16 --format csv
+check decode_int8_np2 ok "0 of 72 values outside" 2 "$@" -np 2 "$attn" run --distributed --decode \
+  --weights mha_bias_b1.safetensors --input mha_bias_b1.input.npy --expect mha_bias_b1.output.npy \
+  --output /dev/null --kv-dtype int8 --atol 2e-2 --rtol 2e-2
 check bench_bad_dtype_np2 fail "--weight-dtype: f64 not in" 2 "$@" -np 2 "$attn" bench --distributed \
   --weight-dtype f64
 [ "$failures" -eq 0 ] || { echo "mpi_cli: $failures checks failed"; exit 1; }

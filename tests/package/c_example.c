@@ -181,11 +181,11 @@ int main(int argc, char** argv) {
     }
     attn_engine_free(e16);
     attn_run_options kv = options;
-    kv.kv_dtype = ATTN_DTYPE_INT8;
+    kv.compute_dtype = ATTN_DTYPE_BF16;
     attn_engine* none16 = NULL;
     if (attn_engine_create(&config, &weights, &kv, &none16) == ATTN_OK ||
-        strstr(attn_last_error(), "int8") == NULL) {
-      fprintf(stderr, "kv_dtype int8 was not refused by name: %s\n", attn_last_error());
+        strstr(attn_last_error(), "compute_dtype = bf16") == NULL) {
+      fprintf(stderr, "compute_dtype bf16 was not refused by name: %s\n", attn_last_error());
       ++failures;
       attn_engine_free(none16);
     }

@@ -134,7 +134,7 @@ typedef struct attn_run_options {
   /* ABI 2 (attn::RunOptions: which settings take which types, what this CPU can run) */
   int32_t weight_dtype;  /**< attn_dtype: F32 (default), BF16 or F16 packed weights */
   int32_t compute_dtype; /**< attn_dtype: F32 (default) or BF16 */
-  int32_t kv_dtype;      /**< attn_dtype of the session cache: F32 (default) */
+  int32_t kv_dtype;      /**< attn_dtype of the session cache: F32 (default), BF16, F16, INT8 */
 } attn_run_options;
 #define ATTN_RUN_OPTIONS_INIT                                                        \
   {                                                                                  \

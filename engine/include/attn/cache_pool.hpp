@@ -28,7 +28,8 @@ struct CachePoolState;
 /// may be advanced, forked and released concurrently from different threads.
 class ATTN_API CachePool {
  public:
-  /// Creates a pool of floor(budget_bytes / block_bytes) blocks shaped for `engine`'s cache.
+  /// Creates a pool of floor(budget_bytes / block_bytes) blocks shaped for `engine`'s cache
+  /// (kv heads, head_dim and RunOptions::kv_dtype: only engines of that shape use it).
   /// Fails (kInvalidArgument) for a non-causal engine or a budget below one block, and
   /// (kResourceExhausted) when the memory cannot be allocated.
   static Result<CachePool> create(const Engine& engine, std::size_t budget_bytes);
@@ -36,7 +37,9 @@ class ATTN_API CachePool {
   /// Returns B, the positions per block: 128, the flash kernel's key block, so that every key
   /// block the kernels read lies in one cache block and is read in place (no gather copy).
   std::int64_t block_positions() const noexcept;
-  /// Returns the key and value bytes of one block: 2 * kv_heads * head_dim * B * 4.
+  /// Returns the key and value bytes of one block: 2 * kv_heads * head_dim * B * e, e = 4
+  /// (f32), 2 (bf16, f16) or 1 (int8, plus 2 * kv_heads * B * 4 bytes of scales), rounded up
+  /// to 64 bytes.
   std::size_t block_bytes() const noexcept;
   /// Returns the bytes of all blocks: blocks * block_bytes().
   std::size_t capacity_bytes() const noexcept;

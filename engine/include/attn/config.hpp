@@ -132,8 +132,12 @@ struct ATTN_API RunOptions {
   /// The multiply-adds: kF32 (16-bit weights widened in registers) or kBf16 (vdpbf16ps on
   /// AVX512-BF16 CPUs). No kBf16 kernels are built yet: create() refuses it (kUnsupported).
   DType compute_dtype = DType::kF32;
-  /// Session key/value cache storage: kF32 only for now; create() refuses kBf16, kF16 and
-  /// kInt8 with kUnsupported (the 16/8-bit cache is not built yet, issue #15).
+  /// Session key/value cache storage: kF32, kBf16, kF16 (half the bytes) or kInt8 (a quarter,
+  /// plus one f32 scale per position, kv head and keys/values: symmetric, max|x| / 127).
+  /// Keys and values are rounded when a call stores them; a finite value beyond bf16/f16's
+  /// range saturates to the largest finite value, NaN and Inf stay; an int8 row holding NaN
+  /// or Inf is stored as NaN. The kernels read the cache in its type and widen it in
+  /// registers. Forward() has no cache and ignores it. See docs/precision.md.
   DType kv_dtype = DType::kF32;
 };
 

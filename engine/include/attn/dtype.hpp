@@ -11,7 +11,7 @@ namespace attn {
 /// An element type an engine stores or computes in. Which settings take which types:
 ///   weight_dtype:  kF32, kBf16, kF16   (packed projection panels; bias stays f32)
 ///   compute_dtype: kF32, kBf16         (the multiply-adds; kBf16 needs AVX512-BF16 kernels)
-///   kv_dtype:      kF32, kBf16, kF16, kInt8 (the session cache; only kF32 is built so far)
+///   kv_dtype:      kF32, kBf16, kF16, kInt8 (the session cache)
 enum class DType {
   kF32,   ///< IEEE binary32
   kBf16,  ///< bfloat16: f32's exponent, 8 significant bits

@@ -158,7 +158,8 @@ class ATTN_API Session {
   /// Returns context_length: the most positions the session can hold.
   std::int64_t capacity() const noexcept;
   /// Returns the key and value bytes set aside for this session: with a private pool (from
-  /// new_session()) the pool's capacity, 2 * kv_dim * 4 bytes per position for
+  /// new_session()) the pool's capacity, 2 * kv_dim * 4 bytes per position (f32; see
+  /// CachePool::block_bytes for the other kv dtypes) for
   /// context_length rounded up to whole blocks; with a shared pool the bytes of the blocks
   /// the session holds (blocks shared with a fork counted in full).
   std::size_t cache_bytes() const noexcept;
