@@ -385,6 +385,11 @@ TEST_CASE("kv precision, one 16384-token sequence", "[.kv_precision_long]") {
     const Errors err = errors(tail, want);
     WARN("gpt2-small seq 16384 (last 4 rows by steps) | "
          << attn::to_string(dt) << " | max_abs " << err.max_abs << " | max_rel " << err.max_rel);
-    CHECK(err.max_abs < 1e-2);
+    // Measured (docs/precision.md): max_abs f32 5.0e-8, bf16 9.2e-6, f16 1.0e-6, int8 2.9e-5.
+    const double bound = dt == DType::kF32    ? 1e-7
+                         : dt == DType::kBf16 ? 2e-5
+                         : dt == DType::kF16  ? 2e-6
+                                              : 6e-5;
+    CHECK(err.max_abs <= bound);
   }
 }
