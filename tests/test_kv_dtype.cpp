@@ -18,37 +18,15 @@
 #include "attn/weights.hpp"
 #include "engine_fixture.hpp"
 #include "helpers.hpp"
+#include "precision_helpers.hpp"
 
 using attn::DType;
 
 namespace {
 
-struct Errors {
-  double max_abs = 0;  ///< max |got - want| over the outputs
-  double max_rel = 0;  ///< max_abs / max |want|
-};
-
-attn::LayerConfig gpt2_like(std::int64_t context) {
-  attn::LayerConfig c = attn::LayerConfig::gpt2_small();
-  c.context_length = context;
-  return c;
-}
-
-// llama-3.2-1b's attention: d 2048, 32 heads, 8 kv heads, head_dim 64, rope neox, theta 5e5.
-attn::LayerConfig llama_like(std::int64_t context) {
-  attn::LayerConfig c;
-  c.variant = attn::Variant::kMultiHeadAttention;
-  c.d_in = c.d_out = 2048;
-  c.num_heads = 32;
-  c.num_kv_heads = 8;
-  c.head_dim = 64;
-  c.context_length = context;
-  c.qkv_bias = false;
-  c.mask = attn::Mask::kCausal;
-  c.rope = attn::Rope::kNeox;
-  c.rope_theta = 500000;
-  return c;
-}
+using test::Errors;
+using test::gpt2_like;
+using test::llama_like;
 
 // The outputs of one session that prefills `prefill` tokens of x [seq, d_in] and steps
 // through the rest, with the cache in kv_dtype: [seq, d_out].

@@ -49,19 +49,14 @@ void store_row(kernels::KvType type, const float* x, std::size_t n, void* dst, f
     case kernels::KvType::kF32:
       std::memcpy(dst, x, n * sizeof(float));
       return;
-    case kernels::KvType::kBf16: {
-      auto* out = static_cast<std::uint16_t*>(dst);
-      for (std::size_t d = 0; d < n; ++d) {
-        const kernels::Narrowed r = kernels::f32_to_bf16(x[d]);
-        out[d] = r.overflow ? static_cast<std::uint16_t>((r.bits & 0x8000u) | 0x7F7Fu) : r.bits;
-      }
-      return;
-    }
+    case kernels::KvType::kBf16:
     case kernels::KvType::kF16: {
+      const bool bf16 = type == kernels::KvType::kBf16;
+      const std::uint16_t largest = bf16 ? 0x7F7Fu : 0x7BFFu;  // the largest finite magnitude
       auto* out = static_cast<std::uint16_t*>(dst);
       for (std::size_t d = 0; d < n; ++d) {
-        const kernels::Narrowed r = kernels::f32_to_f16(x[d]);
-        out[d] = r.overflow ? static_cast<std::uint16_t>((r.bits & 0x8000u) | 0x7BFFu) : r.bits;
+        const kernels::Narrowed r = bf16 ? kernels::f32_to_bf16(x[d]) : kernels::f32_to_f16(x[d]);
+        out[d] = r.overflow ? static_cast<std::uint16_t>((r.bits & 0x8000u) | largest) : r.bits;
       }
       return;
     }
