@@ -62,11 +62,44 @@ struct GemmArgs {
   /// the widened weights, bit for bit).
   WeightType b_type = WeightType::kF32;
   const std::uint16_t* packed_b16 = nullptr;
+  /// gemm only: round each element of A to bfloat16 (nearest even) as it is packed, so the
+  /// f32 FMAs multiply bf16 activations (compute_dtype bf16 on CPUs without vdpbf16ps).
+  /// The rounding is exact to reproduce; false leaves the f32 path as it was, bit for bit.
+  bool round_a_bf16 = false;
 };
 
 /// C[0:m, n0:n0+n] = A · B[n0:n0+n, :]ᵀ + bias. Deterministic: each element is summed in
 /// the same order whatever the block split of the caller.
 void gemm(Isa isa, const GemmArgs& args) noexcept;
+
+// ---- bf16 dot-product GEMM (compute_dtype bf16, AVX512-BF16 vdpbf16ps) ------------------
+//
+// C = bf16(A) · Bᵀ + bias with B in bfloat16: A rounded to bf16 (nearest even) as it is
+// packed, products of bf16 pairs summed in f32 two k steps at a time (vdpbf16ps: the odd k's
+// product, then the even one's, each one f32 rounding; bf16 subnormals read as zero and
+// subnormal sums flushed to zero). B is packed once (gemm_dot_pack_b) into its own pair
+// layout; the GemmArgs are those of gemm with b_type kBf16, packed_b16 that packing, n0 a
+// multiple of gemm_dot_n_step and scratch gemm_dot_scratch_floats floats. Not per ISA: the
+// only fast copy is AVX512-BF16's; twin: reference::gemm_bf16_dot.
+
+/// Returns the 16-bit elements gemm_dot_pack_b writes for an [n, k] matrix.
+std::size_t gemm_dot_packed_elems(std::size_t n, std::size_t k) noexcept;
+/// Packs bf16 B (b(j, p) = b[j * rs_n + p * rs_k]) into `packed` (gemm_dot_packed_elems
+/// elements, 64-byte aligned), zero-padded.
+void gemm_dot_pack_b(const std::uint16_t* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
+                     std::size_t n, std::size_t k, std::uint16_t* packed) noexcept;
+/// Returns the column granularity of gemm_bf16_dot (its n0 must be a multiple of it).
+std::size_t gemm_dot_n_step() noexcept;
+/// Returns the floats of scratch one gemm_bf16_dot call needs.
+std::size_t gemm_dot_scratch_floats() noexcept;
+/// The C block one task should compute.
+GemmBlock gemm_dot_task_block() noexcept;
+/// C[0:m, n0:n0+n] = bf16(A) · B[n0:n0+n, :]ᵀ + bias on vdpbf16ps when bf16_dot_supported(),
+/// else on the scalar emulation below (correct, slow: engines do not call it then).
+/// Deterministic as gemm.
+void gemm_bf16_dot(const GemmArgs& args) noexcept;
+/// The same driver on a scalar emulation of vdpbf16ps, on any CPU (for tests).
+void gemm_bf16_dot_emulated(const GemmArgs& args) noexcept;
 
 // ---- Score modifiers (every attention kernel and its twin) ---------------------------
 //

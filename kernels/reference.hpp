@@ -27,6 +27,12 @@ void gemm_w16(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k,
               const std::uint16_t* b, WeightType type, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k,
               std::size_t n, const float* bias, double* c, std::ptrdiff_t ldc);
 
+/// The twin of gemm_bf16_dot (and of gemm with round_a_bf16 and bf16 weights): each a[i, p]
+/// rounded to bfloat16 (nearest even), b bf16 bits, both widened exactly to double.
+void gemm_bf16_dot(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k,
+                   const std::uint16_t* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n,
+                   const float* bias, double* c, std::ptrdiff_t ldc);
+
 /// Rows q_begin .. q_end - 1 of the attention `args` describes (args.out and args.scratch
 /// are ignored); row i goes to out + (i - q_begin) * ld_out.
 void attention(const AttentionArgs& args, double* out, std::ptrdiff_t ld_out);

@@ -36,8 +36,8 @@ struct DTypeNames {
 
 /// Parses the keyword options every layer takes (threads, backend, isa, max_workspace_bytes,
 /// weight_dtype, compute_dtype, kv_dtype). An unknown name or one a setting does not take
-/// raises ValueError naming it; what this build cannot run (compute_dtype bf16, kv_dtype other
-/// than f32) is the engine's error, raised when the layer is created.
+/// raises ValueError naming it; what the engine refuses (compute_dtype bf16 without
+/// weight_dtype bf16) is the engine's error, raised when the layer is created.
 RunOptions run_options(int threads, const std::string& backend, const std::string& isa,
                        std::int64_t max_workspace_bytes, const DTypeNames& dtypes);
 

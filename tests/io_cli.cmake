@@ -198,7 +198,15 @@ foreach(d bf16 f16 int8)
         --input hf_llama_gqa.input.npy --expect hf_llama_gqa.output.npy --decode --kv-dtype ${d}
         --atol 2e-2 --rtol 2e-2)
 endforeach()
-check(compute_dtype_bf16 fail "" "compute_dtype = bf16 is not supported" run
+# compute_dtype bf16 (activations rounded to bf16 too) against PyTorch's f32 output, on every
+# ISA; it needs bf16 weights, and says so.
+foreach(isa sse2 avx2)
+  check(compute_dtype_bf16_${isa} ok "" "0 of [0-9]+ values outside" run
+        --weights hf_llama_gqa.safetensors --input hf_llama_gqa.input.npy
+        --expect hf_llama_gqa.output.npy --weight-dtype bf16 --compute-dtype bf16 --isa ${isa}
+        --atol 2e-2 --rtol 2e-2)
+endforeach()
+check(compute_dtype_bf16_f32_weights fail "" "compute_dtype = bf16 multiplies bf16 weights" run
       --weights mha_b3.safetensors --input mha_b3.input.npy --compute-dtype bf16)
 check(bad_weight_dtype usage "" "--weight-dtype: int8 not in" run --weights mha_b3.safetensors
       --input mha_b3.input.npy --weight-dtype int8)

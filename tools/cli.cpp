@@ -20,7 +20,7 @@ constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 
 // The extensions the 16-bit dtypes use (issue 15): F16C widens f16 weights in the avx2 and
-// avx512 kernels; AVX512-BF16 would run compute_dtype bf16, which has no kernels yet.
+// avx512 kernels; AVX512-BF16 runs compute_dtype bf16's vdpbf16ps GEMM (with --isa avx512).
 std::string dtype_extensions_text(const RuntimeInfo& info) {
   const bool f16c = info.f16c;
   const bool bf16 = info.bf16_dot;
@@ -28,8 +28,10 @@ std::string dtype_extensions_text(const RuntimeInfo& info) {
              "\nweight dtypes: f32, bf16, f16 (16-bit weights widened to f32 in "
              "registers; f16 with F16C: ") +
          (f16c ? "yes" : "no, sse2 integer widening") +
-         ")\ncompute dtypes: f32 (AVX512-BF16 usable here: " + (bf16 ? "yes" : "no") +
-         "; no vdpbf16ps kernels built, compute_dtype bf16 is refused)\nkv dtypes: f32, bf16, f16, "
+         ")\ncompute dtypes: f32, bf16 (with bf16 weights: " +
+         (bf16 ? "vdpbf16ps, AVX512-BF16"
+               : "no AVX512-BF16 here, f32 FMAs on bf16-rounded operands") +
+         ")\nkv dtypes: f32, bf16, f16, "
          "int8 "
          "(the decode kernels widen cache rows in registers)";
 }

@@ -197,6 +197,11 @@ Status validate(const RunOptions& o) {
     return invalid(std::string("compute_dtype = ") + to_string(o.compute_dtype) +
                    " must be f32 or bf16");
   }
+  if (o.compute_dtype == DType::kBf16 && o.weight_dtype != DType::kBf16) {
+    return invalid(std::string("compute_dtype = bf16 multiplies bf16 weights: set weight_dtype = "
+                               "bf16 too (weight_dtype = ") +
+                   to_string(o.weight_dtype) + ")");
+  }
   if (std::string_view(to_string(o.kv_dtype)) == "unknown") {
     return invalid("kv_dtype = " + std::to_string(static_cast<int>(o.kv_dtype)) +
                    " must be f32, bf16, f16 or int8");

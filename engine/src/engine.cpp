@@ -25,14 +25,13 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
   try {
     if (Status s = validate(config, weights); !s.ok()) return s;
     if (Status s = validate(options); !s.ok()) return s;
-    if (Status s = detail::check_dtypes_buildable(options); !s.ok()) return s;
     Result<Isa> isa = resolve_isa(options.isa);
     if (!isa.ok()) return isa.status();
-    const kernels::WeightType wtype = detail::weight_type_of(options.weight_dtype);
     auto st = std::make_shared<EngineState>();
     st->config = config;
     st->options = options;
     st->isa = *kernels::from_public(*isa);
+    const detail::LinearKind wtype = detail::linear_kind(st->isa, options);
     st->kv_type = detail::kv_type_of(options.kv_dtype);
     Result<std::unique_ptr<detail::Scheduler>> sched =
         detail::make_scheduler(options.backend, options.threads);
@@ -76,7 +75,7 @@ Result<Engine> Engine::create(const LayerConfig& config, const Weights& weights,
       if (!s.ok()) return s;
     }
     st->worker_scratch_floats = detail::round_up_floats(std::max(
-        {kernels::gemm_scratch_floats(st->isa),
+        {kernels::gemm_scratch_floats(st->isa), kernels::gemm_dot_scratch_floats(),
          kernels::flash_attention_scratch_floats(st->isa, st->head_dim), std::size_t{16}}));
     return Engine(std::move(st));
   } catch (const std::bad_alloc&) {

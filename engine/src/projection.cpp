@@ -37,16 +37,14 @@ kernels::WeightType weight_type_of(DType dtype) noexcept {
   }
 }
 
-Status check_dtypes_buildable(const RunOptions& options) {
+LinearKind linear_kind(kernels::Isa isa, const RunOptions& options) noexcept {
+  LinearKind kind;
+  kind.type = weight_type_of(options.weight_dtype);
   if (options.compute_dtype == DType::kBf16) {
-    return {
-        ErrorCode::kUnsupported,
-        std::string("compute_dtype = bf16 is not supported: this build has no bf16 "
-                    "dot-product (AVX512-BF16 vdpbf16ps) kernels; use compute_dtype f32 (16-bit "
-                    "weights are then widened to f32 in registers; this CPU ") +
-            (__builtin_cpu_supports("avx512bf16") ? "has" : "lacks") + " AVX512-BF16)"};
+    kind.dot = isa == kernels::Isa::kAvx512 && kernels::bf16_dot_supported();
+    kind.round_a = !kind.dot;
   }
-  return {};
+  return kind;
 }
 
 namespace {
@@ -88,18 +86,21 @@ Status narrow_weights(const std::vector<float>& stacked, kernels::WeightType typ
 
 }  // namespace
 
-Status pack_linear(kernels::Isa isa, kernels::WeightType type,
-                   std::initializer_list<const Tensor*> parts,
+Status pack_linear(kernels::Isa isa, LinearKind kind, std::initializer_list<const Tensor*> parts,
                    std::initializer_list<const Tensor*> biases, PackedLinear& lin,
                    std::initializer_list<const char*> names) {
   std::size_t n = 0;
   const std::size_t k = static_cast<std::size_t>((*parts.begin())->shape()[1]);
   for (const Tensor* p : parts) n += static_cast<std::size_t>(p->shape()[0]);
-  const std::size_t elems = kernels::gemm_packed_floats(isa, n, k);
+  const kernels::WeightType type = kind.type;
+  const std::size_t elems =
+      kind.dot ? kernels::gemm_dot_packed_elems(n, k) : kernels::gemm_packed_floats(isa, n, k);
   const bool narrow = type != kernels::WeightType::kF32;
   const std::size_t elem_bytes = narrow ? 2 : sizeof(float);
   PackedLinear out;
   out.type = type;
+  out.dot = kind.dot;
+  out.round_a = kind.round_a;
   // The buffer counts floats: 16-bit panels take half as many.
   const std::size_t floats = narrow ? elems / 2 + elems % 2 : elems;
   if (!out.packed.reserve(floats))
@@ -112,8 +113,12 @@ Status pack_linear(kernels::Isa isa, kernels::WeightType type,
     if (narrow) {
       std::vector<std::uint16_t> halves;
       if (Status s = narrow_weights(stacked, type, parts, names, k, halves); !s.ok()) return s;
-      kernels::gemm_pack_b16(isa, halves.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
-                             reinterpret_cast<std::uint16_t*>(out.packed.data()));
+      auto* packed = reinterpret_cast<std::uint16_t*>(out.packed.data());
+      if (kind.dot) {
+        kernels::gemm_dot_pack_b(halves.data(), static_cast<std::ptrdiff_t>(k), 1, n, k, packed);
+      } else {
+        kernels::gemm_pack_b16(isa, halves.data(), static_cast<std::ptrdiff_t>(k), 1, n, k, packed);
+      }
     } else {
       kernels::gemm_pack_b(isa, stacked.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
                            out.packed.data());
@@ -131,7 +136,8 @@ Status pack_linear(kernels::Isa isa, kernels::WeightType type,
 
 void run_linear(const EngineState& st, const Workspace& ws, const PackedLinear& lin, const float* a,
                 std::ptrdiff_t lda, std::size_t m, float* c, std::ptrdiff_t ldc) {
-  const kernels::GemmBlock block = kernels::gemm_task_block(st.isa);
+  const kernels::GemmBlock block =
+      lin.dot ? kernels::gemm_dot_task_block() : kernels::gemm_task_block(st.isa);
   const std::size_t m_tiles = (m + block.m - 1) / block.m;
   const std::size_t n_tiles = (lin.n + block.n - 1) / block.n;
   auto body = [&](std::size_t begin, std::size_t end, int worker) {
@@ -155,7 +161,12 @@ void run_linear(const EngineState& st, const Workspace& ws, const PackedLinear& 
       g.c = c + static_cast<std::ptrdiff_t>(mi * block.m) * ldc;
       g.ldc = ldc;
       g.scratch = ws.worker_scratch(worker, st.worker_scratch_floats);
-      kernels::gemm(st.isa, g);
+      g.round_a_bf16 = lin.round_a;
+      if (lin.dot) {
+        kernels::gemm_bf16_dot(g);
+      } else {
+        kernels::gemm(st.isa, g);
+      }
     }
   };
   st.scheduler->parallel_for(m_tiles * n_tiles, 1, body);

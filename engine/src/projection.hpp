@@ -27,24 +27,33 @@ struct Workspace;
 struct PackedLinear {
   AlignedBuffer packed;
   kernels::WeightType type = kernels::WeightType::kF32;
+  /// compute_dtype bf16: `dot` = packed with gemm_dot_pack_b and run by gemm_bf16_dot
+  /// (vdpbf16ps); else `round_a` = the bf16 panels of gemm_pack_b16 run by gemm with A rounded.
+  bool dot = false;
+  bool round_a = false;
   std::vector<float> bias;  ///< [n] or empty
   std::size_t n = 0;
   std::size_t k = 0;
 };
+
+/// How a projection multiplies: the weight type, and compute_dtype bf16's two kernels.
+struct LinearKind {
+  kernels::WeightType type = kernels::WeightType::kF32;
+  bool dot = false;      ///< vdpbf16ps (type kBf16)
+  bool round_a = false;  ///< f32 FMAs on activations rounded to bf16 (type kBf16)
+};
+
+/// The kind of projection `options` asks for on `isa` (validated options).
+LinearKind linear_kind(kernels::Isa isa, const RunOptions& options) noexcept;
 
 /// Packs the rows of `parts` (each [rows_i, k], nn.Linear layout, named by `names`) stacked
 /// into one projection of element type `type`, with the `biases` (each [rows_i], kept in f32)
 /// concatenated (none: no bias). bf16/f16: each weight rounded to nearest even; a finite
 /// weight that rounds past the type's range fails with kInvalidArgument naming the tensor,
 /// the element and its value (lin is then left as it was).
-Status pack_linear(kernels::Isa isa, kernels::WeightType type,
-                   std::initializer_list<const Tensor*> parts,
+Status pack_linear(kernels::Isa isa, LinearKind kind, std::initializer_list<const Tensor*> parts,
                    std::initializer_list<const Tensor*> biases, PackedLinear& lin,
                    std::initializer_list<const char*> names);
-
-/// Refuses the RunOptions dtypes this build has no kernels for (kUnsupported, naming the
-/// setting and its value): compute_dtype bf16 (no vdpbf16ps kernels yet).
-Status check_dtypes_buildable(const RunOptions& options);
 
 /// Returns the kernels' weight type of a RunOptions weight_dtype (kF32, kBf16, kF16).
 kernels::WeightType weight_type_of(DType dtype) noexcept;

@@ -171,7 +171,8 @@ struct GemmDriver {
       for (std::size_t pc = 0; pc < g.k; pc += step) {
         const std::size_t kc = std::min(step, g.k - pc);
         const bool first = pc == 0;
-        Pack::pack_a(g.a + static_cast<std::ptrdiff_t>(ic) * g.lda + pc, g.lda, mc, kc, g.scratch);
+        Pack::pack_a(g.a + static_cast<std::ptrdiff_t>(ic) * g.lda + pc, g.lda, mc, kc, g.scratch,
+                     g.round_a_bf16);
         for (std::size_t jr = g.n0; jr < n_end; jr += kNr) {
           const std::size_t nr = std::min(kNr, n_end - jr);
           const BElem* bp = packed_b(g) + jr * g.k + pc * kNr;

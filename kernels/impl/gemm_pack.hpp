@@ -130,10 +130,29 @@ struct GemmPacking {
     }
   }
 
+  // x rounded to bfloat16 (nearest even; NaN kept, quietened), kept in f32: the bit
+  // arithmetic of half.hpp's f32_to_bf16 on every lane.
+  static Batch round_bf16(Batch x) noexcept {
+    using U = xsimd::batch<std::uint32_t, Arch>;
+    const U u = xsimd::bitwise_cast<U>(x);
+    // + 0x7FFF, or 0x8000 when the kept part is odd (ties to even). No shift: GCC 12's
+    // AVX-512 shift intrinsics start from _mm512_undefined and warn (-Wmaybe-uninitialized).
+    const U bias = xsimd::select((u & U(0x10000u)) != U(0u), U(0x8000u), U(0x7FFFu));
+    const U rounded = (u + bias) & U(0xFFFF0000u);
+    const U nan = (u | U(0x00400000u)) & U(0xFFFF0000u);
+    return xsimd::select(x != x, xsimd::bitwise_cast<Batch>(nan),
+                         xsimd::bitwise_cast<Batch>(rounded));
+  }
+
   // Rows 0 .. mc - 1, columns 0 .. kc - 1 of a (row stride lda) into micro-panels of kMr rows,
-  // row r of a micro-panel at r * kAStride: a plain vector copy of each row.
-  static void pack_a(const float* a, std::ptrdiff_t lda, std::size_t mc, std::size_t kc,
-                     float* dst) noexcept {
+  // row r of a micro-panel at r * kAStride: a plain vector copy of each row (round: each element
+  // rounded to bfloat16 on the way, GemmArgs::round_a_bf16).
+  static void pack_a(const float* a, std::ptrdiff_t lda, std::size_t mc, std::size_t kc, float* dst,
+                     bool round = false) noexcept {
+    if (round) {
+      pack_a_rounded(a, lda, mc, kc, dst);
+      return;
+    }
     for (std::size_t i = 0; i < mc; ++i) {
       float* d = dst + (i / kMr) * kPanelFloats + (i % kMr) * kAStride * kAExpand;
       // A comes from DRAM once per GEMM: fetch rows kAhead ahead so several rows' misses
@@ -151,6 +170,26 @@ struct GemmPacking {
         std::size_t p = 0;
         for (; p + kW <= kc; p += kW) Batch::load_unaligned(s + p).store_aligned(d + p);
         for (; p < kc; ++p) d[p] = s[p];
+      }
+    }
+  }
+
+  static void pack_a_rounded(const float* a, std::ptrdiff_t lda, std::size_t mc, std::size_t kc,
+                             float* dst) noexcept {
+    for (std::size_t i = 0; i < mc; ++i) {
+      float* d = dst + (i / kMr) * kPanelFloats + (i % kMr) * kAStride * kAExpand;
+      const float* s = a + static_cast<std::ptrdiff_t>(i) * lda;
+      if constexpr (kAExpand == kW) {
+        for (std::size_t p = 0; p < kc; ++p) round_bf16(Batch(s[p])).store_aligned(d + p * kW);
+      } else {
+        std::size_t p = 0;
+        for (; p + kW <= kc; p += kW) round_bf16(Batch::load_unaligned(s + p)).store_aligned(d + p);
+        if (p < kc) {
+          alignas(64) float tail[kW] = {};
+          for (std::size_t t = 0; t < kc - p; ++t) tail[t] = s[p + t];
+          round_bf16(Batch::load_aligned(tail)).store_aligned(tail);
+          for (std::size_t t = 0; t < kc - p; ++t) d[p + t] = tail[t];
+        }
       }
     }
   }

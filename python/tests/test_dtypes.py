@@ -101,6 +101,21 @@ def test_kv_dtype_sessions_near_f32(data_dir, kv):
     assert 0 < err <= KV_BOUND[kv], f"{kv}: normwise error {err:.3g}"
 
 
-def test_compute_dtype_bf16_raises_engine_message():
-    with pytest.raises(ValueError, match="compute_dtype = bf16 is not supported: this build"):
+def test_compute_dtype_bf16_needs_bf16_weights():
+    with pytest.raises(ValueError, match="compute_dtype = bf16 multiplies bf16 weights"):
         attn.SelfAttention_v1(3, 2, compute_dtype="bf16")
+
+
+def test_compute_dtype_bf16_rounds_the_activations():
+    # SelfAttention_v2 has no out_proj: compute bf16 on x is bf16 weights on x rounded to bf16
+    # (to f32 rounding of the sums: vdpbf16ps, where it runs, sums in another order).
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, size=(7, 12)).astype(np.float32)
+    bits = x.view(np.uint32)
+    x16 = ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).astype(np.uint32).view(np.float32)
+    a = attn.SelfAttention_v2(12, 8, weight_dtype="bf16", compute_dtype="bf16")
+    b = attn.SelfAttention_v2(12, 8, weight_dtype="bf16")
+    b.load_state_dict(a.state_dict())
+    got, want, unrounded = a(x), b(x16), b(x)
+    assert np.allclose(got, want, rtol=0, atol=1e-5)
+    assert not np.array_equal(got, unrounded)

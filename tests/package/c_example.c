@@ -181,11 +181,12 @@ int main(int argc, char** argv) {
     }
     attn_engine_free(e16);
     attn_run_options kv = options;
-    kv.compute_dtype = ATTN_DTYPE_BF16;
+    kv.compute_dtype = ATTN_DTYPE_BF16; /* needs weight_dtype bf16: refused by name */
     attn_engine* none16 = NULL;
     if (attn_engine_create(&config, &weights, &kv, &none16) == ATTN_OK ||
-        strstr(attn_last_error(), "compute_dtype = bf16") == NULL) {
-      fprintf(stderr, "compute_dtype bf16 was not refused by name: %s\n", attn_last_error());
+        strstr(attn_last_error(), "compute_dtype = bf16 multiplies bf16 weights") == NULL) {
+      fprintf(stderr, "compute_dtype bf16 with f32 weights was not refused by name: %s\n",
+              attn_last_error());
       ++failures;
       attn_engine_free(none16);
     }

@@ -129,8 +129,12 @@ struct ATTN_API RunOptions {
   /// rounds past the dtype's largest finite value makes create() fail (kInvalidArgument,
   /// naming the tensor, index and value); NaN and Inf stay NaN and Inf.
   DType weight_dtype = DType::kF32;
-  /// The multiply-adds: kF32 (16-bit weights widened in registers) or kBf16 (vdpbf16ps on
-  /// AVX512-BF16 CPUs). No kBf16 kernels are built yet: create() refuses it (kUnsupported).
+  /// The projections' multiply-adds: kF32 (16-bit weights widened in registers) or kBf16
+  /// (needs weight_dtype kBf16): activations rounded to bf16 (nearest even) as each GEMM block
+  /// is packed, bf16 x bf16 products summed in f32, bias added in f32. With isa avx512 on a
+  /// CPU with AVX512-BF16 the GEMM runs vdpbf16ps; elsewhere (or with isa forced lower) the
+  /// same rounded operands run through f32 FMAs: equal products, sums in another order
+  /// (results agree to f32 rounding, not bit for bit). The attention itself stays f32.
   DType compute_dtype = DType::kF32;
   /// Session key/value cache storage: kF32, kBf16, kF16 (half the bytes) or kInt8 (a quarter,
   /// plus one f32 scale per position, kv head and keys/values: symmetric, max|x| / 127).
