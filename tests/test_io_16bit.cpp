@@ -3,15 +3,18 @@
 // the same output bit for bit as engines packed from a float32 load.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "attn/c_api.h"
 #include "attn/chapter/reference.hpp"
 #include "attn/engine.hpp"
 #include "attn/layer.hpp"
@@ -325,5 +328,36 @@ TEST_CASE("engines take mixed float32 and 16-bit parts and refuse 16-bit biases"
     CHECK(e.status().code() == attn::ErrorCode::kInvalidArgument);
     CHECK_THAT(e.status().message(),
                Catch::Contains("weight b_key is bf16: biases must be f32 (Tensor::to_f32"));
+  }
+}
+
+TEST_CASE("attn_engine_load with a 16-bit weight_dtype equals the engine of a float32 load",
+          "[io][dtype][load16][c_api]") {
+  for (const auto& [fixture, type, c_type] :
+       {std::tuple{"causal_bf16", DType::kBf16, ATTN_DTYPE_BF16},
+        std::tuple{"mha_f16", DType::kF16, ATTN_DTYPE_F16}}) {
+    INFO(fixture);
+    const std::string path = std::string(ATTN_TEST_DATA_DIR) + "/" + fixture + ".safetensors";
+    auto file = attn::io::SafetensorsFile::open(path);
+    REQUIRE(file.ok());
+    auto layer = attn::io::load_layer(file.value());
+    REQUIRE(layer.ok());
+    attn::RunOptions o;
+    o.weight_dtype = type;
+    auto want_engine = attn::Engine::create(layer->config, layer->weights, o);
+    REQUIRE(want_engine.ok());
+    const std::int64_t seq = std::min<std::int64_t>(layer->config.context_length, 4);
+    const Tensor x = random_tensor(Shape{1, seq, layer->config.d_in}, 11);
+    Tensor want(Shape{1, seq, layer->config.d_out}), got(want.shape());
+    REQUIRE(want_engine->forward(x.view(), want.view()).ok());
+
+    attn_run_options c_options = ATTN_RUN_OPTIONS_INIT;
+    c_options.weight_dtype = c_type;
+    attn_engine* engine = nullptr;
+    REQUIRE(attn_engine_load(path.c_str(), nullptr, &c_options, &engine) == ATTN_OK);
+    const attn_status status = attn_forward(engine, x.data(), 1, seq, got.data());
+    attn_engine_free(engine);
+    REQUIRE(status == ATTN_OK);
+    CHECK(same_bits(got.values(), want.values()));
   }
 }
