@@ -95,7 +95,17 @@ py::array_t<float> to_float_array(const py::handle& value, const std::string& na
   }
 }
 
-py::array_t<float> numpy_of(const Tensor& t) {
+// The float32 values of `t`: t itself, or its widened copy in `tmp` (a 16-bit weight kept
+// from a file by load(..., weight_dtype=...); widening is exact).
+const Tensor& as_f32(const Tensor& t, Tensor& tmp) {
+  if (t.dtype() == attn::DType::kF32) return t;
+  tmp = t.to_f32();
+  return tmp;
+}
+
+py::array_t<float> numpy_of(const Tensor& t16) {
+  Tensor tmp;
+  const Tensor& t = as_f32(t16, tmp);
   std::vector<py::ssize_t> dims;
   for (int i = 0; i < t.shape().rank(); ++i) dims.push_back(t.shape()[i]);
   py::array_t<float> a(dims);
@@ -103,7 +113,9 @@ py::array_t<float> numpy_of(const Tensor& t) {
   return a;
 }
 
-py::array_t<float> transposed(const Tensor& t) {
+py::array_t<float> transposed(const Tensor& t16) {
+  Tensor tmp;
+  const Tensor& t = as_f32(t16, tmp);
   const std::int64_t r = t.shape()[0], c = t.shape()[1];
   py::array_t<float> a({c, r});
   float* p = a.mutable_data();
@@ -112,7 +124,9 @@ py::array_t<float> transposed(const Tensor& t) {
   return a;
 }
 
-py::array_t<float> rows(const Tensor& t, std::int64_t row0, std::int64_t n) {
+py::array_t<float> rows(const Tensor& t16, std::int64_t row0, std::int64_t n) {
+  Tensor tmp;
+  const Tensor& t = as_f32(t16, tmp);
   const std::int64_t c = t.shape().rank() == 2 ? t.shape()[1] : 1;
   py::array_t<float> a = t.shape().rank() == 2 ? py::array_t<float>({n, c}) : py::array_t<float>(n);
   std::copy(t.data() + row0 * c, t.data() + (row0 + n) * c, a.mutable_data());

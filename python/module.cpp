@@ -88,6 +88,9 @@ std::shared_ptr<Layer> load(const std::string& path, std::optional<std::string> 
   }
   lo.softcap = more.softcap;
   lo.alibi = more.alibi;
+  // 16-bit weights stored in weight_dtype's type reach the packed panels without a float32
+  // copy; the layer keeps them as they are (state_dict() widens them).
+  if (run.weight_dtype != attn::DType::kF32) lo.keep_16bit = run.weight_dtype;
   Result<io::Layer> layer = [&] {
     py::gil_scoped_release release;
     Result<io::SafetensorsFile> file = io::SafetensorsFile::open(path);

@@ -129,6 +129,13 @@ int finish(const RunArgs& args, const Tensor& x, const Tensor& y);
 int run(const RunArgs& args) {
   Result<io::LayerOptions> options = args.layer.options();
   if (!options.ok()) return fail(options.status());
+  {
+    // 16-bit weights stored in --weight-dtype's type go to the packed panels without a
+    // float32 copy (peak memory and load time; the packed bytes are the same).
+    RunOptions wanted;
+    args.dtypes.apply(wanted);
+    if (wanted.weight_dtype != DType::kF32) options->keep_16bit = wanted.weight_dtype;
+  }
 
   Result<io::SafetensorsFile> file = io::SafetensorsFile::open(args.weights);
   if (!file.ok()) return fail(file.status());

@@ -268,6 +268,9 @@ attn_status attn_engine_load(const char* path, const attn_load_options* load,
     if (l.scale != 0) lo.scale = l.scale;
     if (l.window >= 0) lo.window = l.window;
     if (l.softcap != 0) lo.softcap = l.softcap;
+    // 16-bit weights stored in the requested type go to the packed panels without a float32
+    // copy.
+    if (o.weight_dtype != attn::DType::kF32) lo.keep_16bit = o.weight_dtype;
     attn::Result<attn::io::SafetensorsFile> file = attn::io::SafetensorsFile::open(path);
     if (!file.ok()) return from(file.status());
     attn::Result<attn::io::Layer> layer = attn::io::load_layer(file.value(), lo);

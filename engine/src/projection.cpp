@@ -53,35 +53,43 @@ const char* weight_type_name(kernels::WeightType type) noexcept {
   return type == kernels::WeightType::kBf16 ? "bf16" : "f16";
 }
 
-// The stacked f32 weights rounded to `type` (nearest even); the first finite value that
-// rounds past the type's range is an error naming its tensor, row, column and value.
-Status narrow_weights(const std::vector<float>& stacked, kernels::WeightType type,
-                      std::initializer_list<const Tensor*> parts,
-                      std::initializer_list<const char*> names, std::size_t k,
-                      std::vector<std::uint16_t>& out) {
-  out.resize(stacked.size());
-  for (std::size_t i = 0; i < stacked.size(); ++i) {
-    const kernels::Narrowed h = kernels::narrow16(stacked[i], type);
+// Writes part `p` ([rows, k], any dtype) as `type` to out: bits already of `type` are copied;
+// float32 values and the other 16-bit type (widened, exactly) are rounded to nearest even,
+// and the first finite value that rounds past the type's range is an error naming the tensor,
+// row, column and value.
+Status narrow_part(const Tensor& p, kernels::WeightType type, const char* name, std::size_t k,
+                   std::uint16_t* out) {
+  const auto count = static_cast<std::size_t>(p.numel());
+  if (p.dtype() != DType::kF32 && weight_type_of(p.dtype()) == type) {
+    std::copy_n(p.bits().data(), count, out);
+    return {};
+  }
+  const kernels::WeightType from = weight_type_of(p.dtype());
+  for (std::size_t i = 0; i < count; ++i) {
+    const float x = p.dtype() == DType::kF32 ? p.data()[i] : kernels::widen16(p.bits()[i], from);
+    const kernels::Narrowed h = kernels::narrow16(x, type);
     if (h.overflow) {
-      std::size_t row = i / k, part = 0;
-      for (const Tensor* p : parts) {
-        const auto rows = static_cast<std::size_t>(p->shape()[0]);
-        if (row < rows) break;
-        row -= rows;
-        ++part;
-      }
       std::ostringstream msg;
       msg.precision(9);
-      msg << "weight " << (part < names.size() ? names.begin()[part] : "?") << "[" << row << ", "
-          << i % k << "] = " << stacked[i] << " is beyond the range of weight_dtype "
-          << weight_type_name(type) << " (largest finite "
-          << (type == kernels::WeightType::kF16 ? "65504" : "3.38953139e+38")
+      msg << "weight " << name << "[" << i / k << ", " << i % k << "] = " << x
+          << " is beyond the range of weight_dtype " << weight_type_name(type)
+          << " (largest finite " << (type == kernels::WeightType::kF16 ? "65504" : "3.38953139e+38")
           << "); use weight_dtype f32" << (type == kernels::WeightType::kF16 ? " or bf16" : "");
       return {ErrorCode::kInvalidArgument, msg.str()};
     }
     out[i] = h.bits;
   }
   return {};
+}
+
+// Writes part `p` as float32 values to out (16-bit elements widened, exactly).
+void widen_part(const Tensor& p, float* out) {
+  if (p.dtype() == DType::kF32) {
+    std::copy(p.values().begin(), p.values().end(), out);
+    return;
+  }
+  const kernels::WeightType from = weight_type_of(p.dtype());
+  for (std::size_t i = 0; i < p.bits().size(); ++i) out[i] = kernels::widen16(p.bits()[i], from);
 }
 
 }  // namespace
@@ -106,20 +114,37 @@ Status pack_linear(kernels::Isa isa, LinearKind kind, std::initializer_list<cons
   if (!out.packed.reserve(floats))
     return out_of_memory("packed weights", mul_or_max(elems, elem_bytes));
   try {
-    std::vector<float> stacked;
-    stacked.reserve(n * k);
-    for (const Tensor* p : parts)
-      stacked.insert(stacked.end(), p->values().begin(), p->values().end());
-    if (narrow) {
-      std::vector<std::uint16_t> halves;
-      if (Status s = narrow_weights(stacked, type, parts, names, k, halves); !s.ok()) return s;
-      auto* packed = reinterpret_cast<std::uint16_t*>(out.packed.data());
+    // The parts are stacked by rows in the packed type: 16-bit weights of that type are
+    // copied as they are (no float32 copy); the rest is rounded or widened.
+    const Tensor& first = **parts.begin();
+    auto* packed16 = reinterpret_cast<std::uint16_t*>(out.packed.data());
+    auto pack16 = [&](const std::uint16_t* halves) {
       if (kind.dot) {
-        kernels::gemm_dot_pack_b(halves.data(), static_cast<std::ptrdiff_t>(k), 1, n, k, packed);
+        kernels::gemm_dot_pack_b(halves, static_cast<std::ptrdiff_t>(k), 1, n, k, packed16);
       } else {
-        kernels::gemm_pack_b16(isa, halves.data(), static_cast<std::ptrdiff_t>(k), 1, n, k, packed);
+        kernels::gemm_pack_b16(isa, halves, static_cast<std::ptrdiff_t>(k), 1, n, k, packed16);
       }
+    };
+    if (narrow && parts.size() == 1 && first.dtype() != DType::kF32 &&
+        weight_type_of(first.dtype()) == type) {
+      pack16(first.bits().data());
+    } else if (narrow) {
+      std::vector<std::uint16_t> stacked(n * k);
+      std::size_t at = 0, i = 0;
+      for (const Tensor* p : parts) {
+        const char* name = i < names.size() ? names.begin()[i] : "?";
+        if (Status s = narrow_part(*p, type, name, k, stacked.data() + at); !s.ok()) return s;
+        at += static_cast<std::size_t>(p->numel());
+        ++i;
+      }
+      pack16(stacked.data());
     } else {
+      std::vector<float> stacked(n * k);
+      std::size_t at = 0;
+      for (const Tensor* p : parts) {
+        widen_part(*p, stacked.data() + at);
+        at += static_cast<std::size_t>(p->numel());
+      }
       kernels::gemm_pack_b(isa, stacked.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
                            out.packed.data());
     }

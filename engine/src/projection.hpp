@@ -48,9 +48,12 @@ LinearKind linear_kind(kernels::Isa isa, const RunOptions& options) noexcept;
 
 /// Packs the rows of `parts` (each [rows_i, k], nn.Linear layout, named by `names`) stacked
 /// into one projection of element type `type`, with the `biases` (each [rows_i], kept in f32)
-/// concatenated (none: no bias). bf16/f16: each weight rounded to nearest even; a finite
-/// weight that rounds past the type's range fails with kInvalidArgument naming the tensor,
-/// the element and its value (lin is then left as it was).
+/// concatenated (none: no bias). A part may be float32 or 16-bit (Tensor::dtype). bf16/f16:
+/// parts already of `type` are packed as their bits (a single such part with no copy at
+/// all); the others are rounded to nearest even (16-bit ones widened first, exactly), and a
+/// finite weight that rounds past the type's range fails with kInvalidArgument naming the
+/// tensor, the element and its value (lin is then left as it was). f32: 16-bit parts are
+/// widened (exactly), so the panels equal those of a float32 load of the same values.
 Status pack_linear(kernels::Isa isa, LinearKind kind, std::initializer_list<const Tensor*> parts,
                    std::initializer_list<const Tensor*> biases, PackedLinear& lin,
                    std::initializer_list<const char*> names);

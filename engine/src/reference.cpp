@@ -19,9 +19,11 @@ Matrix from_floats(const float* data, std::int64_t rows, std::int64_t cols) {
   return m;
 }
 
-// Rows r0 .. r0 + n - 1 of a [rows, cols] float tensor (a head's slice of a projection).
+// Rows r0 .. r0 + n - 1 of a [rows, cols] tensor (a head's slice of a projection); 16-bit
+// weights are widened (exactly), so the oracle computes with the values the engine packs.
 Matrix rows_of(const Tensor& t, std::int64_t r0, std::int64_t n) {
   const std::int64_t cols = t.shape().rank() == 2 ? t.shape()[1] : 1;
+  if (t.dtype() != DType::kF32) return from_floats(t.to_f32().data() + r0 * cols, n, cols);
   return from_floats(t.data() + r0 * cols, n, cols);
 }
 

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "kernels/half.hpp"
+
 namespace attn {
 
 Shape::Shape(std::initializer_list<std::int64_t> dims)
@@ -44,6 +46,16 @@ bool operator==(const Shape& a, const Shape& b) noexcept {
 Tensor::Tensor(Shape shape)
     : shape_(shape), values_(static_cast<std::size_t>(std::max<std::int64_t>(shape.numel(), 0))) {}
 
+Tensor::Tensor(Shape shape, DType dtype) : shape_(shape) {
+  const auto n = static_cast<std::size_t>(std::max<std::int64_t>(shape.numel(), 0));
+  if (dtype == DType::kBf16 || dtype == DType::kF16) {
+    dtype_ = dtype;
+    bits_.resize(n);
+  } else {
+    values_.resize(n);
+  }
+}
+
 Tensor::Tensor(Shape shape, std::vector<float> values)
     : shape_(shape), values_(std::move(values)) {}
 
@@ -59,6 +71,31 @@ Result<Tensor> Tensor::zeros(Shape shape) noexcept {
                   "cannot allocate a tensor of shape " + shape.to_string() + " (" +
                       std::to_string(static_cast<std::uint64_t>(n) * sizeof(float)) + " bytes)");
   }
+}
+
+Result<Tensor> Tensor::from_bits(Shape shape, DType dtype, std::vector<std::uint16_t> bits) {
+  if (dtype != DType::kBf16 && dtype != DType::kF16) {
+    return Status(ErrorCode::kInvalidArgument, std::string("Tensor::from_bits: dtype ") +
+                                                   to_string(dtype) + " is not bf16 or f16");
+  }
+  if (shape.numel() < 0 || bits.size() != static_cast<std::size_t>(shape.numel())) {
+    return Status(ErrorCode::kInvalidArgument, "Tensor::from_bits: " + std::to_string(bits.size()) +
+                                                   " elements for shape " + shape.to_string());
+  }
+  Tensor t;
+  t.shape_ = shape;
+  t.dtype_ = dtype;
+  t.bits_ = std::move(bits);
+  return t;
+}
+
+Tensor Tensor::to_f32() const {
+  if (dtype_ == DType::kF32) return *this;
+  const kernels::WeightType type =
+      dtype_ == DType::kBf16 ? kernels::WeightType::kBf16 : kernels::WeightType::kF16;
+  std::vector<float> v(bits_.size());
+  for (std::size_t i = 0; i < bits_.size(); ++i) v[i] = kernels::widen16(bits_[i], type);
+  return Tensor(shape_, std::move(v));
 }
 
 }  // namespace attn

@@ -25,11 +25,19 @@ Status check_absent(const char* name, const Tensor& t, const char* why) {
   return {};
 }
 
+// Returns t [r, c] transposed, [c, r], in t's dtype (16-bit bits are moved unchanged).
 Tensor transpose(const Tensor& t) {
   const std::int64_t r = t.shape()[0], c = t.shape()[1];
-  Tensor out(Shape{c, r});
-  for (std::int64_t i = 0; i < r; ++i)
-    for (std::int64_t j = 0; j < c; ++j) out.data()[j * r + i] = t.data()[i * c + j];
+  Tensor out(Shape{c, r}, t.dtype());
+  auto transpose_into = [&](const auto* src, auto* dst) {
+    for (std::int64_t i = 0; i < r; ++i)
+      for (std::int64_t j = 0; j < c; ++j) dst[j * r + i] = src[i * c + j];
+  };
+  if (t.dtype() == DType::kF32) {
+    transpose_into(t.data(), out.data());
+  } else {
+    transpose_into(t.bits().data(), out.bits().data());
+  }
   return out;
 }
 
@@ -79,6 +87,17 @@ Status validate(const LayerConfig& config, const Weights& w) {
                    ? check_tensor(n.name, n.t, Shape{n.rows, d_in})
                    : check_absent(n.name, n.t, "variant simplified has no weights");
     if (!s.ok()) return s;
+  }
+  for (const Tensor* b : {&w.b_query, &w.b_key, &w.b_value, &w.b_out}) {
+    if (b->dtype() != DType::kF32) {
+      const char* name = b == &w.b_query   ? "b_query"
+                         : b == &w.b_key   ? "b_key"
+                         : b == &w.b_value ? "b_value"
+                                           : "b_out";
+      return {ErrorCode::kInvalidArgument, std::string("weight ") + name + " is " +
+                                               to_string(b->dtype()) +
+                                               ": biases must be f32 (Tensor::to_f32 widens it)"};
+    }
   }
   for (const Named& n : bias) {
     Status s = config.qkv_bias ? check_tensor(n.name, n.t, Shape{n.rows})

@@ -52,6 +52,21 @@ def test_16bit_weights_near_f32_loaded(data_dir, dtype):
     assert 0 < err <= BOUND[dtype], f"{dtype}: normwise error {err:.3g}"
 
 
+@pytest.mark.parametrize("fixture,dtype", [("mha_f16", "f16"), ("causal_bf16", "bf16")])
+def test_16bit_file_loaded_as_16bit_equals_f32_load(data_dir, fixture, dtype):
+    # load(weight_dtype=the file's type) keeps the file's bits (no float32 copy); the result
+    # must be the layer a float32 load gives, packed in that type, bit for bit.
+    path = os.path.join(data_dir, fixture + ".safetensors")
+    x = np.load(os.path.join(data_dir, fixture + ".input.npy"))
+    kept = attn.load(path, weight_dtype=dtype)
+    f32_sd = attn.load(path).state_dict()
+    for name, value in kept.state_dict().items():  # widened back: the f32 load's values
+        assert np.array_equal(value, f32_sd[name]), name
+    via_f32 = attn.load(path, weight_dtype=dtype)
+    via_f32.load_state_dict(f32_sd)
+    assert np.array_equal(kept(x), via_f32(x))
+
+
 def test_weight_dtype_property_repr_and_state_dict():
     assert mha().weight_dtype == "f32"
     assert "weight_dtype='f32'" in repr(mha())

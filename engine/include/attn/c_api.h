@@ -209,7 +209,8 @@ ATTN_C_API attn_status attn_engine_create(const attn_layer_config* config,
                                           const attn_run_options* options, attn_engine** engine);
 /** Creates an engine from the attention layer in a safetensors file. load and options may
  *  be NULL. Fails when the file has no context_length (a mask buffer or metadata) and none is
- *  given. On success *engine is set. */
+ *  given. On success *engine is set. With options->weight_dtype bf16 (f16), weights stored as
+ *  BF16 (F16) are packed from the file's bits without a float32 copy. */
 ATTN_C_API attn_status attn_engine_load(const char* path, const attn_load_options* load,
                                         const attn_run_options* options, attn_engine** engine);
 /** Frees an engine (NULL is a no-op). Sessions created from it stay valid: they share its state. */

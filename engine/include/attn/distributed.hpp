@@ -121,8 +121,9 @@ class ATTN_API DistributedSession {
 
 /// Returns rank `rank` of `size`'s slice of a layer: config with num_heads / size heads and
 /// weights with their rows of W_query/W_key/W_value and columns of W_out (b_out on rank 0
-/// only). Fails (naming the values) when the heads do not divide by `size` or the variant
-/// has no heads to split. Exposed for tests and tools; DistributedEngine::create uses it.
+/// only), each in its dtype (16-bit weights stay 16-bit). Fails (naming the values) when the
+/// heads do not divide by `size` or the variant has no heads to split. Exposed for tests and
+/// tools; DistributedEngine::create uses it.
 ATTN_API Status shard_layer(const LayerConfig& config, const Weights& weights, int rank, int size,
                             LayerConfig& local_config, Weights& local_weights);
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "attn/config.hpp"
+#include "attn/dtype.hpp"
 #include "attn/export.hpp"
 #include "attn/safetensors.hpp"
 #include "attn/status.hpp"
@@ -94,6 +95,14 @@ struct LayerOptions {
   std::optional<std::int64_t> window;
   std::optional<bool> alibi;
   std::optional<double> softcap;
+  /// Keeps the weight matrices the file stores in this 16-bit type as 16-bit Tensors (their
+  /// bits, rearranged by the layout as float32 values would be) instead of reading them as
+  /// float32: attn::DType::kBf16 keeps BF16 tensors, kF16 keeps F16 tensors. Set it to
+  /// RunOptions::weight_dtype when that is bf16 or f16: Engine::create then packs the file's
+  /// bits with no float32 copy of the weights (the packed panels are the same bytes as from a
+  /// float32 load). Tensors of other types, biases and masks are read as float32; unset (or
+  /// kF32), every tensor is float32.
+  std::optional<attn::DType> keep_16bit;
 };
 
 /// An attention layer read from a file.
@@ -106,7 +115,8 @@ struct Layer {
 };
 
 /// Reads the layer at options.layout/prefix (see find_layer) into LayerConfig + Weights in
-/// nn.Linear layout (the wrapper's heads stacked by rows, GPT-2's Conv1D weights transposed). Masks
+/// nn.Linear layout (the wrapper's heads stacked by rows, GPT-2's Conv1D weights transposed;
+/// 16-bit weights only with options.keep_16bit, float32 otherwise). Masks
 /// are checked to be the causal pattern. Errors name the file and tensor: a missing tensor, a shape
 /// that disagrees with another or with the options, num_heads unknown for a multi-head layout
 /// (kInvalidArgument: "pass num_heads"), a malformed __metadata__ value (kCorruptData).

@@ -22,19 +22,28 @@ Status invalid(std::string message) { return {ErrorCode::kInvalidArgument, std::
 Tensor rows_of(const Tensor& t, std::int64_t r0, std::int64_t n) {
   if (t.empty()) return {};
   const std::int64_t cols = t.shape().rank() == 2 ? t.shape()[1] : 1;
-  std::vector<float> v(t.values().begin() + r0 * cols, t.values().begin() + (r0 + n) * cols);
-  return t.shape().rank() == 2 ? Tensor(Shape{n, cols}, std::move(v))
-                               : Tensor(Shape{n}, std::move(v));
+  Tensor out(t.shape().rank() == 2 ? Shape{n, cols} : Shape{n}, t.dtype());
+  if (t.dtype() == DType::kF32) {
+    std::copy_n(t.data() + r0 * cols, n * cols, out.data());
+  } else {
+    std::copy_n(t.bits().data() + r0 * cols, n * cols, out.bits().data());
+  }
+  return out;
 }
 
-// Copies columns [c0, c0 + n) of a [rows, cols] tensor.
+// Copies columns [c0, c0 + n) of a [rows, cols] tensor (16-bit bits unchanged).
 Tensor columns_of(const Tensor& t, std::int64_t c0, std::int64_t n) {
   const std::int64_t rows = t.shape()[0], cols = t.shape()[1];
-  std::vector<float> v(static_cast<std::size_t>(rows * n));
-  for (std::int64_t r = 0; r < rows; ++r) {
-    std::copy_n(t.data() + r * cols + c0, n, v.data() + r * n);
+  Tensor out(Shape{rows, n}, t.dtype());
+  auto copy = [&](const auto* src, auto* dst) {
+    for (std::int64_t r = 0; r < rows; ++r) std::copy_n(src + r * cols + c0, n, dst + r * n);
+  };
+  if (t.dtype() == DType::kF32) {
+    copy(t.data(), out.data());
+  } else {
+    copy(t.bits().data(), out.bits().data());
   }
-  return Tensor(Shape{rows, n}, std::move(v));
+  return out;
 }
 
 // What every rank tells the others after its local part of a call.

@@ -17,10 +17,23 @@ using detail::LayerReader;
 std::string dims(std::int64_t a, std::int64_t b) { return Shape{a, b}.to_string(); }
 std::string dims(std::int64_t a) { return Shape{a}.to_string(); }
 
+// Returns a zero-filled tensor of `shape` in src's dtype after fn(src_elements, out_elements),
+// both float* or both std::uint16_t*: the layouts rearrange 16-bit weights exactly as floats.
+template <class Fn>
+Tensor rearranged(const Tensor& src, Shape shape, Fn fn) {
+  Tensor out(shape, src.dtype());
+  if (src.dtype() == attn::DType::kF32) {
+    fn(src.data(), out.data());
+  } else {
+    fn(src.bits().data(), out.bits().data());
+  }
+  return out;
+}
+
 // Returns rows [row0, row0 + rows) of a row-major [*, cols] tensor.
 Tensor slice_rows(const Tensor& t, std::int64_t row0, std::int64_t rows, std::int64_t cols) {
-  const float* begin = t.data() + row0 * cols;
-  return Tensor(Shape{rows, cols}, std::vector<float>(begin, begin + rows * cols));
+  return rearranged(t, Shape{rows, cols},
+                    [&](const auto* s, auto* d) { std::copy_n(s + row0 * cols, rows * cols, d); });
 }
 
 // Returns elements [begin, begin + n) of a rank-1 tensor.
@@ -32,10 +45,10 @@ Tensor slice_vector(const Tensor& t, std::int64_t begin, std::int64_t n) {
 // Conv1D weight (y = x W) into nn.Linear's (y = x Wᵀ).
 Tensor columns_transposed(const Tensor& t, std::int64_t col0, std::int64_t n) {
   const std::int64_t r = t.shape()[0], c = t.shape()[1];
-  Tensor out(Shape{n, r});
-  for (std::int64_t i = 0; i < r; ++i)
-    for (std::int64_t j = 0; j < n; ++j) out.data()[j * r + i] = t.data()[i * c + col0 + j];
-  return out;
+  return rearranged(t, Shape{n, r}, [&](const auto* s, auto* d) {
+    for (std::int64_t i = 0; i < r; ++i)
+      for (std::int64_t j = 0; j < n; ++j) d[j * r + i] = s[i * c + col0 + j];
+  });
 }
 
 // Checks a causal mask and returns its size n. Chapter: [n, n] = triu(ones, 1) (1 = hidden).
@@ -176,12 +189,27 @@ Status read_wrapper(LayerReader& r, LayerConfig& c, Weights& w, Found& found) {
   c.d_out = head_dim * heads;
   c.qkv_bias = head0.qkv_bias;
   found.num_heads = heads;
+  // Heads stored in one 16-bit type stay in it; a mix of types is stacked as float32.
   auto stack = [&](Tensor Weights::*member, bool matrix) {
-    std::vector<float> v;
-    for (const Weights& p : parts)
-      v.insert(v.end(), (p.*member).values().begin(), (p.*member).values().end());
-    return matrix ? Tensor(Shape{c.d_out, c.d_in}, std::move(v))
-                  : Tensor(Shape{c.d_out}, std::move(v));
+    const Shape shape = matrix ? Shape{c.d_out, c.d_in} : Shape{c.d_out};
+    const attn::DType type = parts.empty() ? attn::DType::kF32 : (parts[0].*member).dtype();
+    const bool same = std::all_of(parts.begin(), parts.end(),
+                                  [&](const Weights& p) { return (p.*member).dtype() == type; });
+    Tensor out(shape, same ? type : attn::DType::kF32);
+    std::int64_t at = 0;
+    for (const Weights& p : parts) {
+      const Tensor& t = p.*member;
+      if (out.dtype() != attn::DType::kF32) {
+        std::copy(t.bits().begin(), t.bits().end(), out.bits().begin() + at);
+      } else if (t.dtype() == attn::DType::kF32) {
+        std::copy(t.values().begin(), t.values().end(), out.values().begin() + at);
+      } else {
+        const Tensor f = t.to_f32();
+        std::copy(f.values().begin(), f.values().end(), out.values().begin() + at);
+      }
+      at += t.numel();
+    }
+    return out;
   };
   w.w_query = stack(&Weights::w_query, true);
   w.w_key = stack(&Weights::w_key, true);
@@ -344,12 +372,14 @@ void split_gpt_neox(const LayerConfig& c, Weights& w) {
   Tensor* dst[] = {&w.w_query, &w.w_key, &w.w_value};
   Tensor* dst_bias[] = {&w.b_query, &w.b_key, &w.b_value};
   for (int part = 0; part < 3; ++part) {
-    *dst[part] = Tensor(Shape{heads * hd, d});
+    *dst[part] = rearranged(fused, Shape{heads * hd, d}, [&](const auto* s, auto* out) {
+      for (std::int64_t h = 0; h < heads; ++h)
+        std::copy_n(s + (h * 3 + part) * hd * d, hd * d, out + h * hd * d);
+    });
     if (c.qkv_bias) *dst_bias[part] = Tensor(Shape{heads * hd});
-    for (std::int64_t h = 0; h < heads; ++h) {
+    for (std::int64_t h = 0; h < heads && c.qkv_bias; ++h) {
       const std::int64_t src_row = (h * 3 + part) * hd;
-      std::copy_n(fused.data() + src_row * d, hd * d, dst[part]->data() + h * hd * d);
-      if (c.qkv_bias) std::copy_n(fused_bias.data() + src_row, hd, dst_bias[part]->data() + h * hd);
+      std::copy_n(fused_bias.data() + src_row, hd, dst_bias[part]->data() + h * hd);
     }
   }
 }
@@ -377,7 +407,7 @@ Result<Layer> load_layer(const SafetensorsFile& file, const LayerOptions& option
     if (!loc.ok()) return loc.status();
     Layer layer;
     layer.location = loc.value();
-    LayerReader r(file, layer.location);
+    LayerReader r(file, layer.location, options.keep_16bit);
     LayerConfig& c = layer.config;
     Weights& w = layer.weights;
     Found found;

@@ -3,6 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,7 +18,12 @@ namespace attn::io::detail {
 // Reads tensors under one prefix, remembers which were read, and names them in errors.
 class LayerReader {
  public:
-  LayerReader(const SafetensorsFile& file, const LayerLocation& loc) : file_(file), loc_(loc) {}
+  // keep_16bit: get_matrix keeps tensors stored in that 16-bit type (kBf16: BF16, kF16: F16)
+  // as their bits instead of reading them as float32; std::nullopt or kF32 reads everything
+  // as float32.
+  LayerReader(const SafetensorsFile& file, const LayerLocation& loc,
+              std::optional<attn::DType> keep_16bit = std::nullopt)
+      : file_(file), loc_(loc), keep_16bit_(keep_16bit) {}
 
   std::string full(std::string_view name) const { return loc_.prefix + std::string(name); }
   bool has(std::string_view name) const { return file_.find(full(name)) != nullptr; }
@@ -29,10 +37,25 @@ class LayerReader {
     read_.push_back(full(name));
     return file_.read(full(name));
   }
-  // Reads `name` and checks it is [rows, cols] (a size < 0 matches any).
+  // Reads a weight `name` (16-bit when the file stores it in the type keep_16bit asks for).
+  Result<Tensor> get_weight(std::string_view name) {
+    const TensorInfo* info = file_.find(full(name));
+    const DType want = keep_16bit_ == attn::DType::kBf16  ? DType::kBF16
+                       : keep_16bit_ == attn::DType::kF16 ? DType::kF16
+                                                          : DType::kF32;
+    if (info == nullptr || want == DType::kF32 || info->dtype != want || info->shape.size() != 2)
+      return get(name);
+    read_.push_back(full(name));
+    const std::span<const std::byte> raw = file_.raw(*info);
+    // Little-endian in the file, as on the hosts attn builds for (x86-64).
+    std::vector<std::uint16_t> bits(raw.size() / 2);
+    if (!bits.empty()) std::memcpy(bits.data(), raw.data(), bits.size() * 2);
+    return Tensor::from_bits(Shape{info->shape[0], info->shape[1]}, *keep_16bit_, std::move(bits));
+  }
+  // Reads weight `name` and checks it is [rows, cols] (a size < 0 matches any).
   Result<Tensor> get_matrix(std::string_view name, std::int64_t rows, std::int64_t cols,
                             const std::string& expected) {
-    Result<Tensor> t = get(name);
+    Result<Tensor> t = get_weight(name);
     if (!t.ok()) return t;
     const Shape& s = t->shape();
     if (s.rank() != 2 || (rows >= 0 && s[0] != rows) || (cols >= 0 && s[1] != cols))
@@ -61,6 +84,7 @@ class LayerReader {
  private:
   const SafetensorsFile& file_;
   const LayerLocation& loc_;
+  std::optional<attn::DType> keep_16bit_;
   std::vector<std::string> read_;
 };
 

@@ -101,7 +101,8 @@ struct Output {
 
 /// The oracle: runs `config`'s variant the way the chapter's classes do (the wrapper runs
 /// its heads one by one and concatenates, MultiHeadAttention splits one projection and
-/// applies out_proj), in float64. x: [batch, seq_len, d_in] or [seq_len, d_in].
+/// applies out_proj), in float64. x: [batch, seq_len, d_in] or [seq_len, d_in]. 16-bit weight
+/// matrices (Tensor::dtype) are widened exactly: the values the engine packs.
 ATTN_API Result<Output> forward(const LayerConfig& config, const Weights& weights,
                                 ConstTensorView x);
 
