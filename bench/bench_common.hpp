@@ -73,6 +73,17 @@ inline double peak_gflops() {
   return peak;
 }
 
+/// The bf16 dot-product peak (GFLOP/s, vdpbf16ps), kept as peak_gflops; 0 without AVX512-BF16.
+inline double peak_bf16_gflops() {
+  static double peak = 0;
+  if (!attn::kernels::bf16_dot_supported()) return 0;
+  constexpr std::size_t kIterations = 1 << 20;
+  double flops = 0;
+  const double s = best_seconds(5, [&] { flops = attn::kernels::peak_bf16(kIterations); });
+  peak = std::max(peak, flops / s * 1e-9);
+  return peak;
+}
+
 /// Single-core read bandwidth (GB/s) over a 256 MiB buffer, kept as peak_gflops.
 inline double read_gbps() {
   static double gbps = 0;

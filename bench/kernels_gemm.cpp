@@ -125,6 +125,77 @@ BENCHMARK(BM_GemmWeightType)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
 
+// compute_dtype bf16's GEMMs (issue 15) on bf16 weights: path 0 is the f32 FMA kernel of the
+// benchmarked ISA on A rounded to bf16 as it is packed (CPUs without AVX512-BF16; compare with
+// BM_GemmWeightType's bf16 row: the rounding's cost), path 1 vdpbf16ps (skipped without
+// AVX512-BF16), whose peak_frac is against the bf16 dot-product probe (BM_PeakBf16).
+void BM_GemmComputeBf16(benchmark::State& state) {
+  const attn::kernels::Isa isa = bench::kernel_isa();
+  const auto m = static_cast<std::size_t>(state.range(0));
+  const auto n = static_cast<std::size_t>(state.range(1));
+  const auto k = static_cast<std::size_t>(state.range(2));
+  const bool dot = state.range(3) == 1;
+  if (dot && !attn::kernels::bf16_dot_supported()) {
+    state.SkipWithError("skipped: this CPU (or this build) has no AVX512-BF16 (vdpbf16ps)");
+    return;
+  }
+  const Buffer a(m * k, 1);
+  const Buffer b(n * k, 2);
+  const Buffer bias(n, 3);
+  const std::size_t elems = dot ? attn::kernels::gemm_dot_packed_elems(n, k)
+                                : attn::kernels::gemm_packed_floats(isa, n, k);
+  const Buffer packed(elems / 2 + 1, 4);
+  const Buffer c(m * n, 5);
+  const Buffer scratch(
+      dot ? attn::kernels::gemm_dot_scratch_floats() : attn::kernels::gemm_scratch_floats(isa), 6);
+  auto* packed16 = reinterpret_cast<std::uint16_t*>(packed.get());
+  std::vector<std::uint16_t> halves(n * k);
+  for (std::size_t i = 0; i < n * k; ++i) halves[i] = attn::kernels::f32_to_bf16(b.get()[i]).bits;
+  if (dot) {
+    attn::kernels::gemm_dot_pack_b(halves.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
+                                   packed16);
+  } else {
+    attn::kernels::gemm_pack_b16(isa, halves.data(), static_cast<std::ptrdiff_t>(k), 1, n, k,
+                                 packed16);
+  }
+  attn::kernels::GemmArgs g;
+  g.a = a.get();
+  g.lda = static_cast<std::ptrdiff_t>(k);
+  g.b_type = attn::kernels::WeightType::kBf16;
+  g.packed_b16 = packed16;
+  g.n_total = n;
+  g.m = m;
+  g.k = k;
+  g.n = n;
+  g.bias = bias.get();
+  g.c = c.get();
+  g.ldc = static_cast<std::ptrdiff_t>(n);
+  g.scratch = scratch.get();
+  g.round_a_bf16 = !dot;
+  for (auto _ : state) {
+    if (dot) {
+      attn::kernels::gemm_bf16_dot(g);
+    } else {
+      attn::kernels::gemm(isa, g);
+    }
+    benchmark::ClobberMemory();
+  }
+  const double flops =
+      2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  state.SetItemsProcessed(state.iterations() * static_cast<std::int64_t>(m));
+  bench::report_rate(state, "GFLOP/s", flops * 1e-9, "peak_frac",
+                     dot ? bench::peak_bf16_gflops() : bench::peak_gflops());
+  state.SetLabel(dot ? std::string("avx512bf16 vdpbf16ps")
+                     : std::string(attn::kernels::isa_name(isa)) + " f32 FMA, A rounded to bf16");
+}
+BENCHMARK(BM_GemmComputeBf16)
+    ->ArgNames({"m", "n", "k", "dot"})
+    ->ArgsProduct({{8192}, {2304}, {768}, {0, 1}})  // gpt2-small QKV, 8 x 1024 tokens
+    ->ArgsProduct({{8192}, {768}, {768}, {0, 1}})   // gpt2-small out_proj
+    ->ArgsProduct({{1}, {2304}, {768}, {0, 1}})     // one token
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
 // Packing B: nn.Linear's [n, k] (transposing) and [k, n] (copying) layouts.
 void BM_GemmPackB(benchmark::State& state) {
   const attn::kernels::Isa isa = bench::kernel_isa();

@@ -126,6 +126,13 @@ check(bench_alibi_softcap ok "768,12,12,64,true,true,none,10000,0,0,true,30,1,8,
 check(bench_alibi_decode ok "768,12,4,64,true,true,none,10000,0,0,true,30,8," "" bench
       --preset gpt2-small --kv-len 8 --reps 1 --warmup 0 --format csv --alibi --softcap 30
       --kv-heads 4 --decode)
+# A dtype sweep leaves out compute bf16 with f32 weights (the engine refuses it) and runs the
+# three other combinations; asked for alone, that combination is the engine's error.
+check(bench_compute_sweep ok ",f32,f32,f32,[^\n]*\n[^\n]*,bf16,f32,f32,[^\n]*\n[^\n]*,bf16,bf16,f32," ""
+      bench --preset gpt2-small --batch 1 --seq-len 8 --reps 1 --warmup 0 --format csv
+      --weight-dtype f32,bf16 --compute-dtype f32,bf16)
+check(bench_compute_alone fail "" "compute_dtype = bf16 multiplies bf16 weights" bench
+      --preset gpt2-small --batch 1 --seq-len 8 --reps 1 --warmup 0 --compute-dtype bf16)
 check(bench_bad_preset usage "" "--preset: llama not in" bench --preset llama)
 
 # Options: backends, instruction set, threads, overrides, printing to stdout.
