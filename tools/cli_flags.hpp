@@ -195,10 +195,10 @@ struct DTypeFlags {
                                          list)
                          ->check(CLI::IsMember({"f32", "bf16"}))
                          ->capture_default_str();
-    CLI::Option* k = sub->add_option("--kv-dtype", kv,
-                                     "Session key/value cache: f32, bf16, f16 or int8" + list)
-                         ->check(CLI::IsMember({"f32", "bf16", "f16", "int8"}))
-                         ->capture_default_str();
+    CLI::Option* k =
+        sub->add_option("--kv-dtype", kv, "Session key/value cache: f32, bf16, f16 or int8" + list)
+            ->check(CLI::IsMember({"f32", "bf16", "f16", "int8"}))
+            ->capture_default_str();
     for (CLI::Option* o : {w, c, k}) {
       if (sweep) {
         o->delimiter(',');
@@ -225,8 +225,7 @@ struct DTypeFlags {
     for (const std::string& w : weight) {
       for (const std::string& c : compute) {
         for (const std::string& k : kv) {
-          const Combo combo{parse_dtype(w).value(), parse_dtype(c).value(),
-                            parse_dtype(k).value()};
+          const Combo combo{parse_dtype(w).value(), parse_dtype(c).value(), parse_dtype(k).value()};
           const bool valid = c != "bf16" || w == "bf16";
           (valid ? out : refused).push_back(combo);
         }
