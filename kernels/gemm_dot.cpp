@@ -48,7 +48,11 @@ struct EmulatedBf16Ops {
     std::memcpy(b.v, p, sizeof b.v);
     return b;
   }
-  static APair bcast_a(const std::uint32_t* p) noexcept { return *p; }
+  static APair bcast_a(const std::uint16_t* p) noexcept {
+    APair pair;
+    std::memcpy(&pair, p, sizeof pair);
+    return pair;
+  }
   static float daz(std::uint32_t h) noexcept {
     return (h & 0x7F80u) == 0 ? bf16_to_f32(static_cast<std::uint16_t>(h & 0x8000u))
                               : bf16_to_f32(static_cast<std::uint16_t>(h));
@@ -65,8 +69,9 @@ struct EmulatedBf16Ops {
     }
     return acc;
   }
+  // vcvtne2ps2bf16: f32 subnormals read as zero, then nearest even.
   static void narrow(const float* s, std::size_t n, std::uint16_t* d) noexcept {
-    for (std::size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(s[i]).bits;
+    for (std::size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(ftz(s[i])).bits;
   }
 };
 
@@ -104,7 +109,8 @@ GemmBlock gemm_dot_task_block() noexcept {
 
 void gemm_bf16_dot(const GemmArgs& args) noexcept {
 #if ATTN_HAVE_AVX512BF16
-  if (bf16_dot_supported()) return detail::gemm_dot_avx512bf16(args);
+  static const bool has_dot = bf16_dot_supported();
+  if (has_dot) return detail::gemm_dot_avx512bf16(args);
 #endif
   GemmDotDriver<EmulatedBf16Ops>::run(args);
 }

@@ -206,8 +206,14 @@ foreach(d bf16 f16 int8)
         --atol 2e-2 --rtol 2e-2)
 endforeach()
 # compute_dtype bf16 (activations rounded to bf16 too) against PyTorch's f32 output, on every
-# ISA; it needs bf16 weights, and says so.
-foreach(isa sse2 avx2)
+# ISA this CPU runs (avx512: vdpbf16ps where `attn --version` says the CPU has AVX512-BF16, the
+# rounded-A FMA kernel otherwise); it needs bf16 weights, and says so.
+execute_process(COMMAND ${ATTN} --version OUTPUT_VARIABLE version_text)
+set(compute_isas sse2 avx2)
+if(version_text MATCHES "instruction sets: [^\n]*avx512")
+  list(APPEND compute_isas avx512)
+endif()
+foreach(isa ${compute_isas})
   check(compute_dtype_bf16_${isa} ok "" "0 of [0-9]+ values outside" run
         --weights hf_llama_gqa.safetensors --input hf_llama_gqa.input.npy
         --expect hf_llama_gqa.output.npy --weight-dtype bf16 --compute-dtype bf16 --isa ${isa}

@@ -5,6 +5,7 @@
 // shared with the other ISAs (tools/check_isa_symbols.sh).
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include <immintrin.h>
 
@@ -22,14 +23,16 @@ struct Avx512Bf16Ops {
   static void store(float* p, Acc x) noexcept { _mm512_storeu_ps(p, x); }
   static Acc add(Acc x, Acc y) noexcept { return _mm512_add_ps(x, y); }
   static BVec load_b(const std::uint16_t* p) noexcept { return _mm512_load_si512(p); }
-  static APair bcast_a(const std::uint32_t* p) noexcept {
-    return _mm512_set1_epi32(static_cast<int>(*p));
+  static APair bcast_a(const std::uint16_t* p) noexcept {
+    int pair;
+    std::memcpy(&pair, p, sizeof pair);  // the two bf16 as one word, without aliasing UB
+    return _mm512_set1_epi32(pair);
   }
   static Acc dot(Acc acc, APair a, BVec b) noexcept {
     return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
   }
-  // vcvtne2ps2bf16: nearest even, NaN quietened (f32 subnormals become zero, which vdpbf16ps
-  // would do to them anyway). The tail uses masked loads and stores: nothing past n is touched.
+  // vcvtne2ps2bf16: nearest even, NaN quietened, f32 subnormals read as zero (the emulation
+  // flushes them too). The tail uses masked loads and stores: nothing past n is touched.
   static void narrow(const float* s, std::size_t n, std::uint16_t* d) noexcept {
     std::size_t i = 0;
     for (; i + 32 <= n; i += 32) {

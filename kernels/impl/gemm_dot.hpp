@@ -54,7 +54,7 @@ struct GemmDotBlocking {
 // Ops: Acc (16 f32 lanes), APair (one bf16 pair broadcast), BVec (16 bf16 pairs) and
 //   zero(), load(const float*), store(float*, Acc), add(Acc, Acc)   unaligned f32 vectors
 //   load_b(const uint16_t*)            16 pairs, 64-byte aligned
-//   bcast_a(const uint32_t*)           one pair to every lane
+//   bcast_a(const uint16_t*)           one pair (two bf16, read with memcpy) to every lane
 //   dot(Acc, APair, BVec)              acc[i] += a.hi * b[i].hi, then += a.lo * b[i].lo
 //   narrow(const float* s, size_t n, uint16_t* d)   n floats to bf16, nearest even
 template <class Ops>
@@ -64,11 +64,18 @@ struct GemmDotDriver {
   static constexpr std::size_t kW = Blk::kW, kNv = Blk::kNv, kNr = Blk::kNr, kMr = Blk::kMr;
   static constexpr std::size_t kKc = Blk::kKc, kMc = Blk::kMc, kAStride = Blk::kAStride;
 
+  // A compile-time index. Nested here (not std::integral_constant) so that nothing this
+  // template instantiates is shared between the AVX512-BF16 object and the others, even
+  // uninlined at -O0 (tools/check_isa_symbols.sh).
+  template <std::size_t I>
+  struct Idx {
+    static constexpr std::size_t value = I;
+    constexpr operator std::size_t() const noexcept { return I; }  // NOLINT: implicit by design
+  };
+
   template <std::size_t N, class F>
   [[gnu::always_inline]] static inline void unroll(F&& f) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (f(std::integral_constant<std::size_t, I>{}), ...);
-    }
+    [&]<std::size_t... I>(std::index_sequence<I...>) { (f(Idx<I>{}), ...); }
     (std::make_index_sequence<N>{});
   }
 
@@ -82,8 +89,9 @@ struct GemmDotDriver {
   }
 
   // C tile [R, kNr] = (first ? bias : C) + A micro-panel · B micro-panel over kc2 pairs.
+  // A: kc2 bf16 pairs per row, rows kAStride pairs apart (read as pairs by Ops::bcast_a).
   template <std::size_t R>
-  [[gnu::noinline]] static void micro_tile(std::size_t kc2, const std::uint32_t* a,
+  [[gnu::noinline]] static void micro_tile(std::size_t kc2, const std::uint16_t* a,
                                            const std::uint16_t* b, float* c, std::ptrdiff_t ldc,
                                            const float* bias, bool first) noexcept {
     Acc acc[R][kNv];
@@ -97,10 +105,10 @@ struct GemmDotDriver {
       typename Ops::BVec bv[kNv];
       unroll<kNv>([&](auto v) { bv[v] = Ops::load_b(b + v * kW * 2); });
       unroll<R>([&](auto r) {
-        const typename Ops::APair av = Ops::bcast_a(a + r * kAStride);
+        const typename Ops::APair av = Ops::bcast_a(a + r * kAStride * 2);
         unroll<kNv>([&](auto v) { acc[r][v] = Ops::dot(acc[r][v], av, bv[v]); });
       });
-      a += 1;
+      a += 2;
       b += kNr * 2;
     }
     if (!first) {
@@ -122,7 +130,7 @@ struct GemmDotDriver {
     }
   }
 
-  using TileFn = void (*)(std::size_t, const std::uint32_t*, const std::uint16_t*, float*,
+  using TileFn = void (*)(std::size_t, const std::uint16_t*, const std::uint16_t*, float*,
                           std::ptrdiff_t, const float*, bool) noexcept;
   static TileFn tile_fn(std::size_t rows) noexcept {
     TileFn fns[kMr] = {};
@@ -131,7 +139,7 @@ struct GemmDotDriver {
   }
 
   // The last columns: the same micro-kernel on a local tile (same bits, nothing past nr touched).
-  static void narrow_tile(TileFn fn, std::size_t kc2, const std::uint32_t* a,
+  static void narrow_tile(TileFn fn, std::size_t kc2, const std::uint16_t* a,
                           const std::uint16_t* b, float* c, std::ptrdiff_t ldc, const float* bias,
                           bool first, std::size_t mr, std::size_t nr) noexcept {
     alignas(64) float tile[kMr * kNr] = {};
@@ -151,11 +159,12 @@ struct GemmDotDriver {
   }
 
   // Rows of a [mc, kc] block of A to bf16 micro-panels (an odd kc gets a zero partner).
+  // Element p of a row at h[p]: the pair (p, p + 1) is one little-endian 32-bit word with p
+  // in its low half, as vdpbf16ps pairs them.
   static void pack_a(const float* a, std::ptrdiff_t lda, std::size_t mc, std::size_t kc,
-                     std::uint32_t* dst) noexcept {
+                     std::uint16_t* dst) noexcept {
     for (std::size_t i = 0; i < mc; ++i) {
-      std::uint32_t* d = dst + (i / kMr) * kMr * kAStride + (i % kMr) * kAStride;
-      auto* h = reinterpret_cast<std::uint16_t*>(d);  // little-endian: element p at h[p]
+      std::uint16_t* h = dst + ((i / kMr) * kMr + i % kMr) * kAStride * 2;
       Ops::narrow(a + static_cast<std::ptrdiff_t>(i) * lda, kc, h);
       if (kc & 1) h[kc] = 0;
     }
@@ -172,8 +181,8 @@ struct GemmDotDriver {
       }
       return;
     }
-    const std::size_t step = kc_step(g.k), k2 = Blk::k_pairs(g.k);
-    auto* scratch = reinterpret_cast<std::uint32_t*>(g.scratch);
+    const std::size_t step = kc_step(g.k), k2 = (g.k + 1) / 2;
+    auto* scratch = reinterpret_cast<std::uint16_t*>(g.scratch);
     for (std::size_t ic = 0; ic < g.m; ic += kMc) {
       const std::size_t mc = min_sz(kMc, g.m - ic);
       for (std::size_t pc = 0; pc < g.k; pc += step) {
@@ -186,7 +195,7 @@ struct GemmDotDriver {
           const float* bias = (first && g.bias != nullptr) ? g.bias + jr : nullptr;
           for (std::size_t ir = 0; ir < mc; ir += kMr) {
             const std::size_t mr = min_sz(kMr, mc - ir);
-            const std::uint32_t* ap = scratch + ir * kAStride;
+            const std::uint16_t* ap = scratch + ir * kAStride * 2;
             float* cp = g.c + static_cast<std::ptrdiff_t>(ic + ir) * g.ldc + jr;
             if (nr == kNr) {
               tile_fn(mr)(kc2, ap, bp, cp, g.ldc, bias, first);

@@ -133,8 +133,9 @@ struct ATTN_API RunOptions {
   /// (needs weight_dtype kBf16): activations rounded to bf16 (nearest even) as each GEMM block
   /// is packed, bf16 x bf16 products summed in f32, bias added in f32. With isa avx512 on a
   /// CPU with AVX512-BF16 the GEMM runs vdpbf16ps; elsewhere (or with isa forced lower) the
-  /// same rounded operands run through f32 FMAs: equal products, sums in another order
-  /// (results agree to f32 rounding, not bit for bit). The attention itself stays f32.
+  /// same rounded operands run through f32 FMAs: equal products (vdpbf16ps also reads
+  /// subnormals as zero), sums in another order (results agree to f32 rounding, not bit for
+  /// bit). The attention itself stays f32.
   DType compute_dtype = DType::kF32;
   /// Session key/value cache storage: kF32, kBf16, kF16 (half the bytes) or kInt8 (a quarter,
   /// plus one f32 scale per position, kv head and keys/values: symmetric, max|x| / 127).
