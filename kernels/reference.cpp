@@ -119,18 +119,13 @@ void gemm_w16(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k,
 void gemm_bf16_dot(const float* a, std::ptrdiff_t lda, std::size_t m, std::size_t k,
                    const std::uint16_t* b, std::ptrdiff_t rs_n, std::ptrdiff_t rs_k, std::size_t n,
                    const float* bias, double* c, std::ptrdiff_t ldc) {
+  std::vector<float> a_bf16(m * k);  // A rounded to bf16, then gemm_w16's float64 sums
   for (std::size_t i = 0; i < m; ++i) {
-    for (std::size_t j = 0; j < n; ++j) {
-      double acc = bias ? static_cast<double>(bias[j]) : 0.0;
-      for (std::size_t p = 0; p < k; ++p) {
-        const std::uint16_t h =
-            b[static_cast<std::ptrdiff_t>(j) * rs_n + static_cast<std::ptrdiff_t>(p) * rs_k];
-        const float ai = bf16_to_f32(f32_to_bf16(a[i * lda + p]).bits);
-        acc += static_cast<double>(ai) * static_cast<double>(bf16_to_f32(h));
-      }
-      c[i * ldc + j] = acc;
-    }
+    for (std::size_t p = 0; p < k; ++p)
+      a_bf16[i * k + p] = bf16_to_f32(f32_to_bf16(a[i * lda + p]).bits);
   }
+  gemm_w16(a_bf16.data(), static_cast<std::ptrdiff_t>(k), m, k, b, WeightType::kBf16, rs_n, rs_k, n,
+           bias, c, ldc);
 }
 
 double modify_score(double s, float softcap, float alibi_slope, double rel) {

@@ -2,6 +2,9 @@
 // helpers plus the instruction sets to cover.
 #pragma once
 
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
 #include <vector>
 
 #include "helpers.hpp"
@@ -17,5 +20,18 @@ inline std::vector<attn::kernels::Isa> supported_isas() {
   }
   return isas;
 }
+
+/// n elements of T, 64-byte aligned (as the kernels' packed buffers and scratch must be).
+template <class T>
+struct Aligned {
+  struct Free {
+    void operator()(T* p) const noexcept { std::free(p); }
+  };
+  std::unique_ptr<T[], Free> p;
+  explicit Aligned(std::size_t n)
+      : p(static_cast<T*>(
+            std::aligned_alloc(64, std::max<std::size_t>(64, (n * sizeof(T) + 63) / 64 * 64)))) {}
+  T* get() const { return p.get(); }
+};
 
 }  // namespace test

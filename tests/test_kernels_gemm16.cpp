@@ -17,20 +17,9 @@
 #include "kernels/reference.hpp"
 
 namespace k = attn::kernels;
+using test::Aligned;
 
 namespace {
-
-template <class T>
-struct Aligned {
-  struct Free {
-    void operator()(T* p) const noexcept { std::free(p); }
-  };
-  std::unique_ptr<T[], Free> p;
-  explicit Aligned(std::size_t n)
-      : p(static_cast<T*>(
-            std::aligned_alloc(64, std::max<std::size_t>(64, (n * sizeof(T) + 63) / 64 * 64)))) {}
-  T* get() const { return p.get(); }
-};
 
 constexpr float kGuard = -12345.678f;
 
